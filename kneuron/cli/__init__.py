@@ -1,0 +1,86 @@
+"""The `kneuron` command: a thin layer over the public API.
+
+Each command group lives in its own module and exposes a `typer.Typer` named `app`.  `main()`
+turns any `KneuronError` into one line on stderr and a non-zero exit code; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from kneuron.errors import KneuronError
+
+app = typer.Typer(
+    name="kneuron",
+    help="Find, test and edit the knowledge neurons of transformer language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    import importlib
+
+    for name, help_text in [
+        ("data", "Inspect and fetch datasets."),
+        ("world", "Build the offline fact world and its model."),
+    ]:
+        try:
+            module = importlib.import_module(f"kneuron.cli.{name}")
+        except ModuleNotFoundError as exc:  # group not written yet
+            if exc.name == f"kneuron.cli.{name}":
+                continue
+            raise
+        app.add_typer(module.app, name=name, help=help_text)
+    for name in ["discover", "demo"]:
+        try:
+            importlib.import_module(f"kneuron.cli.{name}")  # registers commands on `app`
+        except ModuleNotFoundError as exc:
+            if exc.name != f"kneuron.cli.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except KneuronError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except SystemExit as exc:  # typer/click exits
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}  (run with --debug for the traceback)")
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

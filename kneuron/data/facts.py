@@ -1,0 +1,78 @@
+"""The unit of knowledge: a fact and the paraphrased prompts that express it.
+
+Every loader (PARAREL, the fact world, users' JSONL files) produces a `FactSet`, so the rest of
+the pipeline never cares where facts came from.  Prompts hold the literal placeholder
+`MASK` ("[MASK]"); a model adapter swaps in the model's own mask token at tokenization time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+MASK = "[MASK]"
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: str
+    label: str = ""
+    type: str = ""  # LAMA type: "1-1", "N-1", "N-M", or "" when unknown
+
+
+@dataclass
+class Fact:
+    relation: str
+    subject: str
+    object: str
+    prompts: list[str]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.relation, self.subject, self.object)
+
+
+@dataclass
+class FactSet:
+    facts: list[Fact]
+    relations: dict[str, Relation] = field(default_factory=dict)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.facts)
+
+    def __iter__(self):
+        return iter(self.facts)
+
+    @property
+    def num_prompts(self) -> int:
+        return sum(len(f.prompts) for f in self.facts)
+
+    def by_relation(self) -> dict[str, list[Fact]]:
+        """Facts grouped by relation, relations in order of first appearance, facts in file order."""
+        groups: dict[str, list[Fact]] = {}
+        for f in self.facts:
+            groups.setdefault(f.relation, []).append(f)
+        return groups
+
+    def subset(self, relations: list[str] | None) -> FactSet:
+        """Only the given relations (in the order given); None keeps everything."""
+        if not relations:
+            return self
+        from kneuron.errors import DataError
+
+        have = self.by_relation()
+        missing = [r for r in relations if r not in have]
+        if missing:
+            raise DataError(f"relation(s) not in {self.source or 'the data'}: {', '.join(missing)}")
+        facts = [f for r in relations for f in have[r]]
+        rels = {r: self.relations.get(r, Relation(r)) for r in relations}
+        return FactSet(facts, rels, self.source)
+
+    def stats(self) -> dict:
+        per_rel = Counter(f.relation for f in self.facts)
+        return {
+            "relations": len(per_rel),
+            "facts": len(self.facts),
+            "prompts": self.num_prompts,
+        }
