@@ -3,5 +3,8 @@
 __version__ = "0.1.0"
 
 from kneuron.errors import KneuronError  # noqa: E402
+from kneuron.knowledge_model import KnowledgeModel, load  # noqa: E402
+from kneuron.models.adapters import Adapter, register_adapter  # noqa: E402
+from kneuron.neurons import Neuron  # noqa: E402
 
-__all__ = ["KneuronError", "__version__"]
+__all__ = ["Adapter", "KneuronError", "KnowledgeModel", "Neuron", "__version__", "load", "register_adapter"]

@@ -1,0 +1,62 @@
+"""Facts and the datasets they come from.
+
+`load_facts(spec)` is the one entry point the CLI and the pipeline use, so that "world", a
+PARAREL folder and a user's JSONL file are interchangeable everywhere a fact set is expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kneuron.data.bingrel import SentenceBag, check_alignment, load_bingrel
+from kneuron.data.coverage import single_token_coverage
+from kneuron.data.facts import MASK, Fact, FactSet, Relation
+from kneuron.data.jsonl import load_facts_jsonl, save_facts_jsonl
+from kneuron.data.pararel import is_pararel_dir, kn_bags, load_pararel, relation_tag
+from kneuron.errors import DataError
+
+__all__ = [
+    "MASK",
+    "Fact",
+    "FactSet",
+    "Relation",
+    "SentenceBag",
+    "check_alignment",
+    "kn_bags",
+    "load_bingrel",
+    "load_facts",
+    "load_facts_jsonl",
+    "load_pararel",
+    "relation_tag",
+    "save_facts_jsonl",
+    "single_token_coverage",
+]
+
+SPECS_HELP = (
+    "'world', 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
+    "a PARAREL directory (containing raw/patterns) or a .jsonl facts file"
+)
+
+
+def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
+    """The fact set named by `spec`: one of `SPECS_HELP`; `relations` keeps only those relations."""
+    text = str(spec)
+    if text == "world":
+        from kneuron.world import ensure_world, load_world_facts
+
+        facts = load_world_facts(ensure_world())
+    elif text == "pararel":
+        return load_pararel(None, relations=relations)
+    elif text.startswith("pararel:"):
+        return load_pararel(text[len("pararel:") :], relations=relations)
+    else:
+        path = Path(text).expanduser()
+        if path.is_dir() and is_pararel_dir(path):
+            return load_pararel(path, relations=relations)
+        if path.suffix == ".jsonl":
+            facts = load_facts_jsonl(path)
+        elif not path.exists():
+            raise DataError(f"no such file or directory: {text!r}; expected {SPECS_HELP}")
+        else:
+            raise DataError(f"cannot load facts from {text!r}; expected {SPECS_HELP}")
+    return facts.subset(relations)

@@ -1,0 +1,3 @@
+from kneuron.cli import run
+
+run()

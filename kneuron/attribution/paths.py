@@ -1,0 +1,31 @@
+"""Integration points along the straight path from the zero baseline to the activation.
+
+Attribution_i = w_i * sum_k c_k * dP/da_i at a = alpha_k * w.
+- "riemann_left" (default, the authors' code): alpha = k/m for k = 0..m-1, c = 1/m.  It includes
+  the zero point and leaves out alpha = 1 (spec section 1, item 2).
+- "riemann_right" (the paper's equation): alpha = k/m for k = 1..m, c = 1/m.
+- "gauss_legendre": Gauss-Legendre nodes mapped to [0, 1]; exact for polynomials of degree
+  2m-1 along the path, so far fewer points reach the same integral.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kneuron.errors import KneuronError
+
+METHODS = ("riemann_left", "riemann_right", "gauss_legendre")
+
+
+def integration_points(method: str, steps: int) -> tuple[list[float], list[float]]:
+    """(alphas, coefficients) of a quadrature rule with `steps` points."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+        raise KneuronError(f"steps must be a positive integer, got {steps!r}")
+    if method == "riemann_left":
+        return [k / steps for k in range(steps)], [1.0 / steps] * steps
+    if method == "riemann_right":
+        return [k / steps for k in range(1, steps + 1)], [1.0 / steps] * steps
+    if method == "gauss_legendre":
+        x, w = np.polynomial.legendre.leggauss(steps)
+        return [float((xi + 1) / 2) for xi in x], [float(wi / 2) for wi in w]
+    raise KneuronError(f"unknown integration method {method!r}; use one of {', '.join(METHODS)}")

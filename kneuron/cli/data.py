@@ -1,0 +1,160 @@
+"""`kneuron data ...`: look at a fact set before spending GPU time on it, and fetch the datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
+from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
+from kneuron.errors import DataError, ModelError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _split_relations(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [r.strip() for r in text.split(",") if r.strip()] or None
+
+
+def _load_tokenizer(model: str):
+    """Only the tokenizer: coverage needs no weights, and this keeps `stats --model` fast."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model)
+    except Exception as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ModelError(f"cannot load the tokenizer of {model!r}: {first[:300]}") from None
+
+
+def _per_fact(prompts: int, facts: int, uniform: bool) -> str:
+    if uniform:
+        return f"{prompts // facts:,}"
+    return f"{prompts / facts:.2f}" if facts else "-"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def stats_table(facts: FactSet, coverage: dict | None = None) -> Table:
+    # Compact borders and two-line headers keep eight columns readable in an 80-column terminal.
+    table = Table(title=f"Facts in {facts.source or 'the data'}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("relation", no_wrap=True)
+    table.add_column("label", overflow="fold", min_width=10)
+    table.add_column("type", no_wrap=True)
+    for header in ("prompts\n/fact", "facts", "prompts"):
+        table.add_column(header, justify="right", no_wrap=True)
+    if coverage is not None:
+        for header in ("1-token\nfacts", "1-token\n%"):
+            table.add_column(header, justify="right", no_wrap=True)
+    groups = facts.by_relation()
+    for rel, group in groups.items():
+        meta = facts.relations.get(rel)
+        n_prompts = sum(len(f.prompts) for f in group)
+        uniform = len({len(f.prompts) for f in group}) == 1
+        row = [
+            rel,
+            meta.label if meta else "",
+            meta.type if meta else "",
+            _per_fact(n_prompts, len(group), uniform),
+            f"{len(group):,}",
+            f"{n_prompts:,}",
+        ]
+        if coverage is not None:
+            c = coverage["relations"][rel]
+            row += [f"{c['single_token_facts']:,}", _pct(c["single_token_facts"], c["facts"])]
+        table.add_row(*row)
+    total = [
+        "total",
+        _plural(len(groups), "relation"),
+        "",
+        _per_fact(facts.num_prompts, len(facts), False),
+        f"{len(facts):,}",
+        f"{facts.num_prompts:,}",
+    ]
+    if coverage is not None:
+        t = coverage["total"]
+        total += [f"{t['single_token_facts']:,}", _pct(t["single_token_facts"], t["facts"])]
+    table.add_section()
+    table.add_row(*total, style="bold")
+    return table
+
+
+@app.command()
+def stats(
+    spec: str = typer.Argument(..., help=f"Facts to describe: {SPECS_HELP}."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Also count facts whose object is one token for this model's tokenizer."
+    ),
+    relations: str | None = typer.Option(
+        None, "--relations", "-r", help="Comma-separated ids, e.g. P19,P36."
+    ),
+) -> None:
+    """Relations, facts and prompts of a fact set (and single-token coverage for a model)."""
+    facts = load_facts(spec, relations=_split_relations(relations))
+    coverage = single_token_coverage(facts, _load_tokenizer(model)) if model else None
+    console = Console()
+    console.print(stats_table(facts, coverage))
+    n_rel = len(facts.by_relation())
+    console.print(
+        f"Total: {_plural(n_rel, 'relation')}, {_plural(len(facts), 'fact')}, "
+        f"{_plural(facts.num_prompts, 'prompt')}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if coverage is not None:
+        t = coverage["total"]
+        console.print(
+            f"Single-token objects for {model}: {t['single_token_facts']:,} of {_plural(t['facts'], 'fact')} "
+            f"({_pct(t['single_token_facts'], t['facts'])}), {t['single_token_prompts']:,} of "
+            f"{_plural(t['prompts'], 'prompt')} ({_pct(t['single_token_prompts'], t['prompts'])})",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+@app.command("download")
+def download_cmd(
+    dataset: str = typer.Argument(..., help=f"Which dataset: {' or '.join(DATASETS)}."),
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Destination folder (default: <cache>/data/<dataset>, where loaders look)."
+    ),
+    base_url: str = typer.Option(
+        DEFAULT_BASE_URL, "--base-url", help="Mirror replacing https://raw.githubusercontent.com."
+    ),
+    relations: str | None = typer.Option(
+        None, "--relations", "-r", help="BINGREL only: comma-separated relation ids (default: all 34)."
+    ),
+) -> None:
+    """Fetch a dataset from the authors' GitHub repositories and verify every file."""
+    console = Console()
+    counts = {"downloaded": 0, "present": 0}
+
+    def report(entry: RemoteFile, status: str) -> None:
+        counts[status] += 1
+        if status == "downloaded":
+            console.print(f"downloaded {entry.local_path}", highlight=False)
+
+    rels = _split_relations(relations)
+    if rels and dataset != "bingrel":
+        raise DataError("--relations applies to bingrel only")
+    target = download(dataset, dest, base_url=base_url, relations=rels, on_file=report)
+    console.print(
+        f"{dataset}: {_plural(sum(counts.values()), 'file')} verified in {target} "
+        f"({counts['downloaded']:,} downloaded, {counts['present']:,} already present)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if dataset == "pararel":
+        console.print(f"inspect it with: kneuron data stats {target}", soft_wrap=True, highlight=False)

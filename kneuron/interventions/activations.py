@@ -1,0 +1,57 @@
+"""Suppressing and amplifying neurons at the blank (spec section 5.2).
+
+The chosen neurons' activations are multiplied by a factor (0 = suppress, 2 = amplify) at the
+blank position only, in every layer that holds one of them, within a single forward pass.  It is
+done with hooks, never by touching weights: leaving the `with` block (normally or through an
+exception) removes them, so the model is exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+
+from kneuron.errors import KneuronError
+from kneuron.neurons import as_neurons
+
+
+@contextmanager
+def scale_activations(kn, neurons, factor: float):
+    """Within the block, every forward pass of `kn.model` scales `neurons` at its blank(s)."""
+    neurons = as_neurons(neurons, kn.num_layers, kn.num_neurons)  # validate before touching anything
+    factor = float(factor)
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for n in neurons:
+        by_layer[n.layer].append(n.index)
+    where: dict = {}
+
+    def find_blanks(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise KneuronError("interventions need input_ids to find the blank (inputs_embeds given)")
+        where["rows"], where["cols"] = kn.blank_positions(input_ids, kwargs.get("attention_mask"))
+
+    def make_hook(indices: torch.Tensor):
+        def hook(module, args):
+            x = args[0]
+            rows, cols = where["rows"], where["cols"]
+            if rows.numel() == 0:
+                return None
+            x = x.clone()
+            r, c, i = rows[:, None], cols[:, None], indices.to(x.device)[None, :]
+            x[r, c, i] = 0.0 if factor == 0.0 else x[r, c, i] * factor
+            return (x,) + tuple(args[1:])
+        return hook
+
+    handles = []
+    try:
+        handles.append(kn.model.register_forward_pre_hook(find_blanks, with_kwargs=True))
+        for layer, idx in by_layer.items():
+            site = kn.adapter.down_projection(kn.model, layer)
+            handles.append(site.register_forward_pre_hook(make_hook(torch.tensor(sorted(set(idx))))))
+        yield neurons
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,131 @@
+"""Where a model family keeps its knowledge neurons.
+
+One definition for every family: a knowledge neuron is a coordinate of the *input of the FFN's
+output projection* ("down projection").  For BERT that is the post-GELU intermediate activation;
+for gated MLPs it is act(gate) * up.  Its value slot is the matching column of that projection's
+weight.  An `Adapter` names those modules for one family, plus how final hidden states become
+logits, so that the rest of kneuron never looks at a model's class.
+
+New families are added with `register_adapter`; nothing else has to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from kneuron.errors import ModelError
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """Follow a dotted attribute path ("bert.encoder.layer"); '' is the root itself."""
+    obj = root
+    for part in filter(None, path.split(".")):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """The activation sites and head of one model family.
+
+    - `layers`: path from the top-level model to the list of transformer blocks.
+    - `down_proj`: path inside a block to the FFN output projection; its input holds the neurons.
+    - `embeddings`: path to the input word-embedding module (tied with the MLM decoder in BERT).
+    - `head`: maps last-block hidden states of the scored rows (R, H) to logits (R, V); it includes
+      any final layer norm, so that only the scored rows ever reach the vocabulary projection.
+    - `slot_axis`: axis of the down projection's weight that indexes neurons (1 for nn.Linear,
+      whose weight is (out, in); 0 for GPT-2's Conv1D, whose weight is (in, out)).
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    objective: str  # "masked" or "causal"
+    layers: str
+    down_proj: str
+    embeddings: str
+    head: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    slot_axis: int = 1
+    notes: str = field(default="", compare=False)
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        return get_module(model, self.layers)
+
+    def down_projection(self, model: nn.Module, layer: int) -> nn.Module:
+        return get_module(self.blocks(model)[layer], self.down_proj)
+
+    def value_slots(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """The weight holding layer `layer`'s value slots (a view: edits act on the model)."""
+        return self.down_projection(model, layer).weight
+
+    def word_embeddings(self, model: nn.Module) -> torch.Tensor:
+        return get_module(model, self.embeddings).weight
+
+    def num_neurons(self, model: nn.Module) -> int:
+        return self.value_slots(model, 0).shape[self.slot_axis]
+
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def register_adapter(adapter: Adapter, *, replace: bool = False) -> Adapter:
+    """Make kneuron support a family: every `model_type` in `adapter.model_types` maps to it."""
+    for model_type in adapter.model_types:
+        if model_type in _ADAPTERS and not replace:
+            raise ModelError(f"an adapter for model_type {model_type!r} is already registered")
+        _ADAPTERS[model_type] = adapter
+    return adapter
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    adapter = _ADAPTERS.get(model_type or "")
+    if adapter is None:
+        raise ModelError(
+            f"no kneuron adapter for {type(model).__name__} (model_type {model_type!r}); "
+            f"supported: {', '.join(sorted(_ADAPTERS))}; add one with kneuron.register_adapter(Adapter(...))"
+        )
+    return adapter
+
+
+def adapter_for_type(model_type: str) -> Adapter | None:
+    return _ADAPTERS.get(model_type)
+
+
+def registered_adapters() -> dict[str, Adapter]:
+    return dict(_ADAPTERS)
+
+
+# --- masked LMs of the BERT family ---------------------------------------------------------------
+
+register_adapter(Adapter(
+    family="bert", model_types=("bert",), objective="masked",
+    layers="bert.encoder.layer", down_proj="output.dense",
+    embeddings="bert.embeddings.word_embeddings",
+    head=lambda m, h: m.cls(h),
+    notes="BERT, mBERT: neuron = post-GELU output of `intermediate`.",
+))
+
+register_adapter(Adapter(
+    family="roberta", model_types=("roberta", "xlm-roberta", "camembert"), objective="masked",
+    layers="roberta.encoder.layer", down_proj="output.dense",
+    embeddings="roberta.embeddings.word_embeddings",
+    head=lambda m, h: m.lm_head(h),
+    notes="RoBERTa, XLM-R: same block as BERT.",
+))
+
+
+def _distilbert_head(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+
+
+register_adapter(Adapter(
+    family="distilbert", model_types=("distilbert",), objective="masked",
+    layers="distilbert.transformer.layer", down_proj="ffn.lin2",
+    embeddings="distilbert.embeddings.word_embeddings",
+    head=_distilbert_head,
+    notes="DistilBERT: neuron = output of ffn.activation(ffn.lin1(x)).",
+))

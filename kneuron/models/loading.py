@@ -1,0 +1,75 @@
+"""Loading a Hugging Face model (hub name or local directory) with the adapter of its family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kneuron.errors import ModelError
+from kneuron.models.adapters import adapter_for_type, registered_adapters
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: {exc}") from None
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32  # the paper's setting; thresholds are fragile in lower precision
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) in _DTYPES:
+        return _DTYPES[str(dtype)]
+    raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def load_hf(name_or_path: str, device="auto", dtype=None):
+    """Return (model, tokenizer, adapter) for a hub name or a local directory."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    local = Path(name_or_path).expanduser()
+    if name_or_path.startswith((".", "/", "~")) and not local.exists():
+        raise ModelError(f"model directory not found: {local}")
+    source = str(local) if local.exists() else name_or_path
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as exc:  # OSError (not found / offline), ValueError (bad config)
+        where = "local directory" if local.exists() else "hub name (no such local directory)"
+        raise ModelError(f"cannot load model {name_or_path!r} as a {where}: {_short(exc)}") from None
+    adapter = adapter_for_type(config.model_type)
+    if adapter is None:
+        raise ModelError(
+            f"no kneuron adapter for model_type {config.model_type!r} "
+            f"({', '.join(getattr(config, 'architectures', None) or ['unknown class'])}); supported: "
+            f"{', '.join(sorted(registered_adapters()))}; add one with kneuron.register_adapter(Adapter(...))"
+        )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # kneuron draws its own progress; keep loads quiet
+    auto = AutoModelForMaskedLM if adapter.objective == "masked" else AutoModelForCausalLM
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        model = auto.from_pretrained(source, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        raise ModelError(f"cannot load model {name_or_path!r}: {_short(exc)}") from None
+    model.to(resolve_device(device))
+    model.eval()
+    model.requires_grad_(False)  # attribution needs input gradients only
+    return model, tokenizer, adapter

@@ -1,0 +1,8 @@
+"""Neuron selection: per-prompt thresholds, per-fact refinement, per-relation adaptation, controls."""
+
+from kneuron.selection.coarse import BASELINE_THRESHOLD, KN_THRESHOLD, baseline_neurons, coarse_neurons
+from kneuron.selection.controls import random_like
+from kneuron.selection.refine import Adaptation, adapt_p, refine
+
+__all__ = ["BASELINE_THRESHOLD", "KN_THRESHOLD", "Adaptation", "adapt_p", "baseline_neurons",
+           "coarse_neurons", "random_like", "refine"]

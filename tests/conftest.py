@@ -1,0 +1,141 @@
+"""Shared fixtures: the shared datasets (skipped when absent) and tiny data built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kneuron.paths import default_data_dir
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the shared datasets (`$KNEURON_DATA`, else ../shared/data beside the checkout)."""
+    root = default_data_dir()
+    if not (root / "pararel" / "raw" / "patterns").is_dir():
+        pytest.skip(f"shared datasets not found at {root}; set KNEURON_DATA to the folder holding pararel/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pararel(shared_data):
+    """The full shared PARAREL, loaded once per session."""
+    from kneuron.data import load_pararel
+
+    return load_pararel(shared_data / "pararel")
+
+
+@pytest.fixture(scope="session")
+def bingrel_dir(shared_data) -> Path:
+    path = shared_data / "bingrel"
+    if not path.is_dir():
+        pytest.skip(f"shared BINGREL slice not found at {path}")
+    return path
+
+
+TINY_PATTERNS = {
+    "P36": [
+        "The capital of [X] is [Y].",
+        "[X]'s capital is [Y].",
+        "[Y] is the capital of [X].",
+        "[X] capital: [Y].",
+    ],
+    "P17": [
+        "[X] is in [Y].",
+        "[X] is located in [Y].",
+        "[Y] contains [X].",
+    ],  # 3 templates: dropped by default
+}
+TINY_PAIRS = {"P36": [["France", "Paris"], ["Ireland", "Dublin"]], "P17": [["Paris", "France"]]}
+TINY_RELATIONS = [
+    {"relation": "P36", "label": "capital", "type": "1-1"},
+    {"relation": "P17", "label": "country", "type": "N-1"},
+]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def make_pararel(tmp_path):
+    """Build a PARAREL-shaped folder: `make_pararel(patterns=..., pairs=..., relations=...)` -> its path."""
+
+    def build(patterns=None, pairs=None, relations=None, name="pararel") -> Path:
+        root = tmp_path / name
+        raw = root / "raw"
+        for rel, templates in (TINY_PATTERNS if patterns is None else patterns).items():
+            write_jsonl(
+                raw / "patterns" / f"{rel}.jsonl",
+                [{"pattern": t} if isinstance(t, str) else t for t in templates],
+            )
+        (raw / "patterns").mkdir(parents=True, exist_ok=True)
+        kn = raw / "knowledge-neurons"
+        kn.mkdir(parents=True, exist_ok=True)
+        (kn / "query_pairs.json").write_text(json.dumps(TINY_PAIRS if pairs is None else pairs, indent=2))
+        write_jsonl(kn / "relations.jsonl", TINY_RELATIONS if relations is None else relations)
+        return root
+
+    return build
+
+
+TINY_VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "Paris",
+    "France",
+    "Ireland",
+    "Dub",
+    "##lin",
+    "The",
+    "capital",
+    "of",
+    "is",
+    ".",
+    "'",
+    "s",
+]
+
+
+@pytest.fixture
+def tiny_tokenizer_dir(tmp_path) -> Path:
+    """A real WordPiece tokenizer saved like a checkpoint: "Paris" is one token, "Dublin" two, "Atlantis" [UNK]."""
+    from transformers import BertTokenizerFast
+
+    src = tmp_path / "vocab"
+    src.mkdir()
+    (src / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast.from_pretrained(str(src), do_lower_case=False)
+    out = tmp_path / "tiny-tokenizer"
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+
+
+@pytest.fixture
+def pararel_mirror(shared_data, tmp_path) -> Path:
+    """A file:// tree laid out like raw.githubusercontent.com, holding the shared PARAREL files."""
+    from kneuron.data.download import pararel_manifest
+
+    mirror = tmp_path / "mirror"
+    for entry in pararel_manifest():
+        dst = mirror / entry.repo / entry.commit / entry.remote_path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_data / "pararel" / entry.local_path, dst)
+    return mirror
