@@ -7,8 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from kneuron.paths import default_data_dir
+
+# Tiny models run fastest on one thread, and several OpenMP threads on a busy 2-core machine
+# can slow small ops down by orders of magnitude.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,66 @@
+"""An append-only record of finished facts that survives Ctrl-C and kill -9.
+
+One JSON line per fact, flushed and fsynced before the next fact starts.  A line cut short by a
+crash is dropped (and truncated away) on reopening, and a fact recorded twice keeps its first
+record, so a resumed run neither loses nor duplicates work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class FactLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: dict[int, dict] = {}
+        self._load()
+        self._fh = None
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        good_end = 0
+        with self.path.open("rb") as fh:
+            data = fh.read()
+        pos = 0
+        while pos < len(data):
+            end = data.find(b"\n", pos)
+            if end < 0:
+                break  # a partial last line: the write was interrupted
+            try:
+                rec = json.loads(data[pos:end])
+            except json.JSONDecodeError:
+                break
+            self.records.setdefault(int(rec["fact"]), rec)
+            pos = good_end = end + 1
+        if good_end < len(data):
+            with self.path.open("r+b") as fh:
+                fh.truncate(good_end)
+
+    def __contains__(self, fact: int) -> bool:
+        return fact in self.records
+
+    def append(self, rec: dict) -> None:
+        if int(rec["fact"]) in self.records:
+            return
+        if self._fh is None:
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.records[int(rec["fact"])] = rec
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

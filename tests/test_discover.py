@@ -1,0 +1,136 @@
+"""Discovery runs: the table, determinism, and resumption after Ctrl-C and kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from tiny_models import save_tiny_bert
+
+import kneuron
+from kneuron.data import load_facts_jsonl, save_facts_jsonl
+from kneuron.data.facts import Fact, FactSet, Relation
+from kneuron.errors import KneuronError
+from kneuron.runs import DiscoveryConfig, discover, load_run
+
+discover_module = sys.modules["kneuron.runs.discover"]
+
+
+TEMPLATES = ["The capital of [X] is [MASK].", "[X] is the capital of [MASK] .", "the city [X] is in [MASK]",
+             "[X] lives in [MASK] .", "[MASK] is the country of [X] ."]
+PAIRS = {"capital": [("Ireland", "Dublin"), ("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin")],
+         "located": [("Dublin", "Ireland"), ("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"),
+                     ("Edmonton", "Alberta")]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("disc")
+    model_dir = save_tiny_bert(root / "model", layers=2, hidden=32, intermediate=48)
+    facts = [Fact(rel, s, o, [t.replace("[X]", s) for t in TEMPLATES]) for rel, pairs in PAIRS.items()
+             for s, o in pairs]
+    facts.append(Fact("located", "Paris", "Paris Texas", [t.replace("[X]", "Paris") for t in TEMPLATES]))
+    fs = FactSet(facts, {"capital": Relation("capital", "capital", "1-1"), "located": Relation("located")})
+    path = save_facts_jsonl(fs, root / "facts.jsonl")
+    return root, model_dir, path
+
+
+def config_for(setup, **kw):
+    root, model_dir, path = setup
+    return DiscoveryConfig(model=str(model_dir), data=str(path), **kw)
+
+
+def run(setup, out, **kw):
+    root, model_dir, path = setup
+    kn = kneuron.load(str(model_dir), device="cpu")
+    return discover(kn, load_facts_jsonl(path), out, config_for(setup, **kw), progress=False, facts_per_batch=2)
+
+
+def test_table_and_summary(setup, tmp_path):
+    res = run(setup, tmp_path / "run")
+    table = pd.read_parquet(tmp_path / "run" / "neurons.parquet")
+    assert list(table.columns) == ["relation", "fact", "subject", "object", "layer", "index", "method"]
+    assert set(table["method"]) <= {"kn", "baseline"} and len(table) > 0
+    assert table.equals(res.neurons)
+    summary = json.loads((tmp_path / "run" / "relations.json").read_text())
+    assert summary["located"]["skipped"] == 1  # "Paris Texas" is not a single token
+    assert 0.45 - 1e-9 <= summary["capital"]["kn"]["p"] <= 0.95 + 1e-9
+    config, table2, _ = load_run(tmp_path / "run")
+    assert config.steps == 20 and table2.equals(table)
+    # Each fact's kn set is what find_neurons gives with the relation's adapted p.
+    kn = kneuron.load(config.model, device="cpu")
+    facts = load_facts_jsonl(config.data)
+    f = facts.facts[0]
+    expect = kn.find_neurons(f.prompts, f.object, p=summary["capital"]["kn"]["p"])
+    got = [(r.layer, r.index) for r in table[(table.fact == 0) & (table.method == "kn")].itertuples()]
+    assert got == [tuple(n) for n in expect]
+
+
+def test_deterministic_and_config_guard(setup, tmp_path):
+    a = run(setup, tmp_path / "a").neurons
+    b = run(setup, tmp_path / "b").neurons
+    assert a.equals(b)
+    with pytest.raises(KneuronError, match="steps=20, not 10|steps"):
+        run(setup, tmp_path / "a", steps=10)
+
+
+def test_ctrl_c_resume_identical(setup, tmp_path, monkeypatch):
+    full = run(setup, tmp_path / "full").neurons
+    real = discover_module._attribute_facts
+    calls = {"n": 0}
+
+    def interrupted(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(discover_module, "_attribute_facts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(setup, tmp_path / "resumed")
+    lines = (tmp_path / "resumed" / "attributions.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # two batches of two facts were finished
+    monkeypatch.setattr(discover_module, "_attribute_facts", real)
+    res = run(setup, tmp_path / "resumed")
+    assert res.resumed_facts == 4
+    assert res.neurons.equals(full)
+    recs = [json.loads(x)["fact"] for x in (tmp_path / "resumed" / "attributions.jsonl").read_text().splitlines()]
+    assert sorted(recs) == list(range(10))  # nothing lost, nothing twice
+
+
+def test_truncated_line_is_dropped_on_resume(setup, tmp_path):
+    full = run(setup, tmp_path / "full").neurons
+    log = tmp_path / "cut" / "attributions.jsonl"
+    run(setup, tmp_path / "cut")
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])  # a write cut by a crash
+    (tmp_path / "cut" / "neurons.parquet").unlink()
+    res = run(setup, tmp_path / "cut")
+    assert res.resumed_facts == 3 and res.neurons.equals(full)
+
+
+def test_kill_9_then_resume_identical(setup, tmp_path):
+    root, model_dir, path = setup
+    full = run(setup, tmp_path / "full").neurons
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "kneuron", "discover", "--model", str(model_dir), "--data", str(path),
+           "--out", str(out), "--no-progress", "--device", "cpu"]
+    env = dict(os.environ, KNEURON_SLOW_FACTS_FOR_TESTS="0.3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = out / "attributions.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(log.read_text().splitlines())
+    assert 2 <= done_before < 10 and not (out / "neurons.parquet").exists()
+    subprocess.run(cmd, check=True, capture_output=True)
+    table = pd.read_parquet(out / "neurons.parquet")
+    assert table.equals(full)
+    recs = [json.loads(x)["fact"] for x in log.read_text().splitlines()]
+    assert sorted(recs) == list(range(10))
