@@ -44,7 +44,8 @@ def _register() -> None:
                 continue
             raise
         app.add_typer(module.app, name=name, help=help_text)
-    for name in ["discover", "demo"]:
+    # Modules that register their own commands (or sub-apps) on `app` when imported.
+    for name in ["discover", "demo", "reproduce", "experiment", "edit"]:
         try:
             importlib.import_module(f"kneuron.cli.{name}")  # registers commands on `app`
         except ModuleNotFoundError as exc:
