@@ -21,19 +21,34 @@ from kneuron.neurons import Neuron, as_neurons
 
 
 @dataclass(frozen=True)
-class EncodedPrompt:
+class Encoded:
+    """A prompt (and answer) as the model sees it.
+
+    - `ids`: model input.  Masked LM: the prompt with one mask token per answer token.  Causal LM:
+      the text before the blank followed by the answer's tokens except the last (teacher forcing).
+    - `blank`: positions whose neurons are read and scaled: the mask positions (masked LM), or
+      the last prompt position, where the answer begins (causal LM).
+    - `targets` / `target_ids`: the positions scored and the gold token expected at each.
+    """
+
     text: str
+    answer: str | None
     ids: tuple[int, ...]
-    blank: int  # position whose neurons are attributed and whose prediction is scored
+    blank: tuple[int, ...]
+    targets: tuple[int, ...] = ()
+    target_ids: tuple[int, ...] = ()
 
 
 class KnowledgeModel:
-    def __init__(self, model, tokenizer, adapter, name: str = ""):
+    def __init__(self, model, tokenizer, adapter, name: str = "", multi_token: bool | None = None):
         self.model, self.tokenizer, self.adapter, self.name = model, tokenizer, adapter, name
         self.num_layers = len(adapter.blocks(model))
         self.num_neurons = adapter.num_neurons(model)
-        self._encode_cache: dict[str, EncodedPrompt] = {}
-        self._answer_cache: dict[str, int] = {}
+        # Masked LMs follow the paper (one-token answers) unless asked; causal LMs teacher-force.
+        self.multi_token = (adapter.objective == "causal") if multi_token is None else bool(multi_token)
+        self._encode_cache: dict[tuple, Encoded] = {}
+        self._answer_cache: dict[str, tuple[int, ...]] = {}
+        self._blanks = None  # (rows, cols) of the batch being run by this object, for interventions
 
     def __repr__(self) -> str:
         return (f"KnowledgeModel({self.name or type(self.model).__name__}, family={self.adapter.family}, "
@@ -48,51 +63,85 @@ class KnowledgeModel:
         return self.adapter.objective == "masked"
 
     # -- prompts and answers ------------------------------------------------------------------
-    def encode(self, prompt: str) -> EncodedPrompt:
-        """Token ids and blank position; a masked LM needs exactly one blank in the prompt."""
-        hit = self._encode_cache.get(prompt)
-        if hit is not None:
-            return hit
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError(f"empty prompt: {prompt!r}")
-        if self.is_masked:
-            mask_token = self.tokenizer.mask_token
-            n = prompt.count(MASK) + (prompt.count(mask_token) if mask_token != MASK else 0)
-            if n != 1:
-                what = "no blank" if n == 0 else f"{n} blanks"
-                raise PromptError(f"prompt has {what} ({MASK} expected exactly once): {prompt!r}")
-            ids = self.tokenizer(fill_mask_token(prompt, self.tokenizer))["input_ids"]
-            blank = ids.index(self.tokenizer.mask_token_id)
-        else:
-            text = prompt
-            if MASK in prompt:
-                head, _, tail = prompt.partition(MASK)
-                if tail.strip(" .") or MASK in tail:
-                    raise PromptError(f"causal LM prompt must end at the blank: {prompt!r}")
-                text = head.rstrip()
-            ids = self.tokenizer(text)["input_ids"]
-            blank = len(ids) - 1
-        enc = EncodedPrompt(prompt, tuple(ids), blank)
-        self._encode_cache[prompt] = enc
-        return enc
-
-    def answer_id(self, answer: str) -> int:
-        """The single vocabulary id of `answer`; a multi-token answer is an error here."""
+    def answer_ids(self, answer: str) -> tuple[int, ...]:
+        """Token ids of `answer` as a continuation word; one token unless `multi_token` is on."""
         hit = self._answer_cache.get(answer)
         if hit is not None:
             return hit
         if not isinstance(answer, str) or not answer.strip():
             raise PromptError(f"empty answer: {answer!r}")
-        ids = answer_token_ids(self.tokenizer, answer)
+        ids = tuple(answer_token_ids(self.tokenizer, answer))
         unk = getattr(self.tokenizer, "unk_token_id", None)
-        if len(ids) != 1 or ids[0] == unk:
-            pieces = self.tokenizer.convert_ids_to_tokens(ids)
-            raise PromptError(f"answer {answer!r} is not a single token for this tokenizer: {pieces}")
-        self._answer_cache[answer] = ids[0]
+        pieces = self.tokenizer.convert_ids_to_tokens(list(ids))
+        if not ids or (unk is not None and unk in ids and unk not in (self.tokenizer.eos_token_id,)):
+            raise PromptError(f"answer {answer!r} has tokens unknown to this tokenizer: {pieces}")
+        if len(ids) != 1 and not self.multi_token:
+            raise PromptError(f"answer {answer!r} is not a single token for this tokenizer: {pieces} "
+                              "(load with multi_token=True to score several tokens)")
+        self._answer_cache[answer] = ids
+        return ids
+
+    def answer_id(self, answer: str) -> int:
+        """The single vocabulary id of `answer` (an error if it has several tokens)."""
+        ids = self.answer_ids(answer)
+        if len(ids) != 1:
+            raise PromptError(f"answer {answer!r} is not a single token: "
+                              f"{self.tokenizer.convert_ids_to_tokens(list(ids))}")
         return ids[0]
 
+    def _check_blank(self, prompt: str) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError(f"empty prompt: {prompt!r}")
+        mask_token = self.tokenizer.mask_token if self.is_masked else None
+        n = prompt.count(MASK) + (prompt.count(mask_token) if mask_token and mask_token != MASK else 0)
+        if self.is_masked and n != 1:
+            what = "no blank" if n == 0 else f"{n} blanks"
+            raise PromptError(f"prompt has {what} ({MASK} expected exactly once): {prompt!r}")
+        if not self.is_masked and n > 1:
+            raise PromptError(f"prompt has {n} blanks ({MASK} expected at most once, at the end): {prompt!r}")
+
+    def ends_at_blank(self, prompt: str) -> bool:
+        """Whether a causal LM can answer this prompt: nothing but punctuation after the blank."""
+        if MASK not in prompt:
+            return True
+        return not prompt.partition(MASK)[2].strip(" .")
+
+    def encode(self, prompt: str, answer: str | None = None) -> Encoded:
+        """Token ids, blank and scored positions; errors name the prompt or answer at fault."""
+        key = (prompt, answer)
+        hit = self._encode_cache.get(key)
+        if hit is not None:
+            return hit
+        self._check_blank(prompt)
+        gold = self.answer_ids(answer) if answer is not None else ()
+        if self.is_masked:
+            ids = list(self.tokenizer(fill_mask_token(prompt, self.tokenizer))["input_ids"])
+            b = ids.index(self.tokenizer.mask_token_id)
+            k = max(len(gold), 1)
+            ids[b:b + 1] = [self.tokenizer.mask_token_id] * k
+            blank = tuple(range(b, b + k))
+            enc = Encoded(prompt, answer, tuple(ids), blank, blank if gold else (), gold)
+        else:
+            if not self.ends_at_blank(prompt):
+                raise PromptError(f"causal LM prompt must end at the blank: {prompt!r}")
+            text = prompt.partition(MASK)[0].rstrip() if MASK in prompt else prompt
+            ids = list(self.tokenizer(text)["input_ids"])
+            if not ids:
+                raise PromptError(f"prompt has no tokens before the blank: {prompt!r}")
+            b = len(ids) - 1
+            ids += list(gold[:-1])
+            enc = Encoded(prompt, answer, tuple(ids), (b,), tuple(range(b, b + len(gold))), gold)
+        self._encode_cache[key] = enc
+        return enc
+
     def blank_positions(self, input_ids: torch.Tensor, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, cols) of the blanks in a batch: mask tokens (masked LM) or last real token (causal)."""
+        """(rows, cols) of the blanks in a batch.
+
+        Inside this object's own forward passes the encoded blanks are used; for a direct call of
+        `kn.model(...)`: the mask tokens (masked LM) or the last real token (causal LM).
+        """
+        if self._blanks is not None:
+            return self._blanks
         if self.is_masked:
             rows, cols = torch.nonzero(input_ids == self.tokenizer.mask_token_id, as_tuple=True)
             return rows, cols
@@ -121,35 +170,54 @@ class KnowledgeModel:
 
     # -- predictions ----------------------------------------------------------------------------
     @torch.no_grad()
-    def blank_logits(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(len(prompts), V) logits at each prompt's blank; equal-length prompts share a batch."""
-        encoded = [self.encode(p) for p in prompts]
-        out = torch.empty(len(prompts), 0)
+    def _run(self, encoded: Sequence[Encoded], fn, batch: int = 64) -> list:
+        """Forward equal-length examples together (no padding); `fn(encoded_chunk, logits)` per chunk."""
+        out: list = [None] * len(encoded)
         groups: dict[int, list[int]] = {}
         for i, e in enumerate(encoded):
             groups.setdefault(len(e.ids), []).append(i)
         for idx in groups.values():
-            for start in range(0, len(idx), 64):
-                chunk = idx[start:start + 64]
+            for start in range(0, len(idx), batch):
+                chunk = idx[start:start + batch]
                 ids = torch.tensor([encoded[i].ids for i in chunk], device=self.device)
-                logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-                blank = torch.tensor([encoded[i].blank for i in chunk], device=self.device)
-                rows = logits[torch.arange(len(chunk), device=self.device), blank].float()
-                if out.numel() == 0:
-                    out = torch.empty(len(prompts), rows.shape[-1], device=self.device)
-                out[chunk] = rows
+                rows = torch.tensor([r for r, i in enumerate(chunk) for _ in encoded[i].blank], device=self.device)
+                cols = torch.tensor([c for i in chunk for c in encoded[i].blank], device=self.device)
+                self._blanks = (rows, cols)
+                try:
+                    logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                finally:
+                    self._blanks = None
+                for r, i in enumerate(chunk):
+                    out[i] = fn(encoded[i], logits[r])
         return out
 
-    def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str]) -> torch.Tensor:
-        """Gold-token probability at the blank of each prompt (softmax over the vocabulary)."""
+    def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product") -> torch.Tensor:
+        """Gold-answer probability at each prompt's blank (softmax over the vocabulary).
+
+        Multi-token answers: the product of their tokens' probabilities (`target` picks another
+        score, see `kneuron.attribution.targets`).
+        """
+        from kneuron.attribution.targets import check_target, target_values
+
+        check_target(target)
         if isinstance(answers, str):
             answers = [answers] * len(prompts)
-        gold = torch.tensor([self.answer_id(a) for a in answers], device=self.device)
-        probs = torch.softmax(self.blank_logits(prompts), dim=-1)
-        return probs[torch.arange(len(prompts), device=self.device), gold]
+        encoded = [self.encode(p, a) for p, a in zip(prompts, answers)]
 
-    def probability(self, prompt: str, answer: str) -> float:
-        return float(self.probabilities([prompt], [answer])[0])
+        def score(e, logits):
+            gold = torch.tensor(e.target_ids, device=self.device)
+            return target_values(logits[list(e.targets)][None], gold, target)[0]
+
+        values = self._run(encoded, score)
+        return torch.stack(values) if values else torch.empty(0, device=self.device)
+
+    def probability(self, prompt: str, answer: str, target: str = "product") -> float:
+        return float(self.probabilities([prompt], [answer], target)[0])
+
+    def blank_logits(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(len(prompts), V) logits at each prompt's (first) blank."""
+        encoded = [self.encode(p) for p in prompts]
+        return torch.stack(self._run(encoded, lambda e, logits: logits[e.blank[0]].float()))
 
     def predict(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
         probs = torch.softmax(self.blank_logits([prompt])[0], dim=-1)
@@ -158,24 +226,22 @@ class KnowledgeModel:
         return list(zip(tokens, top.values.tolist()))
 
     @torch.no_grad()
-    def activations(self, prompt: str) -> torch.Tensor:
-        """(num_layers, num_neurons) neuron activations at the blank."""
-        from kneuron.models.replay import trace_forward
+    def activations(self, prompt: str, answer: str | None = None) -> torch.Tensor:
+        """(num_layers, num_neurons) neuron activations at the blank (mean over several masks)."""
+        from kneuron.models.replay import read_activations
 
-        enc = self.encode(prompt)
-        ids = torch.tensor([enc.ids], device=self.device)
-        trace = trace_forward(self.model, self.adapter, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                              torch.tensor([enc.blank], device=self.device))
-        return trace.activations[0].float()
+        enc = self.encode(prompt, answer)
+        acts, _ = read_activations(self.model, self.adapter, torch.tensor([enc.ids], device=self.device))
+        return acts[0][:, list(enc.blank)].float().mean(1)
 
     # -- attribution and selection ----------------------------------------------------------------
     def attribute(self, prompt, answer, steps: int = 20, method: str = "riemann_left", layers=None,
-                  internal_batch_size: int | None = None, precision: str = "fp32"):
+                  internal_batch_size: int | None = None, precision: str = "fp32", target: str = "product"):
         """Integrated-gradients attribution; one result for a prompt, a list for a list of prompts."""
         from kneuron.attribution import IntegratedGradients
 
         ig = IntegratedGradients(self, steps=steps, method=method, layers=layers,
-                                 internal_batch_size=internal_batch_size, precision=precision)
+                                 internal_batch_size=internal_batch_size, precision=precision, target=target)
         results = ig.attribute(prompt, answer)
         return results[0] if isinstance(prompt, str) else results
 
@@ -207,9 +273,27 @@ class KnowledgeModel:
     def neurons(self, items) -> list[Neuron]:
         return as_neurons(items, self.num_layers, self.num_neurons)
 
+    # -- weight edits (kneuron.edits) ---------------------------------------------------------------
+    def update_fact(self, neurons, original: str, target: str, *, lambda1: float = 1.0, lambda2: float = 8.0,
+                    scaling: str = "norm"):
+        """Rewrite `original` -> `target` in the neurons' value slots (spec 5.4); returns the applied Edit."""
+        from kneuron.edits import update_fact
 
-def load(name_or_path: str = "world", device="auto", dtype=None) -> KnowledgeModel:
-    """Load a model from a hub name or local directory; "world" is the built-in fact-world model."""
+        return update_fact(self, neurons, original, target, lambda1=lambda1, lambda2=lambda2, scaling=scaling)
+
+    def erase_relation(self, fact_neurons, *, top_k: int | None = 20, replacement: str = "zero"):
+        """Zero the value slots of the top_k most frequent neurons of a relation's facts (spec 5.5); returns the Edit."""
+        from kneuron.edits import erase_relation
+
+        return erase_relation(self, fact_neurons, top_k=top_k, replacement=replacement)
+
+
+def load(name_or_path: str = "world", device="auto", dtype=None, multi_token: bool | None = None) -> KnowledgeModel:
+    """Load a model from a hub name or local directory; "world" is the built-in fact-world model.
+
+    `multi_token`: score answers of several tokens (default: masked LMs no, as in the paper;
+    causal LMs yes).
+    """
     from kneuron.models.loading import load_hf
 
     source = str(name_or_path)
@@ -218,4 +302,4 @@ def load(name_or_path: str = "world", device="auto", dtype=None) -> KnowledgeMod
 
         source = str(ensure_world())
     model, tokenizer, adapter = load_hf(source, device=device, dtype=dtype)
-    return KnowledgeModel(model, tokenizer, adapter, name=str(name_or_path))
+    return KnowledgeModel(model, tokenizer, adapter, name=str(name_or_path), multi_token=multi_token)

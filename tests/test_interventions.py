@@ -24,12 +24,12 @@ def manual_probability(kn, prompt, answer, neurons, factor):
 
         def hook(module, args, out, idx=idx):
             out = out.clone()
-            out[:, enc.blank, idx] *= factor
+            out[:, enc.blank[0], idx] *= factor
             return out
         handles.append(kn.model.bert.encoder.layer[layer].intermediate.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            logits = kn.model(input_ids=torch.tensor([enc.ids])).logits[0, enc.blank]
+            logits = kn.model(input_ids=torch.tensor([enc.ids])).logits[0, enc.blank[0]]
     finally:
         for h in handles:
             h.remove()
@@ -77,19 +77,20 @@ def test_suppress_changes_only_the_blank(kn):
             kn.probability(PROMPT, "Dublin")
             h2.remove()
     x = out["x"][0]
-    assert float(x[enc.blank].abs().max()) == 0.0
-    others = [i for i in range(len(enc.ids)) if i != enc.blank]
+    assert float(x[enc.blank[0]].abs().max()) == 0.0
+    others = [i for i in range(len(enc.ids)) if i != enc.blank[0]]
     assert torch.equal(x[others], clean[0][others])
 
 
-def test_suppress_and_amplify_move_probability_in_opposite_directions(kn):
-    res = kn.attribute(PROMPT, "Dublin")
-    top = torch.topk(res.scores.flatten(), 3).indices
-    neurons = [(int(i) // kn.num_neurons, int(i) % kn.num_neurons) for i in top]
+def test_scaling_follows_the_local_gradient(kn):
+    # riemann_right with one step scores w * dP/da at the clean point: the first-order effect of scaling.
+    local = kn.attribute(PROMPT, "Dublin", method="riemann_right", steps=1).scores
+    i = int(torch.argmax(local.flatten()))
+    neuron = [(i // kn.num_neurons, i % kn.num_neurons)]
     p = kn.probability(PROMPT, "Dublin")
-    with kn.suppress(neurons):
+    with kn.amplify(neuron, 0.99):
         low = kn.probability(PROMPT, "Dublin")
-    with kn.amplify(neurons):
+    with kn.amplify(neuron, 1.01):
         high = kn.probability(PROMPT, "Dublin")
     assert low < p < high
 

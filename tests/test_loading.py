@@ -20,7 +20,7 @@ def test_load_local_random_bert_matches_transformers(tmp_path):
     ref = AutoModelForMaskedLM.from_pretrained(path).eval()
     enc = kn.encode("The capital of Ireland is [MASK].")
     with torch.no_grad():
-        logits = ref(input_ids=torch.tensor([enc.ids])).logits[0, enc.blank]
+        logits = ref(input_ids=torch.tensor([enc.ids])).logits[0, enc.blank[0]]
     p = float(torch.softmax(logits, -1)[kn.answer_id("Dublin")])
     assert kn.probability("The capital of Ireland is [MASK].", "Dublin") == pytest.approx(p, rel=1e-6)
     # The value slots are the down projection's columns; the neurons are its input.
@@ -41,7 +41,7 @@ def test_neuron_definition_parity(tmp_path):
     kn.probability("The capital of Ireland is [MASK].", "Dublin")
     h.remove()
     enc = kn.encode("The capital of Ireland is [MASK].")
-    assert torch.allclose(seen["o"][0, enc.blank], acts[2], atol=1e-6)
+    assert torch.allclose(seen["o"][0, enc.blank[0]], acts[2], atol=1e-6)
 
 
 def test_roberta_uses_its_own_mask_token(tmp_path):
@@ -59,7 +59,7 @@ def test_roberta_uses_its_own_mask_token(tmp_path):
     tok.save_pretrained(tmp_path)
     kn = kneuron.load(str(tmp_path), device="cpu")
     enc = kn.encode("The capital of Ireland is [MASK].")
-    assert enc.ids[enc.blank] == tok.mask_token_id
+    assert enc.ids[enc.blank[0]] == tok.mask_token_id
     assert tok.convert_ids_to_tokens([kn.answer_id("Dublin")]) == ["ĠDublin"]
     assert kn.attribute("The capital of Ireland is [MASK].", "Dublin").scores.shape == (2, 32)
 

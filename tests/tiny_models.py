@@ -13,7 +13,7 @@ WORDS = ("the capital of is in was born a an and city country river language spe
 def write_wordpiece_vocab(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = sorted(set("".join(WORDS)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-    vocab = specials + list(dict.fromkeys(WORDS)) + chars + [f"##{c}" for c in chars]
+    vocab = list(dict.fromkeys(specials + WORDS + chars + [f"##{c}" for c in chars]))
     path.write_text("\n".join(vocab) + "\n")
     return path
 

@@ -1,7 +1,7 @@
 """The slow, obviously correct attribution: what the authors' code does, one layer at a time.
 
 For each layer: one clean forward pass, then one forward and backward pass of the whole model at
-batch m (the prompt repeated), with the layer's activation vector at the blank overwritten by the
+batch m (the prompt repeated), with the layer's activation vectors at the blank overwritten by the
 m path points.  Tests hold the fast engine to this, and benchmarks measure against it.
 """
 
@@ -10,52 +10,56 @@ from __future__ import annotations
 import torch
 
 from kneuron.attribution.paths import integration_points
+from kneuron.attribution.targets import target_values
+from kneuron.models.replay import as_3d
 
 
-def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method: str = "riemann_left"):
+def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method: str = "riemann_left",
+                          target: str = "product"):
     """(scores, activations), each (num_layers, num_neurons), for one prompt."""
     model, adapter = kn.model, kn.adapter
-    enc = kn.encode(prompt)
-    gold = kn.answer_id(answer)
+    enc = kn.encode(prompt, answer)
+    blank, scored = list(enc.blank), list(enc.targets)
+    gold = torch.tensor(enc.target_ids, device=kn.device)
     ids = torch.tensor([enc.ids], device=kn.device)
     alphas, coefs = integration_points(method, steps)
     k0 = 0 if method == "riemann_left" else 1
-    n_layers = kn.num_layers
     scores, acts = [], []
-    for layer in range(n_layers):
+    for layer in range(kn.num_layers):
         site = adapter.down_projection(model, layer)
         seen = {}
 
         def read(module, args, seen=seen):
-            seen["w"] = args[0][0, enc.blank].detach().clone()
+            seen["w"] = as_3d(args[0], 1)[0, blank].detach().clone()
 
         handle = site.register_forward_pre_hook(read)
         with torch.no_grad():
             model(input_ids=ids)
         handle.remove()
-        w = seen["w"].float()
+        w = seen["w"].float()  # (S, N)
         if method.startswith("riemann"):
-            points = torch.arange(k0, k0 + steps, dtype=w.dtype, device=w.device)[:, None] * (w / steps)
+            points = torch.arange(k0, k0 + steps, dtype=w.dtype, device=w.device)[:, None, None] * (w / steps)
         else:
-            points = torch.tensor(alphas, device=w.device)[:, None] * w
+            points = torch.tensor(alphas, device=w.device)[:, None, None] * w
         points.requires_grad_(True)
 
         def overwrite(module, args, points=points):
-            x = args[0].clone()
-            x[:, enc.blank, :] = points.to(x.dtype)
-            return (x,) + tuple(args[1:])
+            x = as_3d(args[0], steps).clone()
+            x[:, blank, :] = points.to(x.dtype)
+            return (x.reshape(args[0].shape),) + tuple(args[1:])
 
         handle = site.register_forward_pre_hook(overwrite)
         try:
             with torch.enable_grad():
-                logits = model(input_ids=ids.repeat(steps, 1)).logits[:, enc.blank, :].float()
-                probs = torch.softmax(logits, dim=-1)[:, gold]
-                (grad,) = torch.autograd.grad(probs.sum(), points)
+                logits = model(input_ids=ids.repeat(steps, 1)).logits[:, scored]
+                values = target_values(logits, gold, target)
+                (grad,) = torch.autograd.grad(values.sum(), points)
         finally:
             handle.remove()
         if method.startswith("riemann"):
-            scores.append(grad.sum(0) * (w / steps))
+            attr = grad.sum(0) * (w / steps)
         else:
-            scores.append((torch.tensor(coefs, device=w.device)[:, None] * grad).sum(0) * w)
-        acts.append(w)
+            attr = (torch.tensor(coefs, device=w.device)[:, None, None] * grad).sum(0) * w
+        scores.append(attr.sum(0))
+        acts.append(w.mean(0))
     return torch.stack(scores), torch.stack(acts)

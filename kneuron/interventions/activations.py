@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 
 from kneuron.errors import KneuronError
+from kneuron.models.replay import as_3d
 from kneuron.neurons import as_neurons
 
 
@@ -32,17 +33,17 @@ def scale_activations(kn, neurons, factor: float):
         if input_ids is None:
             raise KneuronError("interventions need input_ids to find the blank (inputs_embeds given)")
         where["rows"], where["cols"] = kn.blank_positions(input_ids, kwargs.get("attention_mask"))
+        where["batch"] = input_ids.shape[0]
 
     def make_hook(indices: torch.Tensor):
         def hook(module, args):
-            x = args[0]
             rows, cols = where["rows"], where["cols"]
             if rows.numel() == 0:
                 return None
-            x = x.clone()
+            x = as_3d(args[0], where["batch"]).clone()  # OPT hands (batch * positions, neurons)
             r, c, i = rows[:, None], cols[:, None], indices.to(x.device)[None, :]
             x[r, c, i] = 0.0 if factor == 0.0 else x[r, c, i] * factor
-            return (x,) + tuple(args[1:])
+            return (x.reshape(args[0].shape),) + tuple(args[1:])
         return hook
 
     handles = []

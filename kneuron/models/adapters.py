@@ -37,6 +37,8 @@ class Adapter:
     - `embeddings`: path to the input word-embedding module (tied with the MLM decoder in BERT).
     - `head`: maps last-block hidden states of the scored rows (R, H) to logits (R, V); it includes
       any final layer norm, so that only the scored rows ever reach the vocabulary projection.
+      Masked LMs need it (their blocks are replayed); causal LMs run their own forward on the
+      positions after the blank, so they leave it out.
     - `slot_axis`: axis of the down projection's weight that indexes neurons (1 for nn.Linear,
       whose weight is (out, in); 0 for GPT-2's Conv1D, whose weight is (in, out)).
     """
@@ -47,7 +49,7 @@ class Adapter:
     layers: str
     down_proj: str
     embeddings: str
-    head: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    head: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     slot_axis: int = 1
     notes: str = field(default="", compare=False)
 
@@ -128,4 +130,44 @@ register_adapter(Adapter(
     embeddings="distilbert.embeddings.word_embeddings",
     head=_distilbert_head,
     notes="DistilBERT: neuron = output of ffn.activation(ffn.lin1(x)).",
+))
+
+
+# --- causal LMs ------------------------------------------------------------------------------------
+# The neuron is the input of the MLP's output projection: post-activation for GPT-2/Neo/J/NeoX/OPT,
+# act(gate(x)) * up(x) for the gated MLPs of Llama, Mistral, Qwen2/3 and Gemma.
+
+register_adapter(Adapter(
+    family="gpt2", model_types=("gpt2",), objective="causal",
+    layers="transformer.h", down_proj="mlp.c_proj", embeddings="transformer.wte", slot_axis=0,
+    notes="GPT-2: Conv1D weights are (in, out), so value slots are rows.",
+))
+
+register_adapter(Adapter(
+    family="gpt_neo", model_types=("gpt_neo",), objective="causal",
+    layers="transformer.h", down_proj="mlp.c_proj", embeddings="transformer.wte",
+))
+
+register_adapter(Adapter(
+    family="gptj", model_types=("gptj",), objective="causal",
+    layers="transformer.h", down_proj="mlp.fc_out", embeddings="transformer.wte",
+    notes="GPT-J: attention and MLP in parallel; the neuron is the input of fc_out.",
+))
+
+register_adapter(Adapter(
+    family="gpt_neox", model_types=("gpt_neox",), objective="causal",
+    layers="gpt_neox.layers", down_proj="mlp.dense_4h_to_h", embeddings="gpt_neox.embed_in",
+    notes="GPT-NeoX, Pythia.",
+))
+
+register_adapter(Adapter(
+    family="opt", model_types=("opt",), objective="causal",
+    layers="model.decoder.layers", down_proj="fc2", embeddings="model.decoder.embed_tokens",
+    notes="OPT flattens (batch, positions) before fc1/fc2; hooks see a 2-D input.",
+))
+
+register_adapter(Adapter(
+    family="llama", model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"),
+    objective="causal", layers="model.layers", down_proj="mlp.down_proj", embeddings="model.embed_tokens",
+    notes="Gated MLPs: neuron = act(gate_proj(x)) * up_proj(x), the input of down_proj.",
 ))

@@ -1,14 +1,19 @@
-"""Run a model's blocks one at a time, starting anywhere, without touching its source.
+"""Run a model's pieces from a recorded state instead of from scratch.
 
-A clean forward pass is recorded once per prompt batch: the hidden states entering every block,
-the other arguments each block was called with (attention masks, rotary tables, ...), and the
-neuron activations at the blank.  Blocks can then be replayed from any layer on new hidden states.
-This is what lets attribution compute the layers below the scaled one once per prompt instead of
-once per (layer, step), and works for any family whose blocks take the hidden states first.
+Masked LMs: a clean forward pass records the hidden states entering every block, the other
+arguments each block was called with (attention masks, rotary tables, ...) and the neuron
+activations; blocks can then be replayed from any layer on new hidden states, so the layers below
+a scaled layer are computed once per prompt.
+
+Causal LMs: the prompt before the blank is computed once into a key/value cache; only the blank
+and the teacher-forced answer positions are ever recomputed, because a change at the blank cannot
+reach earlier positions.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,6 +23,11 @@ from torch import nn
 from kneuron.models.adapters import Adapter
 
 
+def as_3d(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """A down projection's input as (batch, positions, neurons); OPT passes it flattened."""
+    return x if x.dim() == 3 else x.view(batch, -1, x.shape[-1])
+
+
 @dataclass
 class Trace:
     """What one clean forward pass over a batch of equal-length prompts leaves behind."""
@@ -25,8 +35,8 @@ class Trace:
     layer_inputs: list[torch.Tensor]  # per block: hidden states entering it, (B, T, H)
     layer_args: list[tuple]  # per block: positional args after the hidden states (batch-1 form)
     layer_kwargs: list[dict]  # per block: keyword args (batch-1 form)
-    activations: torch.Tensor  # (B, L, N) neuron activations at the blank
-    logits: torch.Tensor  # (B, V) logits at the blank
+    activations: torch.Tensor  # (B, L, T, N) neuron activations at every position
+    logits: torch.Tensor  # (B, T, V)
 
 
 def _to_batch_one(value, batch: int):
@@ -46,8 +56,7 @@ def run_block(block: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict)
 
 
 @contextmanager
-def hooks(handles_factory):
-    handles = handles_factory()
+def hooked(handles: list):
     try:
         yield
     finally:
@@ -55,15 +64,11 @@ def hooks(handles_factory):
             h.remove()
 
 
-def trace_forward(model: nn.Module, adapter: Adapter, inputs: dict, blank: torch.Tensor) -> Trace:
-    """Clean forward pass recording block inputs/arguments and blank activations.
-
-    `blank` holds one position per row.  Runs without gradients.
-    """
+def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> Trace:
+    """Clean forward pass (no gradients) recording block inputs, arguments and all activations."""
     blocks = adapter.blocks(model)
     n = len(blocks)
-    batch = inputs["input_ids"].shape[0]
-    rows = torch.arange(batch, device=blank.device)
+    batch = input_ids.shape[0]
     layer_inputs: list = [None] * n
     layer_args: list = [None] * n
     layer_kwargs: list = [None] * n
@@ -82,15 +87,66 @@ def trace_forward(model: nn.Module, adapter: Adapter, inputs: dict, blank: torch
 
     def act_hook(i):
         def hook(module, args):
-            acts[i] = args[0][rows, blank].detach()
+            acts[i] = as_3d(args[0], batch).detach()
         return hook
 
-    def register():
-        hs = [b.register_forward_pre_hook(block_hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
-        hs += [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(n)]
-        return hs
+    handles = [b.register_forward_pre_hook(block_hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    handles += [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(n)]
+    with torch.no_grad(), hooked(handles):
+        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    return Trace(layer_inputs, layer_args, layer_kwargs, torch.stack(acts, dim=1), out.logits)
 
-    with torch.no_grad(), hooks(register):
-        out = model(**inputs, use_cache=False) if adapter.objective == "causal" else model(**inputs)
-    logits = out.logits[rows, blank]
-    return Trace(layer_inputs, layer_args, layer_kwargs, torch.stack(acts, dim=1), logits)
+
+def read_activations(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, L, T, N) activations, (B, T, V) logits) of a clean forward pass."""
+    n = len(adapter.blocks(model))
+    batch = input_ids.shape[0]
+    acts: list = [None] * n
+
+    def act_hook(i):
+        def hook(module, args):
+            acts[i] = as_3d(args[0], batch).detach()
+        return hook
+
+    handles = [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(n)]
+    with torch.no_grad(), hooked(handles):
+        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    return torch.stack(acts, dim=1), out.logits
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@dataclass
+class Prefix:
+    """A prompt's positions before the blank, computed once as a key/value cache."""
+
+    cache: object | None
+    length: int
+
+    def expanded(self, rows: int):
+        if self.cache is None:
+            return None
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+def compute_prefix(model: nn.Module, input_ids: torch.Tensor) -> Prefix:
+    """Cache for `input_ids` (1, P); an empty prefix gives no cache."""
+    if input_ids.shape[1] == 0:
+        return Prefix(None, 0)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, use_cache=True)
+    return Prefix(out.past_key_values, input_ids.shape[1])
+
+
+def run_after_prefix(model: nn.Module, prefix: Prefix, suffix_ids: torch.Tensor) -> torch.Tensor:
+    """Logits (R, K, V) of the suffix rows (R, K) continuing the shared prefix."""
+    kwargs = {"input_ids": suffix_ids, "use_cache": True}
+    cache = prefix.expanded(suffix_ids.shape[0])
+    if cache is not None:
+        kwargs[_cache_kwarg(model)] = cache
+    return model(**kwargs).logits

@@ -1,0 +1,139 @@
+"""Every supported family on a tiny random model: the neuron definition and exact attribution."""
+
+import pytest
+import torch
+from tiny_decoders import family_configs, save_tiny_decoder
+from tiny_models import save_tiny_bert
+
+import kneuron
+from kneuron.attribution.reference import reference_attribution
+from kneuron.errors import PromptError
+from kneuron.models.replay import as_3d
+
+DECODERS = list(family_configs(100))
+ENCODERS = ["bert", "distilbert"]
+
+
+@pytest.fixture(scope="module", params=ENCODERS + DECODERS)
+def kn(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    if request.param in ENCODERS:
+        path = save_tiny_bert(out, family=request.param)
+        return kneuron.load(str(path), device="cpu", multi_token=True)
+    return kneuron.load(str(save_tiny_decoder(request.param, out)), device="cpu")
+
+
+def capture_mlp(kn, layer, prompt):
+    """Input and output of the down projection of one layer on a clean pass."""
+    site = kn.adapter.down_projection(kn.model, layer)
+    seen = {}
+    h = site.register_forward_hook(lambda m, a, o: seen.update(x=a[0].detach(), y=o.detach()))
+    try:
+        kn.probability(prompt, "Dublin")
+    finally:
+        h.remove()
+    return as_3d(seen["x"], 1)[0], as_3d(seen["y"], 1)[0]
+
+
+def test_mlp_output_is_sum_of_activation_times_value_slot(kn):
+    x, y = capture_mlp(kn, 1, "The capital of Ireland is [MASK].")
+    slots = kn.adapter.value_slots(kn.model, 1)
+    if kn.adapter.slot_axis == 0:
+        slots = slots.T  # Conv1D: (in, out) -> (out, in)
+    assert slots.shape[1] == kn.num_neurons
+    bias = getattr(kn.adapter.down_projection(kn.model, 1), "bias", None)
+    manual = sum(x[:, i:i + 1] * slots[:, i] for i in range(kn.num_neurons))  # neuron by neuron
+    if bias is not None:
+        manual = manual + bias
+    assert torch.allclose(manual, y, atol=1e-4, rtol=1e-4)
+
+
+def test_gated_neuron_is_act_gate_times_up(kn):
+    if kn.adapter.family != "llama":
+        pytest.skip("gated MLPs only")
+    mlp = kn.adapter.blocks(kn.model)[0].mlp
+    seen = {}
+    h = mlp.register_forward_hook(lambda m, a, o: seen.update(inp=a[0].detach()))
+    x, _ = capture_mlp(kn, 0, "The capital of Ireland is [MASK].")
+    h.remove()
+    inp = seen["inp"][0]
+    expected = mlp.act_fn(mlp.gate_proj(inp)) * mlp.up_proj(inp)
+    assert torch.allclose(x, expected, atol=1e-5)
+    assert not torch.allclose(x, mlp.act_fn(mlp.gate_proj(inp)), atol=1e-3)  # not the gate alone
+
+
+@pytest.mark.parametrize("prompt,answer", [("The capital of Ireland is [MASK].", "Dublin"),
+                                           ("The capital of France is [MASK]", "Paris Texas")])
+def test_attribution_equals_reference(kn, prompt, answer):
+    res = kn.attribute(prompt, answer)
+    ref_scores, ref_acts = reference_attribution(kn, prompt, answer)
+    assert float((res.scores - ref_scores).abs().max() / ref_scores.abs().max()) < 1e-5
+    assert torch.allclose(res.activations, ref_acts, atol=1e-4, rtol=1e-4)
+    assert res.probability == pytest.approx(kn.probability(prompt, answer), rel=1e-4)
+
+
+def test_targets_first_and_mean_logprob(kn):
+    prompt, answer = "The capital of France is [MASK]", "Paris Texas"
+    for target in ("first", "mean_logprob"):
+        res = kn.attribute(prompt, answer, target=target, steps=6)
+        ref, _ = reference_attribution(kn, prompt, answer, steps=6, target=target)
+        assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+    p_first = kn.probability(prompt, answer, target="first")
+    assert p_first >= kn.probability(prompt, answer)  # the product is smaller than its first factor
+
+
+def manual_probability(kn, prompt, answer, neurons, factor):
+    """Independent path: scale the down projection's input at the blank with a hook written here."""
+    enc = kn.encode(prompt, answer)
+    handles = []
+    for layer in {n[0] for n in neurons}:
+        idx = [n[1] for n in neurons if n[0] == layer]
+
+        def hook(module, args, idx=idx):
+            x = args[0].clone()
+            view = x.view(1, len(enc.ids), -1)
+            for b in enc.blank:
+                view[0, b, idx] = view[0, b, idx] * factor
+            return (x,)
+        handles.append(kn.adapter.down_projection(kn.model, layer).register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            logits = kn.model(input_ids=torch.tensor([enc.ids])).logits[0]
+    finally:
+        for h in handles:
+            h.remove()
+    logp = torch.log_softmax(logits[list(enc.targets)].float(), -1)
+    return float(logp[range(len(enc.targets)), list(enc.target_ids)].sum().exp())
+
+
+@pytest.mark.parametrize("answer", ["Dublin", "Paris Texas"])
+def test_suppress_amplify_match_manual_and_restore(kn, answer):
+    prompt = "The capital of Ireland is [MASK]."
+    neurons = [(0, 3), (kn.num_layers - 1, 5), (kn.num_layers - 1, 7), (1, 11)]
+    p = kn.probability(prompt, answer)
+    for factor in (0.0, 2.0):
+        with kn.amplify(neurons, factor):
+            ours = kn.probability(prompt, answer)
+        assert ours == pytest.approx(manual_probability(kn, prompt, answer, neurons, factor), rel=1e-4)
+        assert abs(ours - p) > 1e-6 * p
+    assert kn.probability(prompt, answer) == p
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in kn.model.modules())
+
+
+def test_causal_prompt_must_end_at_blank(kn):
+    if kn.is_masked:
+        pytest.skip("causal LMs only")
+    with pytest.raises(PromptError, match="end at the blank"):
+        kn.encode("[MASK] is the capital of Ireland.", "Dublin")
+    assert kn.ends_at_blank("The capital of Ireland is [MASK] .")
+
+
+def test_masked_multi_token_uses_one_mask_per_token(tmp_path):
+    kn = kneuron.load(str(save_tiny_bert(tmp_path)), device="cpu")
+    with pytest.raises(PromptError, match="not a single token"):
+        kn.encode("The capital is [MASK].", "Paris Texas")
+    kn.multi_token = True
+    enc = kn.encode("The capital is [MASK].", "Paris Texas")
+    mask = kn.tokenizer.mask_token_id
+    assert len(enc.blank) == len(enc.target_ids) > 1
+    assert [enc.ids[b] for b in enc.blank] == [mask] * len(enc.blank)

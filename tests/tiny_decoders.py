@@ -1,0 +1,76 @@
+"""Tiny random decoder-only models of each supported family, built from their configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CORPUS = ["The capital of Ireland is Dublin.", "The capital of France is Paris.", "Rome is in Italy.",
+          "Berlin is the capital of Germany.", "Edmonton is the capital of Alberta.",
+          "She speaks French and plays the violin."]
+
+
+def _tokenizer(out: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 20, vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
+    bpe.save(str(out / "bpe.json"))
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(out / "bpe.json"), bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<pad>")
+    (out / "bpe.json").unlink()
+    return tok
+
+
+def family_configs(vocab: int) -> dict:
+    from transformers import (
+        GemmaConfig,
+        GPT2Config,
+        GPTJConfig,
+        GPTNeoConfig,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
+
+    small = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    llama_like = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, **small)
+    return {
+        "gpt2": GPT2Config(n_embd=32, n_layer=3, n_head=4, n_inner=48, n_positions=64, **small),
+        "gpt_neo": GPTNeoConfig(hidden_size=32, num_layers=3, num_heads=4, intermediate_size=48,
+                                attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=8,
+                                max_position_embeddings=64, **small),
+        "gptj": GPTJConfig(n_embd=32, n_layer=3, n_head=4, n_inner=48, rotary_dim=4, n_positions=64, **small),
+        "gpt_neox": GPTNeoXConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                                  max_position_embeddings=64, **small),
+        "opt": OPTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, ffn_dim=48,
+                         word_embed_proj_dim=32, max_position_embeddings=64, **small),
+        "llama": LlamaConfig(**llama_like),
+        "mistral": MistralConfig(**llama_like),
+        "qwen2": Qwen2Config(**llama_like),
+        "qwen3": Qwen3Config(head_dim=8, **llama_like),
+        "gemma": GemmaConfig(head_dim=8, **llama_like),
+    }
+
+
+def save_tiny_decoder(family: str, out: Path, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(out)
+    cfg = family_configs(len(tok))[family]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
