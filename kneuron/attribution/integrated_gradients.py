@@ -229,7 +229,7 @@ class IntegratedGradients:
             leaves = {j: self._points(w[j]) for j in chunk}
             rows = m * len(chunk)
 
-            def inject(j, r):
+            def inject(j, r, rows=rows, leaves=leaves):
                 def hook(module, args):
                     x = as_3d(args[0], rows).clone()
                     x[r * m:(r + 1) * m, 0, :] = leaves[j].to(x.dtype)
