@@ -162,16 +162,28 @@ class KnowledgeModel:
         return out
 
     def default_internal_batch_size(self, steps: int) -> int:
-        """Path-point rows per forward/backward: one prompt's whole staircase on CPU."""
+        """Path-point rows per forward/backward, sized for prompts of up to 64 tokens.
+
+        GPU (CUDA, MPS): as many rows as fit in 70% of the free memory
+        (`kneuron.runs.memory.choose_internal_batch_size`).  CPU: one prompt's whole staircase
+        (steps x layers), fewer only when that would not fit in the available RAM.
+        """
+        from kneuron.runs import memory
+
         rows = steps * self.num_layers
-        if self.device.type == "cuda":
-            rows *= 8
-        return rows
+        if self.device.type in ("cuda", "mps"):
+            return memory.choose_internal_batch_size(self, seq_len=64, steps=steps)
+        if rows * memory.rough_row_bytes(self, 64) < memory.available_ram() // 4:
+            return rows  # fits easily: no need to measure
+        return memory.choose_internal_batch_size(self, seq_len=64, steps=steps, max_rows=rows)
 
     # -- predictions ----------------------------------------------------------------------------
     @torch.no_grad()
-    def _run(self, encoded: Sequence[Encoded], fn, batch: int = 64) -> list:
-        """Forward equal-length examples together (no padding); `fn(encoded_chunk, logits)` per chunk."""
+    def _run(self, encoded: Sequence[Encoded], fn, batch: int = 64, before_chunk=None) -> list:
+        """Forward equal-length examples together (no padding); `fn(example, logits)` per example.
+
+        `before_chunk(indices)` is told which examples the next forward pass holds.
+        """
         out: list = [None] * len(encoded)
         groups: dict[int, list[int]] = {}
         for i, e in enumerate(encoded):
@@ -183,6 +195,8 @@ class KnowledgeModel:
                 rows = torch.tensor([r for r, i in enumerate(chunk) for _ in encoded[i].blank], device=self.device)
                 cols = torch.tensor([c for i in chunk for c in encoded[i].blank], device=self.device)
                 self._blanks = (rows, cols)
+                if before_chunk is not None:
+                    before_chunk(chunk)
                 try:
                     logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
                 finally:
@@ -191,7 +205,8 @@ class KnowledgeModel:
                     out[i] = fn(encoded[i], logits[r])
         return out
 
-    def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product") -> torch.Tensor:
+    def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product",
+                      _before_chunk=None) -> torch.Tensor:
         """Gold-answer probability at each prompt's blank (softmax over the vocabulary).
 
         Multi-token answers: the product of their tokens' probabilities (`target` picks another
@@ -208,7 +223,7 @@ class KnowledgeModel:
             gold = torch.tensor(e.target_ids, device=self.device)
             return target_values(logits[list(e.targets)][None], gold, target)[0]
 
-        values = self._run(encoded, score)
+        values = self._run(encoded, score, before_chunk=_before_chunk)
         return torch.stack(values) if values else torch.empty(0, device=self.device)
 
     def probability(self, prompt: str, answer: str, target: str = "product") -> float:

@@ -123,3 +123,16 @@ def test_batched_prompts_each_get_their_own_blank(kn):
         batched = kn.probabilities(prompts, "Dublin").tolist()
     for prompt, b in zip(prompts, batched):
         assert b == pytest.approx(manual_probability(kn, prompt, "Dublin", neurons, 0.0), rel=1e-5)
+
+
+def test_batched_per_prompt_sets_equal_one_at_a_time(kn):
+    from kneuron.interventions import scaled_probabilities
+
+    prompts = [PROMPT, "[MASK] is the capital of Ireland .", "Paris is in [MASK] .", "Rome is in [MASK] ."]
+    sets = [[(0, 3), (2, 5)], [], [(1, 7)], [(0, 3), (1, 1), (2, 60)]]
+    for factor in (0.0, 2.0):
+        batched = scaled_probabilities(kn, prompts, "Dublin", sets, factor).tolist()
+        for prompt, s, b in zip(prompts, sets, batched):
+            with kn.amplify(s, factor):
+                assert kn.probability(prompt, "Dublin") == b  # bit for bit
+    assert no_hooks(kn.model)

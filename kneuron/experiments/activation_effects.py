@@ -25,29 +25,24 @@ def prompt_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Se
 
     `neuron_sets[method][fact_index]` is that fact's neuron list (missing = no neurons).
     """
+    from kneuron.interventions import scaled_probabilities
+
     indices = list(range(len(facts))) if fact_indices is None else list(fact_indices)
+    owner = [i for i in indices for _ in facts.facts[i].prompts]
+    position = [j for i in indices for j in range(len(facts.facts[i].prompts))]
     prompts = [p for i in indices for p in facts.facts[i].prompts]
     answers = [facts.facts[i].object for i in indices for _ in facts.facts[i].prompts]
     p_orig = kn.probabilities(prompts, answers).tolist()
     rows = []
     for method, sets in neuron_sets.items():
-        k = 0
-        for i in indices:
-            f = facts.facts[i]
-            neurons = list(sets.get(i, []))
-            new = {}
-            for name, factor in factors.items():
-                if neurons:
-                    with kn.amplify(neurons, factor):
-                        new[name] = kn.probabilities(f.prompts, f.object).tolist()
-                else:
-                    new[name] = p_orig[k:k + len(f.prompts)]
-            for j in range(len(f.prompts)):
-                row = {"method": method, "relation": f.relation, "fact": i, "prompt": j,
-                       "neurons": len(neurons), "p_orig": p_orig[k + j]}
-                row.update({f"p_{name}": new[name][j] for name in factors})
-                rows.append(row)
-            k += len(f.prompts)
+        per_prompt = [list(sets.get(i, [])) for i in owner]
+        new = {name: scaled_probabilities(kn, prompts, answers, per_prompt, factor).tolist()
+               for name, factor in factors.items()}
+        for k, (i, j) in enumerate(zip(owner, position)):
+            row = {"method": method, "relation": facts.facts[i].relation, "fact": i, "prompt": j,
+                   "neurons": len(per_prompt[k]), "p_orig": p_orig[k]}
+            row.update({f"p_{name}": new[name][k] for name in factors})
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
