@@ -147,13 +147,23 @@ class IntegratedGradients:
         scores = torch.zeros(n_prompts, kn.num_layers, kn.num_neurons, device=device)
         delta = torch.zeros(n_prompts, kn.num_layers, device=device) if self.alphas[0] == 0.0 else None
         blocks = adapter.blocks(model)
+        last = len(blocks) - 1
+        fast_last = adapter.block_at is not None and adapter.block_at_supported(
+            blocks[last], trace.layer_args[last], trace.layer_kwargs[last])
         for chunk in self._layer_chunks(m * n_prompts):
             targets = set(chunk)
             leaves, order = [], []  # order: (layer, prompt) for each block of m rows
-            h = None
+            done = []  # hidden states at the scored positions, per finished block of rows
+            h = None  # full-sequence rows still going up
             with torch.enable_grad(), self._autocast(device):
                 for j in range(chunk[0], len(blocks)):
-                    if h is not None:
+                    if h is not None and j == last and fast_last:
+                        first = len(done)
+                        for b in range(first, len(order)):
+                            rows = h[(b - first) * m:(b - first + 1) * m]
+                            done.append(adapter.block_at(blocks[j], rows, list(encoded[order[b][1]].targets)))
+                        h = None
+                    elif h is not None:
                         h = run_block(blocks[j], h, trace.layer_args[j], trace.layer_kwargs[j])
                     if j not in targets:
                         continue
@@ -164,11 +174,14 @@ class IntegratedGradients:
                         leaves.append(leaf)
                         order.append((j, p))
                     h = torch.cat(fresh) if h is None else torch.cat([h] + fresh)
-                if h is None:
+                if not order:
                     continue
-                pieces = [h[b * m:(b + 1) * m][:, list(encoded[p].targets)] for b, (_, p) in enumerate(order)]
-                sizes = [x.shape[1] for x in pieces]
-                flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in pieces])
+                first = len(done)
+                for b in range(first, len(order)):
+                    rows = h[(b - first) * m:(b - first + 1) * m]
+                    done.append(rows[:, list(encoded[order[b][1]].targets)])
+                sizes = [x.shape[1] for x in done]
+                flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in done])
                 logits = adapter.head(model, flat).float()
                 values, start = [], 0
                 for (_, p), k in zip(order, sizes):

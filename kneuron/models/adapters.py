@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kneuron.errors import ModelError
+from kneuron.models.fast_blocks import bert_block_at, bert_block_supported
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
@@ -51,6 +52,9 @@ class Adapter:
     embeddings: str
     head: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     slot_axis: int = 1
+    # Optional: block output at a few query positions only, for the last block of masked LMs.
+    block_at: Callable | None = field(default=None, compare=False)
+    block_at_supported: Callable | None = field(default=None, compare=False)
     notes: str = field(default="", compare=False)
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
@@ -107,7 +111,7 @@ register_adapter(Adapter(
     family="bert", model_types=("bert",), objective="masked",
     layers="bert.encoder.layer", down_proj="output.dense",
     embeddings="bert.embeddings.word_embeddings",
-    head=lambda m, h: m.cls(h),
+    head=lambda m, h: m.cls(h), block_at=bert_block_at, block_at_supported=bert_block_supported,
     notes="BERT, mBERT: neuron = post-GELU output of `intermediate`.",
 ))
 
@@ -115,7 +119,7 @@ register_adapter(Adapter(
     family="roberta", model_types=("roberta", "xlm-roberta", "camembert"), objective="masked",
     layers="roberta.encoder.layer", down_proj="output.dense",
     embeddings="roberta.embeddings.word_embeddings",
-    head=lambda m, h: m.lm_head(h),
+    head=lambda m, h: m.lm_head(h), block_at=bert_block_at, block_at_supported=bert_block_supported,
     notes="RoBERTa, XLM-R: same block as BERT.",
 ))
 

@@ -13,15 +13,31 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """"auto" (or None): CUDA if available, else Apple's MPS, else CPU; otherwise the named device."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
         raise ModelError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r}: CUDA is not available here (use --device cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not _mps_available():
+        raise ModelError(f"device {device!r}: MPS is not available here (use --device cpu or auto)")
+    return dev
 
 
 def resolve_dtype(dtype) -> torch.dtype:
