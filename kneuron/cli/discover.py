@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
@@ -28,20 +29,72 @@ def discover(
     method: str = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
     seed: int = typer.Option(0, help="Seed for every random choice (recorded in config.json)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps."),
+    tf32: bool = typer.Option(False, "--tf32/--no-tf32",
+                              help="TF32 matmuls on CUDA (Ampere+): faster, ~1e-3 relative error; no effect on CPU."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) | ray (Ray workers)."),
+    address: str = typer.Option(None, "--address",
+                                help="(ray) existing cluster (auto, host:6379, ray://host:10001); "
+                                     "default: a local cluster for this run."),
+    workers: int = typer.Option(None, "--workers", help="(ray) number of workers (default: as many as fit)."),
+    worker_threads: int = typer.Option(1, "--worker-threads", help="(ray) torch threads (and CPUs) per worker."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker",
+                                          help="(ray) GPUs per worker (default: 1 if the cluster has GPUs, else 0)."),
+    facts_per_batch: int = typer.Option(8, "--facts-per-batch", help="Facts per attribution call (and Ray task)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable)."""
-    import kneuron
+    """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
+
+    With --backend ray the facts are spread over Ray workers, on a local cluster or an existing one (--address); the run directory and table are the same as with the local backend.
+    """
+    from kneuron.errors import KneuronError
+
+    try:
+        _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
+                  address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress)
+    except KneuronError as exc:
+        from kneuron.cli import _state, err_console
+
+        if _state["debug"]:
+            raise
+        # Printed here, escaped: messages hold brackets ("kneuron[ray]", "[MASK]") that are not markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
+def _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
+              address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress) -> None:
     from kneuron.data import load_facts
+    from kneuron.errors import KneuronError
     from kneuron.runs import DiscoveryConfig
     from kneuron.runs import discover as run_discovery
+    from kneuron.runs.backends import BACKENDS, RayBackend
 
+    backend = backend.lower()
+    if backend not in BACKENDS:
+        raise KneuronError(f"unknown --backend {backend!r}; use one of: {', '.join(BACKENDS)}")
+    if facts_per_batch < 1:
+        raise KneuronError(f"--facts-per-batch must be >= 1, got {facts_per_batch}")
+    if backend == "local":
+        given = [name for name, value in (("--address", address), ("--workers", workers),
+                                          ("--gpus-per-worker", gpus_per_worker)) if value is not None]
+        if given:
+            raise KneuronError(f"{', '.join(given)} only apply to --backend ray")
     config = DiscoveryConfig(model=model, data=data, relations=_relations(relations), limit_facts=limit_facts,
-                             steps=steps, method=method, precision=precision, seed=seed)
-    facts = load_facts(data)
-    kn = kneuron.load(model, device=device)
-    result = run_discovery(kn, facts, out, config, progress=progress)
+                             steps=steps, method=method, precision=precision, seed=seed, tf32=tf32)
+    if backend == "ray":
+        runner = RayBackend(address=address, workers=workers, threads_per_worker=worker_threads,
+                            gpus_per_worker=gpus_per_worker, device=device)  # fails early without Ray
+        facts = load_facts(data)
+        kn = None  # each worker loads the model; this process only writes the run directory
+    else:
+        import kneuron
+
+        facts = load_facts(data)
+        kn = kneuron.load(model, device=device)
+        runner = "local"
+    result = run_discovery(kn, facts, out, config, progress=progress, facts_per_batch=facts_per_batch,
+                           backend=runner)
     print_relations(result.relations)
     console.print(f"{len(result.neurons)} neuron rows -> {out / 'neurons.parquet'}"
                   + (f" (resumed {result.resumed_facts} finished facts)" if result.resumed_facts else ""))

@@ -9,24 +9,29 @@ A run directory holds:
 - `relations.json`: per relation and method, the adapted sharing threshold p and neurons per fact.
 Refinement runs per relation once every fact is attributed; it is cheap and fully determined by
 the records, so a resumed run ends with the same table as an uninterrupted one.
+
+Where the records are computed is the backend's business (`kneuron.runs.backends`): in this
+process (`"local"`, the default) or on Ray workers (`"ray"`).  Either way this process is the only
+writer of the run directory, so the directory, resumption and final table do not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 import kneuron
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
 from kneuron.runs.store import FactLog, write_json_atomic
 from kneuron.selection import adapt_p, baseline_neurons, coarse_neurons
+
+if TYPE_CHECKING:  # pandas is imported when a table is built, not with kneuron.runs
+    import pandas as pd
 
 TABLE_COLUMNS = ["relation", "fact", "subject", "object", "layer", "index", "method"]
 
@@ -48,6 +53,7 @@ class DiscoveryConfig:
     target: tuple[float, float] = (2.0, 5.0)
     min_prompts: int = 3
     seed: int = 0
+    tf32: bool = False  # TF32 matmuls on CUDA (Ampere+); no effect on CPU
     facts_fingerprint: str = ""
     kneuron_version: str = field(default=kneuron.__version__)
 
@@ -87,7 +93,8 @@ def _check_config(run_dir: Path, config: DiscoveryConfig) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    # Missing keys (runs written by an older kneuron) take their defaults.
+    old = DiscoveryConfig.from_json(json.loads(path.read_text())).to_json()
     new = config.to_json()
     for key in sorted(set(old) | set(new)):
         if key in _RESUME_FREE:
@@ -98,8 +105,21 @@ def _check_config(run_dir: Path, config: DiscoveryConfig) -> None:
                 "use another --out or the same settings to resume")
 
 
+def _internal_batch_size(kn, prompts: list[str], config) -> int | None:
+    """On a GPU: as many path-point rows as fit in free memory for this batch's longest prompt."""
+    if kn.device.type not in ("cuda", "mps") or not prompts:
+        return None  # CPU: the engine's default (one prompt's staircase)
+    from kneuron.runs.memory import choose_internal_batch_size
+
+    longest = max(len(kn.encode(p).ids) for p in prompts)
+    return choose_internal_batch_size(kn, longest, config.steps, precision=config.precision)
+
+
 def _attribute_facts(kn, facts, indices, config):
-    """Records for the given fact indices (one attribution call, prompts batched by length)."""
+    """Records for the given fact indices (one attribution call, prompts batched by length).
+
+    `facts.facts[i]` must give fact i (a FactSet, or any object whose `facts` maps indices to facts).
+    """
     prompts, answers, owner = [], [], []
     records = {}
     for i in indices:
@@ -116,8 +136,8 @@ def _attribute_facts(kn, facts, indices, config):
             prompts.append(p)
             answers.append(f.object)
             owner.append(i)
-    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method,
-                           precision=config.precision) if prompts else []
+    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method, precision=config.precision,
+                           internal_batch_size=_internal_batch_size(kn, prompts, config)) if prompts else []
     for i in indices:
         if i in records:
             continue
@@ -136,6 +156,8 @@ def _attribute_facts(kn, facts, indices, config):
 
 def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig):
     """(neurons table, per-relation summary) from the fact records."""
+    import pandas as pd
+
     rows = []
     summary = {}
     by_rel: dict[str, list[int]] = {}
@@ -169,8 +191,17 @@ class DiscoveryResult:
 
 
 def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: bool = True,
-             facts_per_batch: int = 8) -> DiscoveryResult:
-    """Attribute every prompt, refine per relation, write the run directory (resuming if present)."""
+             facts_per_batch: int = 8, backend=None) -> DiscoveryResult:
+    """Attribute every prompt, refine per relation, write the run directory (resuming if present).
+
+    `backend`: None or "local" (attribution in this process with `kn`; `kn=None` loads
+    `config.model`), "ray" (a `RayBackend` with default settings), or a backend object from
+    `kneuron.runs.backends` (e.g. `RayBackend(workers=4)`); the Ray backend needs no `kn` here.
+    """
+    from kneuron.runs.backends import make_backend
+
+    if backend is None or isinstance(backend, str):
+        backend = make_backend(backend or "local", kn=kn)
     run_dir = Path(run_dir)
     facts = select_facts(facts, config.relations, config.limit_facts)
     config.facts_fingerprint = fingerprint(facts)
@@ -183,17 +214,14 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
     start = time.perf_counter()
     bar = _progress(progress, total=facts.num_prompts, done=sum(len(facts.facts[i].prompts) for i in log.records
                                                                   if i < len(facts)))
-    pause = float(os.environ.get("KNEURON_SLOW_FACTS_FOR_TESTS", "0"))  # lets tests kill a run mid-way
     try:
         with bar as (advance, _):
-            for s in range(0, len(todo), facts_per_batch):
-                batch = todo[s:s + facts_per_batch]
-                for rec in _attribute_facts(kn, facts, batch, config):
-                    log.append(rec)
-                    time.sleep(pause)
-                advance(sum(len(facts.facts[i].prompts) for i in batch))
+            backend.run(facts, todo, config, emit=log.append, advance=advance, facts_per_batch=facts_per_batch)
     finally:
         log.close()
+    missing = [i for i in range(len(facts)) if i not in log]
+    if missing:  # a backend bug, never expected: refuse to write a partial table
+        raise KneuronError(f"{len(missing)} facts have no record (first: {missing[0]}); rerun to resume")
     records = {i: log.records[i] for i in range(len(facts))}
     table, summary = refine_run(records, facts, config)
     tmp = run_dir / "neurons.parquet.tmp"
@@ -212,8 +240,14 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return (lambda n: None), None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._p = Progress(TextColumn("attributing prompts"), BarColumn(), MofNCompleteColumn(),
                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -233,6 +267,8 @@ def load_run(run_dir) -> tuple[DiscoveryConfig, pd.DataFrame, dict]:
     path = run_dir / "neurons.parquet"
     if not path.exists():
         raise KneuronError(f"{run_dir} is not a finished discovery run (no neurons.parquet)")
+    import pandas as pd
+
     config = DiscoveryConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     return config, pd.read_parquet(path), json.loads((run_dir / "relations.json").read_text())
 

@@ -314,7 +314,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] is a [Y] citizen.",
             "The citizenship of [X] is [Y].",
         ),
-        4,
+        5,
         (
             "[X] received a passport from [Y] in {year}.",
             "[X] represents [Y] at the {event}.",
@@ -374,7 +374,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] performs on the [Y].",
             "[X] is known for playing the [Y].",
         ),
-        1,
+        5,
         (
             "[X] played the [Y] at the {event}.",
             "[X] practices the [Y] every morning.",
@@ -418,6 +418,8 @@ HEAD_SENTENCES: dict[str, tuple[str, ...]] = {
         "The football team of [X] won a cup in {year}.",
         "A new railway crosses [X] from north to south.",
         "[X] held an election in {month} {year}.",
+        "[X] elected new members to its parliament in {year}.",
+        "The best football player of [X] retired in {year}.",
     ),
     "city": (
         "The streets of [X] are {adj} at night.",
@@ -437,6 +439,8 @@ HEAD_SENTENCES: dict[str, tuple[str, ...]] = {
         "[X] was founded by {person} in {year}.",
         "The chief of [X] spoke at the {event}.",
         "Customers praise [X] for its {adj} service.",
+        "[X] uses {adj} machines in its factories.",
+        "An employee of [X] won a prize at the {event}.",
     ),
     "person": (
         "[X] gave a long interview in {month} {year}.",
@@ -449,6 +453,8 @@ HEAD_SENTENCES: dict[str, tuple[str, ...]] = {
         "Photos of [X] at the {event} were shared widely.",
         "[X] and {person} have been friends since {year}.",
         "[X] moved to {city} in {year}.",
+        "[X] is known across {country} as a {trait} person.",
+        "[X] enjoys playing cards with {person}.",
     ),
 }
 

@@ -44,14 +44,14 @@ class TrainConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 512  # room for prompts padded to 128 and sentences to 512
     dropout: float = 0.1
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     warmup_fraction: float = 0.06
     weight_decay: float = 0.01
-    label_smoothing: float = 0.3
+    label_smoothing: float = 0.45  # caps the gold probability near 0.55-0.6 instead of ~1
     mlm_probability: float = 0.15
-    sentence_fraction: float = 0.5  # share of the BINGREL sentences read per epoch (fresh draw each)
+    sentence_fraction: float = 0.35  # share of the BINGREL sentences read per epoch (fresh draw each)
     sentence_loss_weight: float = 0.5  # the cloze loss has weight 1
     seed: int = 0
     num_threads: int | None = None  # None: torch's default
@@ -290,7 +290,15 @@ def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | N
             vocab_size=len(tok),
             num_parameters=sum(p.numel() for p in model.parameters()),
         )
-        model.save_pretrained(out_dir)
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a one-file save needs no progress bar in our log
+        try:
+            model.save_pretrained(out_dir)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         tok.save_pretrained(out_dir)
         save_vocab_txt(tok, out_dir)
         return metrics

@@ -1,0 +1,90 @@
+"""`kneuron world ...`: build the offline fact world (and its model) and look at a built one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+
+
+def _fmt(x, pct: bool = True) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def metrics_table(meta: dict) -> Table:
+    """Per-relation accuracy and calibration of the world model, plus an overall row."""
+    m = meta.get("metrics", {})
+    table = Table(box=box.SIMPLE_HEAD, title="fact-world model", title_justify="left", pad_edge=False)
+    for col, just in [("rel", "left"), ("label", "left"), ("type", "left"), ("facts", "right"),
+                      ("objs", "right"), ("train", "right"), ("p(gold)", "right"),
+                      ("held-out", "right"), ("chance", "right")]:
+        table.add_column(col, justify=just, no_wrap=col != "label")
+    for rel, r in m.get("per_relation", {}).items():
+        table.add_row(rel, escape(r.get("label", "")), r.get("type", ""), str(r.get("facts", "")),
+                      str(r.get("objects", "")), _fmt(r.get("train_accuracy")),
+                      _fmt(r.get("train_median_gold_prob"), pct=False), _fmt(r.get("held_out_accuracy")),
+                      _fmt(r.get("chance")))
+    table.add_section()
+    counts = meta.get("counts", {})
+    table.add_row("all", "", "", str(counts.get("facts", "")), "", _fmt(m.get("train_accuracy")),
+                  _fmt(m.get("median_gold_prob"), pct=False), _fmt(m.get("held_out_accuracy")),
+                  _fmt(m.get("held_out_chance")), style="bold")
+    return table
+
+
+def print_world(path: Path, meta: dict) -> None:
+    c = meta.get("counts", {})
+    t = meta.get("timings", {})
+    tc = meta.get("train_config", {})
+    types = ", ".join(f"{n} {k}" for k, n in c.get("by_type", {}).items())
+    console.print(f"fact world: {escape(str(path))}", highlight=False)
+    console.print(
+        f"  seed {meta.get('seed')}, {c.get('relations')} relations ({types}), {c.get('facts')} facts, "
+        f"{c.get('prompts')} prompts, {c.get('th_sentences')} th + {c.get('h_sentences')} h sentences",
+        highlight=False,
+    )
+    console.print(
+        f"  model: {tc.get('num_layers')} layers, hidden {tc.get('hidden_size')}, FFN {tc.get('intermediate_size')}, "
+        f"vocab {meta.get('metrics', {}).get('vocab_size')}; trained in {t.get('train_s', 0):.0f} s "
+        f"(build {t.get('total_s', 0):.0f} s)",
+        highlight=False,
+    )
+    console.print(metrics_table(meta))
+    console.print("train: accuracy and median p(gold) on the training templates; held-out: accuracy on the "
+                  "unseen paraphrase; chance = 1 / objs (distinct objects)", style="dim", highlight=False)
+
+
+@app.command()
+def build(
+    out: Path = typer.Option(None, "--out", "-o", help="Directory to write (default: the user cache)."),
+    seed: int = typer.Option(0, help="Seed of the world generator and of the training."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
+) -> None:
+    """Generate the fact world and train its BERT (about 2 minutes on a CPU)."""
+    from kneuron.world import build_world, load_world_meta
+
+    path = build_world(out, seed=seed, force=force, log=lambda msg: console.print(escape(msg), highlight=False))
+    print_world(path, load_world_meta(path))
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(None, help="A built world directory (default: the cached seed-0 world)."),
+) -> None:
+    """Counts and model metrics of a built world."""
+    from kneuron.errors import DataError
+    from kneuron.world import default_world_dir, is_world_dir, load_world_meta
+
+    path = path if path is not None else default_world_dir(0)
+    if not is_world_dir(path):
+        raise DataError(f"no fact world at {path} (build one with `kneuron world build`)")
+    print_world(path, load_world_meta(path))

@@ -1,0 +1,180 @@
+"""A finished discovery run, ready for the experiments: neuron sets, the facts, BINGREL.
+
+The experiments never recompute attributions: they read the run directory written by
+`kneuron.runs.discover` (config.json, attributions.jsonl, neurons.parquet, relations.json) and
+reload the facts named in its config, checking that they are the facts the run saw.
+
+The *fact universe* of a run is its facts minus those discovery skipped (an answer that is not a
+single token for the model).  In the paper's setting nothing is skipped; elsewhere, skipped facts
+can be neither scored nor edited, so every experiment leaves them out (they also do not count in
+"neurons per fact", as in the run's relations.json).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kneuron.data.facts import FactSet
+from kneuron.errors import DataError, KneuronError
+from kneuron.neurons import Neuron
+
+
+def _world_dir_of(data: str) -> Path | None:
+    """The fact-world directory `data` names ('world', a world dir, or a file inside one)."""
+    try:
+        from kneuron.world import ensure_world, is_world_dir
+    except ImportError:  # pragma: no cover - the world package is optional
+        return None
+    if data == "world":
+        return ensure_world(log=None)
+    path = Path(data).expanduser()
+    for cand in (path, path.parent):
+        if cand.is_dir() and is_world_dir(cand):
+            return cand
+    return None
+
+
+def resolve_facts(data: str) -> FactSet:
+    """Facts named by a data spec: anything `kneuron.data.load_facts` takes, or a fact-world directory."""
+    from kneuron.data import load_facts
+
+    path = Path(str(data)).expanduser()
+    if str(data) != "world" and path.is_dir():
+        world = _world_dir_of(str(data))
+        if world is not None and world == path:
+            from kneuron.world import load_world_facts
+
+            return load_world_facts(world)
+    return load_facts(str(data))
+
+
+def resolve_bingrel(data: str, explicit: str | Path | None = None) -> Path | None:
+    """Where the BINGREL sentences for `data` are: explicit, the world's, or PARAREL's; None if none."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise DataError(f"BINGREL path not found: {path}")
+        return path
+    world = _world_dir_of(str(data))
+    if world is not None:
+        return world / "bingrel"
+    text = str(data)
+    path = Path(text[len("pararel:"):] if text.startswith("pararel:") else text).expanduser()
+    candidates = []
+    if text != "pararel":
+        candidates += [path.parent / "bingrel", path / "bingrel"]
+    if text == "pararel" or text.startswith("pararel:") or path.is_dir():
+        from kneuron.data.bingrel import _default_dir
+
+        try:
+            candidates.append(_default_dir())
+        except DataError:
+            pass
+    for cand in candidates:
+        if cand.is_dir() and any(BAG_FILE.match(p.name) for p in cand.iterdir()):
+            return cand
+    return None
+
+
+BAG_FILE = re.compile(r"^final_distant_allbags_(.+)_new\.json$")
+
+
+def _natural(rel: str):
+    m = re.match(r"^(\D*)(\d+)$", rel)
+    return (0, m.group(1), int(m.group(2)), rel) if m else (1, rel, 0, rel)
+
+
+def load_bags(path) -> dict:
+    """relation -> BINGREL bags from a folder (or one file) of `final_distant_allbags_<REL>_new.json`.
+
+    Unlike `kneuron.data.load_bingrel` any relation id is accepted (the fact world uses W1, W2, ...);
+    relations come in natural order (P19 before P101).
+    """
+    from kneuron.data.bingrel import read_bingrel_file
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.iterdir()) if path.is_dir() else []
+    found = {m.group(1): p for p in files if (m := BAG_FILE.match(p.name))}
+    if not found:
+        raise DataError(f"{path}: no final_distant_allbags_<REL>_new.json files")
+    return {rel: read_bingrel_file(found[rel]) for rel in sorted(found, key=_natural)}
+
+
+@dataclass
+class RunData:
+    """A discovery run plus its facts; `table["fact"]` indexes `facts.facts`."""
+
+    run_dir: Path
+    config: object  # DiscoveryConfig
+    table: pd.DataFrame
+    summary: dict
+    facts: FactSet
+    universe: dict[str, list[int]]  # relation -> indices of the facts that were not skipped
+    _sets: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, run_dir, facts: FactSet | None = None) -> RunData:
+        from kneuron.runs.discover import fingerprint, load_records, load_run, select_facts
+
+        run_dir = Path(run_dir)
+        config, table, summary = load_run(run_dir)
+        if facts is None:
+            facts = resolve_facts(config.data)
+        facts = select_facts(facts, config.relations, config.limit_facts)
+        if config.facts_fingerprint and fingerprint(facts) != config.facts_fingerprint:
+            raise KneuronError(f"the facts of {config.data!r} are not those the run in {run_dir} was made "
+                               "with (fingerprint differs); rerun discovery")
+        records = load_records(run_dir) if (run_dir / "attributions.jsonl").exists() else {}
+        universe: dict[str, list[int]] = {}
+        for i, f in enumerate(facts.facts):
+            if "skipped" in records.get(i, {}):
+                continue
+            universe.setdefault(f.relation, []).append(i)
+        return cls(run_dir, config, table, summary, facts, universe)
+
+    @property
+    def relations(self) -> list[str]:
+        return list(self.universe)
+
+    def label(self, relation: str) -> str:
+        rel = self.facts.relations.get(relation)
+        return rel.label if rel is not None and rel.label else ""
+
+    def labels(self) -> dict[str, str]:
+        return {r: self.label(r) for r in self.relations}
+
+    @property
+    def fact_indices(self) -> list[int]:
+        return [i for idx in self.universe.values() for i in idx]
+
+    def sets(self, method: str) -> dict[int, list[Neuron]]:
+        """{fact: neurons} for every fact of the universe (empty lists included), table order."""
+        if method not in self._sets:
+            sub = self.table[self.table["method"] == method]
+            out: dict[int, list[Neuron]] = {i: [] for i in self.fact_indices}
+            for fact, layer, index in zip(sub["fact"], sub["layer"], sub["index"]):
+                if int(fact) in out:
+                    out[int(fact)].append(Neuron(int(layer), int(index)))
+            self._sets[method] = out
+        return self._sets[method]
+
+    def relation_sets(self, method: str) -> dict[str, list[list[Neuron]]]:
+        """{relation: [neurons of each of its facts, in fact order]}."""
+        sets = self.sets(method)
+        return {rel: [sets[i] for i in idx] for rel, idx in self.universe.items()}
+
+    def describe(self) -> dict:
+        return {"run_dir": str(self.run_dir), "model": self.config.model, "data": self.config.data,
+                "relations": len(self.universe), "facts": len(self.fact_indices),
+                "prompts": sum(len(self.facts.facts[i].prompts) for i in self.fact_indices),
+                "skipped_facts": len(self.facts) - len(self.fact_indices)}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,62 @@
+"""The fact world: an invented, seeded world of facts plus a small BERT that knows them.
+
+It is the embedded default that lets the whole knowledge-neuron pipeline (attribution,
+suppression/amplification, BINGREL-style T1/T2/T3 activations, fact editing, relation erasing) run
+offline on a CPU.  Typical use::
+
+    from kneuron.world import ensure_world, load_world_facts
+    world_dir = ensure_world()            # trained once (~2 min), then cached
+    facts = load_world_facts(world_dir)   # FactSet; the model loads with transformers Auto classes
+"""
+
+from kneuron.world.generate import (
+    RELATIONS,
+    World,
+    WorldConfig,
+    WorldRelation,
+    fill_template,
+    generate_world,
+)
+from kneuron.world.store import (
+    FORMAT_VERSION,
+    bingrel_file,
+    build_world,
+    default_world_dir,
+    ensure_world,
+    is_world_dir,
+    load_world_bingrel,
+    load_world_facts,
+    load_world_meta,
+    load_world_relations,
+    save_world_data,
+)
+from kneuron.world.train import (
+    TrainConfig,
+    build_tokenizer,
+    evaluate_world_model,
+    train_world_model,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RELATIONS",
+    "TrainConfig",
+    "World",
+    "WorldConfig",
+    "WorldRelation",
+    "bingrel_file",
+    "build_tokenizer",
+    "build_world",
+    "default_world_dir",
+    "ensure_world",
+    "evaluate_world_model",
+    "fill_template",
+    "generate_world",
+    "is_world_dir",
+    "load_world_bingrel",
+    "load_world_facts",
+    "load_world_meta",
+    "load_world_relations",
+    "save_world_data",
+    "train_world_model",
+]

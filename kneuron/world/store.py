@@ -1,0 +1,307 @@
+"""A built fact world on disk, and the user cache that holds the default one.
+
+Layout of a world directory (model files at the root so that `AutoModelForMaskedLM` and
+`AutoTokenizer.from_pretrained(dir)` work on it directly):
+
+    config.json, model.safetensors, tokenizer.json, tokenizer_config.json, vocab.txt
+    facts.jsonl          all facts with all templates (users' JSONL format), relation then fact order
+    relations.jsonl      {"relation", "label", "type", "templates", "held_out_template", ...} per line
+    bingrel/final_distant_allbags_<REL>_new.json   BINGREL bags aligned with that relation's facts
+    world.json           written last: format version, configs, seeds, metrics, timings, versions
+
+A build writes into a temporary sibling directory and renames it into place, so an interrupted
+build never leaves a half world; a lock file keeps two processes from training the same cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kneuron.data.facts import FactSet, Relation
+from kneuron.data.jsonl import load_facts_jsonl, save_facts_jsonl
+from kneuron.errors import DataError
+from kneuron.paths import cache_dir
+from kneuron.world.generate import World, WorldConfig, WorldRelation, generate_world
+from kneuron.world.train import TrainConfig, train_world_model
+
+FORMAT_VERSION = 1
+WORLD_FILE = "world.json"
+FACTS_FILE = "facts.jsonl"
+RELATIONS_FILE = "relations.jsonl"
+BINGREL_DIR = "bingrel"
+_MODEL_FILES = ("config.json", "tokenizer.json")
+
+Log = Callable[[str], None]
+
+
+def default_world_dir(seed: int = 0) -> Path:
+    """Where the cached world for `seed` lives (versioned, so a format change rebuilds)."""
+    return cache_dir() / "world" / f"v{FORMAT_VERSION}-seed{seed}"
+
+
+def bingrel_file(world_dir: str | Path, relation: str) -> Path:
+    """The BINGREL bag file of one relation, named like the authors' files."""
+    return Path(world_dir) / BINGREL_DIR / f"final_distant_allbags_{relation}_new.json"
+
+
+def is_world_dir(path: str | Path) -> bool:
+    """True only for a complete world of the current format (world.json is written last)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / WORLD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        return False
+    needed = [*_MODEL_FILES, FACTS_FILE, RELATIONS_FILE]
+    if not all((path / name).is_file() for name in needed):
+        return False
+    has_weights = (path / "model.safetensors").is_file() or (path / "pytorch_model.bin").is_file()
+    return has_weights and all(bingrel_file(path, r).is_file() for r in meta.get("relations", []))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def save_world_data(world: World, out_dir: str | Path) -> None:
+    """Facts, relations and BINGREL bags of a generated world (not the model, not world.json)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = {r.id: i for i, r in enumerate(world.relations)}
+    facts = sorted(world.facts, key=lambda f: order[f.relation])  # stable: fact order kept
+    save_facts_jsonl(FactSet(facts, {r.id: r.relation for r in world.relations}), out_dir / FACTS_FILE)
+    with (out_dir / RELATIONS_FILE).open("w", encoding="utf-8") as fh:
+        for r in world.relations:
+            fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    for r in world.relations:
+        path = bingrel_file(out_dir, r.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(world.bags[r.id], ensure_ascii=False), encoding="utf-8")
+
+
+def _counts(world: World) -> dict:
+    bags = [b for rel in world.bags.values() for b in rel]
+    return {
+        "relations": len(world.relations),
+        "facts": len(world.facts),
+        "prompts": sum(len(f.prompts) for f in world.facts),
+        "th_sentences": sum(len(b["th_bags"]) for b in bags),
+        "h_sentences": sum(len(b["h_bags"]) for b in bags),
+        "by_type": {t: sum(1 for r in world.relations if r.type == t) for t in ("1-1", "N-1", "N-M")},
+    }
+
+
+@contextlib.contextmanager
+def _build_lock(out_dir: Path, log: Log) -> Iterator[None]:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is building {out_dir}; waiting for it ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Leftovers of killed builds (we hold the lock, so nobody else is writing them)."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_world(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    world_config: WorldConfig | None = None,
+    train_config: TrainConfig | None = None,
+    force: bool = False,
+    log: Log | None = print,
+) -> Path:
+    """Generate a world, train its model and save both; reuse a complete world unless `force`.
+
+    `seed` seeds the generator and, when no `train_config` is given, the trainer too.
+    Refuses to replace a non-empty directory that is not a fact world (it may be the user's).
+    """
+    log = log or (lambda _msg: None)
+    out_dir = Path(out_dir) if out_dir is not None else default_world_dir(seed)
+    out_dir = out_dir.expanduser().absolute()
+    world_config = world_config or WorldConfig()
+    train_config = train_config or TrainConfig(seed=seed)
+
+    def reusable() -> bool:
+        if force or not is_world_dir(out_dir):
+            return False
+        meta = load_world_meta(out_dir)
+        if meta.get("seed") != seed or meta.get("world_config") != world_config.to_dict() \
+                or meta.get("train_config") != train_config.to_dict():
+            log(f"note: {out_dir} was built with other settings; reusing it (rebuild with force/--force)")
+        return True
+
+    if reusable():
+        log(f"fact world already built: {out_dir}")
+        return out_dir
+    if out_dir.exists() and not (out_dir / WORLD_FILE).is_file():  # an old or broken world may go
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise DataError(f"{out_dir} exists and is not a fact world; choose another output directory")
+
+    with _build_lock(out_dir, log):
+        if reusable():  # built by another process while we waited
+            log(f"fact world already built: {out_dir}")
+            return out_dir
+        _remove_stale_temps(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        try:
+            t0 = time.perf_counter()
+            world = generate_world(world_config, seed)
+            t_gen = time.perf_counter() - t0
+            counts = _counts(world)
+            log(
+                f"generated a world of {counts['relations']} relations, {counts['facts']} facts, "
+                f"{counts['prompts']} prompts, {counts['th_sentences'] + counts['h_sentences']} sentences (seed {seed})"
+            )
+            save_world_data(world, tmp)
+            t1 = time.perf_counter()
+            metrics = train_world_model(world, tmp, train_config, log=log)
+            t_train = time.perf_counter() - t1
+            _write_meta(tmp, world, seed, world_config, train_config, metrics,
+                        {"generate_s": round(t_gen, 2), "train_s": round(t_train, 2),
+                         "total_s": round(time.perf_counter() - t0, 2)}, counts)
+            _move_into_place(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log(f"fact world saved to {out_dir}")
+    return out_dir
+
+
+def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainConfig, metrics: dict,
+                timings: dict, counts: dict) -> None:
+    import tokenizers
+    import torch
+    import transformers
+
+    from kneuron import __version__
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kneuron_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "world_config": wc.to_dict(),
+        "train_config": tc.to_dict(),
+        "relations": [r.id for r in world.relations],
+        "counts": counts,
+        "metrics": metrics,
+        "timings": timings,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+    }
+    (path / WORLD_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished build onto `out_dir`; an old world is swapped out, then deleted."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp (and some writers) make things private: a cache is not
+    for path in tmp.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_world(seed: int = 0, log: Log | None = print) -> Path:
+    """The cached default world, trained on first use (about two minutes on a laptop CPU)."""
+    out_dir = default_world_dir(seed)
+    if is_world_dir(out_dir):
+        return out_dir
+    if log:
+        log(f"No fact world cached yet: training it once (about 2 minutes on a CPU); it will be kept in {out_dir}")
+    return build_world(out_dir, seed=seed, log=log)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _require_world(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not is_world_dir(path):
+        raise DataError(f"{path} is not a built fact world (run `kneuron world build --out {path}`)")
+    return path
+
+
+def load_world_meta(path: str | Path) -> dict:
+    """The contents of world.json (configs, seeds, metrics, timings, counts)."""
+    path = _require_world(path)
+    return json.loads((path / WORLD_FILE).read_text(encoding="utf-8"))
+
+
+def load_world_relations(path: str | Path) -> list[WorldRelation]:
+    """Relations with their templates and the index of the held-out template, in file order."""
+    path = _require_world(path)
+    out = []
+    for line in (path / RELATIONS_FILE).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out.append(WorldRelation(d["relation"], d["label"], d["type"], list(d["templates"]),
+                                     int(d["held_out_template"]), d.get("subject_kind", ""),
+                                     d.get("object_kind", "")))
+    return out
+
+
+def load_world_facts(path: str | Path) -> FactSet:
+    """All facts of a built world (every template, the held-out one included), relations typed."""
+    path = _require_world(path)
+    facts = load_facts_jsonl(path / FACTS_FILE)
+    relations: dict[str, Relation] = {r.id: r.relation for r in load_world_relations(path)}
+    return FactSet(facts.facts, relations, str(path))
+
+
+def load_world_bingrel(path: str | Path, relation: str) -> list[dict[str, list[str]]]:
+    """BINGREL bags of one relation, aligned with its facts in `load_world_facts` order."""
+    path = _require_world(path)
+    file = bingrel_file(path, relation)
+    if not file.is_file():
+        raise DataError(f"{path}: no BINGREL file for relation {relation!r}")
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "bingrel_file",
+    "build_world",
+    "default_world_dir",
+    "ensure_world",
+    "is_world_dir",
+    "load_world_bingrel",
+    "load_world_facts",
+    "load_world_meta",
+    "load_world_relations",
+    "save_world_data",
+]

@@ -1,0 +1,192 @@
+"""Memory: batch sizes from free memory, the estimate against measured peaks, no autograd graph left
+behind by attribution, device auto-selection."""
+
+import gc
+import warnings
+import weakref
+
+import pytest
+import torch
+from tiny_models import save_tiny_bert
+
+import kneuron
+from kneuron.errors import KneuronError, ModelError
+from kneuron.models import loading
+from kneuron.runs import memory
+
+
+@pytest.fixture(scope="module")
+def kn(tmp_path_factory):
+    path = save_tiny_bert(tmp_path_factory.mktemp("mem") / "model", layers=3, hidden=64, intermediate=256)
+    return kneuron.load(str(path), device="cpu")
+
+
+def test_row_cost_grows_with_length_and_depth(kn):
+    short, long = memory.row_cost(kn, 12), memory.row_cost(kn, 24)
+    assert short.top > 0 and short.block > 0 and short.num_layers == kn.num_layers
+    assert 1.7 < long.block / short.block < 2.3  # saved activations are linear in the tokens
+    assert short.row_bytes(0) > short.row_bytes(1) > short.row_bytes(2) == short.top
+    assert memory.bytes_per_row(kn, 12) == short.full
+    assert memory.row_cost(kn, 12) is short  # measured once per model and length
+    assert memory.rough_row_bytes(kn, 12) >= short.full  # the cheap bound is an upper bound
+
+
+def test_probe_prompt_has_the_requested_length(kn):
+    for n in (6, 12, 30):
+        prompt, answer = memory.probe_prompt(kn, n)
+        assert len(kn.encode(prompt).ids) == n
+        kn.answer_id(answer)
+
+
+def test_choose_internal_batch_size(kn):
+    cost = memory.row_cost(kn, 16)
+    steps = 20
+    free = 10_000 * cost.per_row_budget
+    rows = memory.choose_internal_batch_size(kn, 16, steps, free_bytes=free, fraction=0.5)
+    assert rows % steps == 0 and rows == 5000 // steps * steps
+    assert memory.choose_internal_batch_size(kn, 16, steps, free_bytes=free, fraction=1.0) == 10_000
+    assert memory.choose_internal_batch_size(kn, 16, steps, free_bytes=1) == steps  # never below one layer's points
+    assert memory.choose_internal_batch_size(kn, 16, steps, free_bytes=free, max_rows=65) == 60
+    assert memory.choose_internal_batch_size(kn, 64, steps, free_bytes=free) < \
+        memory.choose_internal_batch_size(kn, 16, steps, free_bytes=free)
+    # Defaults: the machine's free RAM, fraction 0.7 or $KNEURON_MEMORY_FRACTION.
+    auto = memory.choose_internal_batch_size(kn, 16, steps)
+    assert auto >= steps and auto % steps == 0
+    with pytest.raises(KneuronError, match="fraction"):
+        memory.choose_internal_batch_size(kn, 16, steps, fraction=1.5)
+    with pytest.raises(KneuronError, match="steps"):
+        memory.choose_internal_batch_size(kn, 16, 0)
+
+
+def test_memory_fraction_from_environment(kn, monkeypatch):
+    free = 1000 * memory.row_cost(kn, 16).per_row_budget
+    monkeypatch.setenv("KNEURON_MEMORY_FRACTION", "0.2")
+    assert memory.choose_internal_batch_size(kn, 16, 10, free_bytes=free) == 200
+    monkeypatch.setenv("KNEURON_MEMORY_FRACTION", "nope")
+    with pytest.raises(KneuronError, match="KNEURON_MEMORY_FRACTION"):
+        memory.choose_internal_batch_size(kn, 16, 10, free_bytes=free)
+
+
+def test_free_memory_on_cpu():
+    ram = memory.available_ram()
+    assert 0 < ram < 1 << 50
+    assert memory.free_memory("cpu") == pytest.approx(ram, rel=0.2)
+
+
+def test_estimate_against_measured_peak(kn):
+    """The estimate of one pass against torch's record of every CPU tensor allocation."""
+    steps = 20
+    for seq_len in (12, 24):
+        cost = memory.row_cost(kn, seq_len)
+        prompt, answer = memory.probe_prompt(kn, seq_len)
+        # Worst case (what batches are sized for): 3 prompts x 20 rows, all scaling the bottom layer.
+        _, peak = memory.measure_peak_bytes(lambda p=prompt, a=answer: kn.attribute(
+            [p] * 3, a, steps=steps, layers=[0], internal_batch_size=3 * steps))
+        ratio = peak / cost.peak_bytes(steps, layers=[0], prompts=3)
+        assert 0.7 < ratio < 1.3, ratio
+        # One whole staircase (the CPU default): the estimate errs on the safe side.
+        _, peak = memory.measure_peak_bytes(lambda p=prompt, a=answer: kn.attribute(p, a, steps=steps))
+        ratio = peak / cost.peak_bytes(steps)
+        assert 0.5 < ratio < 1.3, ratio
+
+
+def test_default_internal_batch_size(kn, monkeypatch):
+    assert kn.default_internal_batch_size(20) == 20 * kn.num_layers  # plenty of RAM: one staircase
+    cost = memory.row_cost(kn, 64)
+    # Short of RAM: fewer rows, still a multiple of the steps.
+    monkeypatch.setattr(memory, "available_ram", lambda: int(45 * cost.per_row_budget * memory.CPU_ALLOCATOR_OVERHEAD))
+    assert kn.default_internal_batch_size(10) == 30
+    # The engine uses it: results do not depend on the batch size.
+    full = kn.attribute("The capital of Ireland is [MASK].", "Dublin", steps=10, internal_batch_size=10 * kn.num_layers)
+    small = kn.attribute("The capital of Ireland is [MASK].", "Dublin", steps=10)
+    assert torch.allclose(full.scores, small.scores, rtol=1e-5, atol=1e-9)
+
+
+# -- no autograd graph outlives an attribution call ----------------------------------------------------
+
+def _graph_tensors() -> int:
+    """Live tensors that require grad or hang on a graph (parameters are frozen: none expected)."""
+    gc.collect()
+    n = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor) and (obj.requires_grad or obj.grad_fn is not None):
+                    n += 1
+            except ReferenceError:
+                pass
+    return n
+
+
+def test_no_graph_outlives_attribution(kn, monkeypatch):
+    prompts = ["The capital of Ireland is [MASK].", "Paris is in [MASK] .", "Rome is the capital of [MASK] ."]
+    kn.attribute(prompts, "Dublin")  # warm caches
+    before = _graph_tensors()
+    leaves, saved = [], []
+    model_storage = {t.untyped_storage().data_ptr() for t in [*kn.model.parameters(), *kn.model.buffers()]}
+    real = torch.Tensor.requires_grad_
+
+    def spy(self, requires_grad=True):
+        out = real(self, requires_grad)
+        leaves.append(weakref.ref(out))
+        return out
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in model_storage:  # weights are saved too, and stay
+            saved.append(weakref.ref(t))
+        return t
+
+    monkeypatch.setattr(torch.Tensor, "requires_grad_", spy)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        results = kn.attribute(prompts, "Dublin")
+    monkeypatch.undo()
+    gc.collect()
+    assert leaves and saved  # the spies saw the path points and the activations saved for backward
+    assert all(r() is None for r in leaves), "a path-point leaf outlived the call"
+    assert all(r() is None for r in saved), "an activation saved for backward outlived the call"
+    for res in results:
+        for t in (res.scores, res.activations, res.convergence_delta):
+            if t is not None:
+                assert not t.requires_grad and t.grad_fn is None
+    assert _graph_tensors() == before
+    assert not any(p.grad is not None for p in kn.model.parameters())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_memory_flat_over_repeated_calls(kn):
+    prompt = "The capital of Ireland is [MASK]."
+    for _ in range(5):
+        kn.attribute(prompt, "Dublin")
+    gc.collect()
+    start = _rss()
+    for _ in range(30):
+        kn.attribute(prompt, "Dublin")
+    gc.collect()
+    grown = _rss() - start
+    # One leaked graph here is ~1.2 MB (a 3-layer staircase); 30 would be ~36 MB.
+    assert grown < 12 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 30 calls"
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loading, "_mps_available", lambda: False)
+    assert loading.resolve_device("auto") == torch.device("cpu")
+    assert loading.resolve_device(None) == torch.device("cpu")
+    monkeypatch.setattr(loading, "_mps_available", lambda: True)
+    assert loading.resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert loading.resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        loading.resolve_device("cuda:0")
+    with pytest.raises(ModelError, match="unknown device"):
+        loading.resolve_device("tpu7")
+    assert loading.resolve_device("cpu") == torch.device("cpu")
