@@ -26,7 +26,16 @@ from kneuron.runs.backends import LocalBackend, RayBackend, make_backend, torch_
 from kneuron.runs.store import FactLog
 
 discover_module = sys.modules["kneuron.runs.discover"]
-HAVE_RAY = importlib.util.find_spec("ray") is not None
+
+
+def _have_ray() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["ray"] is None (blocked)
+        return False
+
+
+HAVE_RAY = _have_ray()
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'kneuron[ray]')")
 
 TEMPLATES = ["The capital of [X] is [MASK].", "[X] is the capital of [MASK] .", "the city [X] is in [MASK]",

@@ -180,3 +180,13 @@ def test_download_bad_arguments(capsys, tmp_path, args, phrase):
 def test_download_relations_only_for_bingrel(capsys, tmp_path):
     rc, _, err = _run(capsys, "download", "pararel", "-r", "P19", "--dest", tmp_path)
     assert rc == 2 and "--relations applies to bingrel only" in err
+
+
+def test_error_keeps_square_brackets(tmp_path, capsys):
+    from kneuron.cli import main
+
+    bad = tmp_path / "facts.jsonl"
+    bad.write_text('{"relation": "r", "subject": "s", "object": "o", "prompts": ["no blank"]}\n')
+    assert main(["data", "stats", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "[MASK]" in err and f"{bad}:1" in err.replace("\n", "")

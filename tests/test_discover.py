@@ -119,7 +119,7 @@ def test_kill_9_then_resume_identical(setup, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "kneuron", "discover", "--model", str(model_dir), "--data", str(path),
            "--out", str(out), "--no-progress", "--device", "cpu"]
-    env = dict(os.environ, KNEURON_SLOW_FACTS_FOR_TESTS="0.3")
+    env = dict(os.environ, KNEURON_SLOW_FACTS_FOR_TESTS="0.3", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = out / "attributions.jsonl"
     deadline = time.time() + 60
@@ -129,8 +129,26 @@ def test_kill_9_then_resume_identical(setup, tmp_path):
     proc.wait()
     done_before = len(log.read_text().splitlines())
     assert 2 <= done_before < 10 and not (out / "neurons.parquet").exists()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     table = pd.read_parquet(out / "neurons.parquet")
     assert table.equals(full)
     recs = [json.loads(x)["fact"] for x in log.read_text().splitlines()]
     assert sorted(recs) == list(range(10))
+
+
+def test_causal_model_skips_prompts_not_ending_at_blank(tmp_path):
+    from tiny_decoders import save_tiny_decoder
+
+    from kneuron.experiments.rundata import RunData
+
+    model_dir = save_tiny_decoder("gpt2", tmp_path / "gpt2")
+    facts = FactSet([Fact("capital", s, o, [t.replace("[X]", s) for t in TEMPLATES]) for s, o in PAIRS["capital"]])
+    kn = kneuron.load(str(model_dir), device="cpu")
+    path = save_facts_jsonl(facts, tmp_path / "facts.jsonl")
+    res = discover(kn, facts, tmp_path / "run", DiscoveryConfig(model=str(model_dir), data=str(path)), progress=False)
+    # Only the last template ("[MASK] is the country of [X] .") does not end at the blank.
+    assert res.relations["capital"]["skipped_prompts"] == len(facts)
+    assert res.relations["capital"]["skipped"] == 0
+    run = RunData.load(tmp_path / "run")
+    assert [len(f.prompts) for f in run.facts.facts] == [4] * len(facts)
+    assert all(kn.ends_at_blank(p) for f in run.facts.facts for p in f.prompts)

@@ -25,7 +25,7 @@ def test_row_cost_grows_with_length_and_depth(kn):
     short, long = memory.row_cost(kn, 12), memory.row_cost(kn, 24)
     assert short.top > 0 and short.block > 0 and short.num_layers == kn.num_layers
     assert 1.7 < long.block / short.block < 2.3  # saved activations are linear in the tokens
-    assert short.row_bytes(0) > short.row_bytes(1) > short.row_bytes(2) == short.top
+    assert short.row_bytes(0) > short.row_bytes(1) > short.row_bytes(2) == short.top + short.working
     assert memory.bytes_per_row(kn, 12) == short.full
     assert memory.row_cost(kn, 12) is short  # measured once per model and length
     assert memory.rough_row_bytes(kn, 12) >= short.full  # the cheap bound is an upper bound
@@ -78,6 +78,9 @@ def test_estimate_against_measured_peak(kn):
     steps = 20
     for seq_len in (12, 24):
         cost = memory.row_cost(kn, seq_len)
+        measured = memory.row_cost(kn, seq_len, method="peak")  # what CUDA uses, here from the CPU record
+        assert measured.method == "peak" and measured.working == 0
+        assert 0.7 < measured.full / cost.full < 1.2, (measured, cost)
         prompt, answer = memory.probe_prompt(kn, seq_len)
         # Worst case (what batches are sized for): 3 prompts x 20 rows, all scaling the bottom layer.
         _, peak = memory.measure_peak_bytes(lambda p=prompt, a=answer: kn.attribute(
@@ -190,3 +193,30 @@ def test_resolve_device(monkeypatch):
     with pytest.raises(ModelError, match="unknown device"):
         loading.resolve_device("tpu7")
     assert loading.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_gpu_paths_use_free_memory(monkeypatch):
+    """The CUDA wiring, without a GPU: discovery and the engine's default size batches from free memory."""
+    from types import SimpleNamespace
+
+    from kneuron.knowledge_model import KnowledgeModel
+    from kneuron.runs.discover import DiscoveryConfig, _internal_batch_size
+
+    cost = memory.RowCost(seq_len=16, num_layers=4, top=1000, block=500, method="peak")
+    seen = []
+
+    def fake_row_cost(kn, seq_len, precision="fp32", method=None):
+        seen.append((seq_len, precision))
+        return cost
+
+    monkeypatch.setattr(memory, "row_cost", fake_row_cost)
+    monkeypatch.setattr(memory, "free_memory", lambda device: 1_000_000)
+    fake = SimpleNamespace(device=torch.device("cuda"), num_layers=4,
+                           encode=lambda p: SimpleNamespace(ids=tuple(range(len(p.split())))))
+    # 0.7 * 1e6 / 2500 bytes per row = 280 rows -> a multiple of 20
+    assert KnowledgeModel.default_internal_batch_size(fake, 20) == 280
+    assert seen[-1] == (64, "fp32")
+    rows = _internal_batch_size(fake, ["a b c", "a b c d e f g"], DiscoveryConfig(steps=20, precision="bf16"))
+    assert rows == 280 and seen[-1] == (7, "bf16")  # sized for the batch's longest prompt
+    fake.device = torch.device("cpu")
+    assert _internal_batch_size(fake, ["a b"], DiscoveryConfig()) is None  # CPU: the engine's default

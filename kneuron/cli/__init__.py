@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kneuron.errors import KneuronError
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except KneuronError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}  (run with --debug for the traceback)")
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}  (run with --debug for the traceback)",
+                          highlight=False, soft_wrap=True)
         return 1
     return 0
 

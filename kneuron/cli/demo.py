@@ -17,6 +17,7 @@ console = Console()
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
     seed: int = typer.Option(0, help="Seed of the world and of the random control."),
     limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts per relation."),
@@ -25,6 +26,7 @@ def demo(
     """Discover the fact world's knowledge neurons, then suppress and amplify them."""
     import kneuron
     from kneuron.cli.discover import print_relations
+    from kneuron.cli.experiment import set_threads
     from kneuron.experiments import method_means, prompt_effects, relation_ratios
     from kneuron.experiments.controls import method_sets
     from kneuron.runs import DiscoveryConfig, discover
@@ -34,6 +36,7 @@ def demo(
     start = time.perf_counter()
     world = ensure_world(seed=seed, log=console.print)
     kn = kneuron.load(str(world))
+    set_threads(kn, ctx)
     facts = load_world_facts(world)
     console.print(f"model: {kn!r}\nfacts: {len(facts)} facts, {facts.num_prompts} prompts, "
                   f"{len(facts.by_relation())} relations")

@@ -109,3 +109,6 @@ def print_relations(summary: dict) -> None:
                       f"{s['kn']['neurons_per_fact']:.2f}", f"{s['baseline']['p']:.2f}",
                       f"{s['baseline']['neurons_per_fact']:.2f}")
     console.print(table)
+    skipped = sum(s.get("skipped_prompts", 0) for s in summary.values())
+    if skipped:
+        console.print(f"{skipped} prompts skipped: their blank is not at the end, which a causal LM cannot continue")

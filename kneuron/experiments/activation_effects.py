@@ -28,10 +28,12 @@ def prompt_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Se
     from kneuron.interventions import scaled_probabilities
 
     indices = list(range(len(facts))) if fact_indices is None else list(fact_indices)
-    owner = [i for i in indices for _ in facts.facts[i].prompts]
-    position = [j for i in indices for j in range(len(facts.facts[i].prompts))]
-    prompts = [p for i in indices for p in facts.facts[i].prompts]
-    answers = [facts.facts[i].object for i in indices for _ in facts.facts[i].prompts]
+    usable = [(i, j) for i in indices for j, p in enumerate(facts.facts[i].prompts)
+              if kn.is_masked or kn.ends_at_blank(p)]  # a causal LM skips prompts not ending at the blank
+    owner = [i for i, _ in usable]
+    position = [j for _, j in usable]
+    prompts = [facts.facts[i].prompts[j] for i, j in usable]
+    answers = [facts.facts[i].object for i in owner]
     p_orig = kn.probabilities(prompts, answers).tolist()
     rows = []
     for method, sets in neuron_sets.items():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kneuron.data.facts import FactSet
+from kneuron.data.facts import Fact, FactSet
 from kneuron.errors import DataError, KneuronError
 from kneuron.neurons import Neuron
 
@@ -105,6 +105,13 @@ def load_bags(path) -> dict:
     return {rel: read_bingrel_file(found[rel]) for rel in sorted(found, key=_natural)}
 
 
+def _used(fact: Fact, record: dict) -> Fact:
+    """The fact with only the prompts discovery used (a causal LM skips those not ending at the blank)."""
+    if "used_prompts" not in record:
+        return fact
+    return Fact(fact.relation, fact.subject, fact.object, [fact.prompts[k] for k in record["used_prompts"]])
+
+
 @dataclass
 class RunData:
     """A discovery run plus its facts; `table["fact"]` indexes `facts.facts`."""
@@ -130,6 +137,7 @@ class RunData:
             raise KneuronError(f"the facts of {config.data!r} are not those the run in {run_dir} was made "
                                "with (fingerprint differs); rerun discovery")
         records = load_records(run_dir) if (run_dir / "attributions.jsonl").exists() else {}
+        facts = FactSet([_used(f, records.get(i, {})) for i, f in enumerate(facts.facts)], facts.relations, facts.source)
         universe: dict[str, list[int]] = {}
         for i, f in enumerate(facts.facts):
             if "skipped" in records.get(i, {}):

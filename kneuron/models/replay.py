@@ -140,7 +140,8 @@ def compute_prefix(model: nn.Module, input_ids: torch.Tensor) -> Prefix:
         return Prefix(None, 0)
     with torch.no_grad():
         out = model(input_ids=input_ids, use_cache=True)
-    return Prefix(out.past_key_values, input_ids.shape[1])
+    cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
+    return Prefix(cache, input_ids.shape[1])
 
 
 def run_after_prefix(model: nn.Module, prefix: Prefix, suffix_ids: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ one-line error saying how to install it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -42,9 +43,9 @@ Advance = Callable[[int], None]
 
 
 def _discover_module():
-    # Looked up at call time so that tests (and users) can wrap `_attribute_facts`.
-    return sys.modules.get("kneuron.runs.discover") or __import__("kneuron.runs.discover",
-                                                                  fromlist=["_attribute_facts"])
+    # Looked up at call time so that tests (and users) can wrap `_attribute_facts`.  (The package
+    # attribute `kneuron.runs.discover` is the function, hence the import by name.)
+    return importlib.import_module("kneuron.runs.discover")
 
 
 def _slow_facts_for_tests() -> float:

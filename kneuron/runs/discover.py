@@ -122,18 +122,22 @@ def _attribute_facts(kn, facts, indices, config):
     """
     prompts, answers, owner = [], [], []
     records = {}
+    used: dict[int, list[int]] = {}
     for i in indices:
         f = facts.facts[i]
+        # A causal LM can only continue prompts that end at the blank; the others are skipped.
+        used[i] = [k for k, p in enumerate(f.prompts) if kn.is_masked or kn.ends_at_blank(p)]
         try:
-            kn.answer_id(f.object)
-            for p in f.prompts:
-                kn.encode(p)
+            if not used[i]:
+                raise KneuronError("no prompt ends at the blank, as a causal LM needs")
+            for k in used[i]:
+                kn.encode(f.prompts[k], f.object)
         except KneuronError as exc:
             records[i] = {"fact": i, "relation": f.relation, "subject": f.subject, "object": f.object,
-                          "skipped": str(exc)}
+                          "skipped": str(exc), "skipped_prompts": len(f.prompts) - len(used[i])}
             continue
-        for p in f.prompts:
-            prompts.append(p)
+        for k in used[i]:
+            prompts.append(f.prompts[k])
             answers.append(f.object)
             owner.append(i)
     results = kn.attribute(prompts, answers, steps=config.steps, method=config.method, precision=config.precision,
@@ -145,6 +149,9 @@ def _attribute_facts(kn, facts, indices, config):
         mine = [r for r, o in zip(results, owner) if o == i]
         rec = {"fact": i, "relation": f.relation, "subject": f.subject, "object": f.object,
                "prob": [round(r.probability, 8) for r in mine], "kn": [], "base": []}
+        if len(used[i]) < len(f.prompts):
+            rec["used_prompts"] = used[i]
+            rec["skipped_prompts"] = len(f.prompts) - len(used[i])
         for r in mine:
             kn_set = coarse_neurons(r.scores, config.threshold)
             base_set = baseline_neurons(r.activations, config.baseline_threshold)
@@ -165,7 +172,8 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
         by_rel.setdefault(f.relation, []).append(i)
     for rel, idx in by_rel.items():
         done = [i for i in idx if "skipped" not in records[i]]
-        summary[rel] = {"facts": len(idx), "skipped": len(idx) - len(done)}
+        summary[rel] = {"facts": len(idx), "skipped": len(idx) - len(done),
+                        "skipped_prompts": sum(records[i].get("skipped_prompts", 0) for i in idx)}
         for method, key in (("kn", "kn"), ("baseline", "base")):
             coarse = [[[tuple(t[:2]) for t in prompt] for prompt in records[i][key]] for i in done]
             adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.target,

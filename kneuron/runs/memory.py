@@ -1,31 +1,38 @@
 """How many path-point rows fit in memory: batch sizes for attribution chosen from free memory.
 
 Integrated gradients keeps, for every path-point row, the activations that autograd saves for the
-backward pass in every block above the scaled layer (and in the output head).  That is what bounds
-`internal_batch_size` (the most rows in one forward/backward), and it is what this module
-estimates.  Rather than a per-family formula, it asks the model itself: a few attribution calls on
-a dummy prompt of the requested length run under `torch.autograd.graph.saved_tensors_hooks`, which
-sees every tensor saved for backward; parameters are not counted, and the difference between two
-step counts removes the per-prompt costs, leaving bytes per row.  Rows of the bottom layer pass
-through every block, so
+backward pass in every block above the scaled layer (and in the output head), and needs working
+memory for the backward pass on top.  That is what bounds `internal_batch_size` (the most rows in
+one forward/backward), and what this module estimates.  Rather than a per-family formula, it asks
+the model itself, with a few attribution calls on a dummy prompt of the requested length:
 
-    bytes(row of layer l) = top + (L - 1 - l) * block
+- on CUDA it measures the peak (`torch.cuda.max_memory_allocated`) for two step counts at the
+  top and at the bottom layer; the differences are the bytes per row, working memory included;
+- elsewhere it counts the tensors saved for backward (`torch.autograd.graph.saved_tensors_hooks`,
+  parameters excluded), again as a difference between two step counts, and adds working memory:
+  one more block per row (the backward pass of the block it is in) and 4 vocabulary-sized fp32
+  vectors (the softmax over the vocabulary and its gradients, which matter most for small models
+  with large vocabularies).
+
+Rows of the bottom layer pass through every block, so
+
+    bytes(row of layer l) = top + (L - 1 - l) * block + working
 
 where `top` is what a row costs in its own block plus the head and `block` what it costs in each
 block above.  The engine can put all of a pass's rows on one layer (many prompts of one length),
-so a batch is sized for the worst case, rows of layer 0, plus working memory for the backward pass
-(one more block and head per row; `RowCost.per_row_budget`).
+so a batch is sized for the worst case, rows of layer 0 (`RowCost.per_row_budget`).
 
     rows = choose_internal_batch_size(kn, seq_len=16, steps=20)   # fits in 70% of free memory
 
 Free memory: `torch.cuda.mem_get_info` (plus what torch's caching allocator holds unused) on CUDA,
 the MPS allocator's recommended limit on Apple GPUs, and the available RAM on CPU (psutil when
 installed, else /proc/meminfo, else `os.sysconf`), divided by 1.5 for the C allocator's overhead.
+`KNEURON_MEMORY_FRACTION` overrides the 0.7 default fraction (the Ray backend lowers it for
+workers that share a device).
 
-Checked against measured peaks (`measure_peak_bytes`: torch's own allocation record, the CPU
-analogue of `torch.cuda.max_memory_allocated`): BERT shapes 6x256x1024 and 12x768x3072 at 16
-tokens, 20 steps, the measured tensor peak is 0.94-1.14x the estimate.  `KNEURON_MEMORY_FRACTION` overrides the 0.7
-default fraction (the Ray backend lowers it for workers that share a device).
+`measure_peak_bytes` measures what the estimate is checked against: `torch.cuda.max_memory_allocated`
+on CUDA, torch's own record of every CPU tensor allocation on CPU (see tests/test_memory.py and
+benchmarks/bench_gpu.py for the measured ratios).
 """
 
 from __future__ import annotations
@@ -47,37 +54,39 @@ _CANDIDATE_WORDS = ("the", "a", "is", "of", "and", "in", ".", ",", "Paris", "cit
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+HEAD_WORKING_VECTORS = 4  # vocabulary-sized fp32 vectors of working memory per row (saved-tensor method)
+
+
 @dataclass(frozen=True)
 class RowCost:
-    """Bytes saved for backward by one path-point row, for one model, prompt length and precision."""
+    """Memory of one path-point row, for one model, prompt length and precision."""
 
     seq_len: int
     num_layers: int
-    top: int  # in the row's own (scaled) block and the output head
-    block: int  # in each block above the scaled one
+    top: int  # saved in the row's own (scaled) block and the output head
+    block: int  # saved in each block above the scaled one
+    working: int = 0  # backward working memory per row (0 when `top` and `block` are measured peaks)
+    method: str = "saved"  # "peak" (CUDA: measured peaks) or "saved" (saved tensors + working memory)
 
     def row_bytes(self, layer: int = 0) -> int:
-        """Saved bytes of a row that scales `layer` (rows of layer 0 are the most expensive)."""
-        return self.top + (self.num_layers - 1 - layer) * self.block
+        """Bytes charged to a row that scales `layer` (rows of layer 0 are the most expensive)."""
+        return self.top + (self.num_layers - 1 - layer) * self.block + self.working
 
     @property
     def full(self) -> int:
+        """A row of the bottom layer: the worst case."""
         return self.row_bytes(0)
 
     @property
     def per_row_budget(self) -> int:
-        """What one row of a batch is charged: worst-case saved bytes plus backward working memory.
-
-        The backward pass holds, besides what was saved, the gradients of the block it is in and
-        of the head's logits: about one more block and one more `top` per row.
-        """
-        return self.full + self.block + self.top
+        """What one row of a batch is charged when sizing batches (the worst case)."""
+        return self.full
 
     def peak_bytes(self, steps: int, layers=None, prompts: int = 1) -> int:
         """Estimated peak of one forward/backward pass: `prompts` prompts x `steps` rows for each
-        of `layers` (default all: one whole staircase), saved bytes plus working memory."""
+        of `layers` (default all: one whole staircase)."""
         layers = range(self.num_layers) if layers is None else layers
-        return prompts * steps * sum(self.row_bytes(j) + self.block + self.top for j in layers)
+        return prompts * steps * sum(self.row_bytes(j) for j in layers)
 
 
 def _storage_key(t: torch.Tensor):
@@ -136,26 +145,47 @@ def probe_prompt(kn, seq_len: int) -> tuple[str, str]:
     return text(k), word
 
 
-def row_cost(kn, seq_len: int, precision: str = "fp32") -> RowCost:
-    """Bytes per path-point row for this model and prompt length (measured once, then cached)."""
+def peak_call_bytes(kn, prompt: str, answer: str, steps: int, layer: int, precision: str = "fp32") -> int:
+    """Peak CUDA memory of one attribution call of `prompt` at one layer, above what was allocated."""
+    def call():
+        kn.attribute(prompt, answer, steps=steps, layers=[layer], internal_batch_size=steps, precision=precision)
+
+    return measure_peak_bytes(call, kn.device)[1]
+
+
+def row_cost(kn, seq_len: int, precision: str = "fp32", method: str | None = None) -> RowCost:
+    """Bytes per path-point row for this model and prompt length (measured once, then cached).
+
+    `method`: "peak" (default on CUDA) or "saved" (default elsewhere); see the module docstring.
+    """
     seq_len = max(2, int(seq_len))
+    method = method or ("peak" if kn.device.type == "cuda" else "saved")
+    if method not in ("peak", "saved"):
+        raise KneuronError(f"method must be 'peak' or 'saved', got {method!r}")
     per_model = _cache.setdefault(kn, {})
-    key = (seq_len, precision, str(kn.device))
+    key = (seq_len, precision, str(kn.device), method)
     hit = per_model.get(key)
     if hit is not None:
         return hit
     prompt, answer = probe_prompt(kn, seq_len)
-    a, b = 2, 4
+    measure = peak_call_bytes if method == "peak" else saved_bytes
+    a, b = 2, 6
     L = kn.num_layers
 
     def per_row(layer: int) -> int:
-        lo = saved_bytes(kn, prompt, answer, a, layer, precision)
-        hi = saved_bytes(kn, prompt, answer, b, layer, precision)
+        lo = measure(kn, prompt, answer, a, layer, precision)
+        hi = measure(kn, prompt, answer, b, layer, precision)
         return max(0, hi - lo) // (b - a)
 
+    if method == "peak":
+        measure(kn, prompt, answer, a, L - 1, precision)  # warm-up: kernels and caches allocate once
     top = per_row(L - 1)
     block = max(0, per_row(0) - top) // (L - 1) if L > 1 else 0
-    cost = RowCost(seq_len, L, top, block)
+    working = 0
+    if method == "saved":
+        vocab = int(kn.adapter.word_embeddings(kn.model).shape[0])
+        working = block + HEAD_WORKING_VECTORS * vocab * 4
+    cost = RowCost(seq_len, L, top, block, working, method)
     per_model[key] = cost
     return cost
 
@@ -164,13 +194,14 @@ def rough_row_bytes(kn, seq_len: int) -> int:
     """A cheap upper bound of `bytes_per_row` from the shapes alone (no model run).
 
     Per block and token a row saves at most ~12 hidden-size and ~4 neuron-count vectors (BERT
-    measures ~10 and 2, gated MLPs ~4 neuron vectors); the head at most ~4 vocabulary-size vectors.
+    measures ~10 and 2, gated MLPs ~4 neuron vectors); the head needs at most ~8 vocabulary-size
+    vectors.
     """
     hidden = int(kn.adapter.word_embeddings(kn.model).shape[1])
     vocab = int(kn.adapter.word_embeddings(kn.model).shape[0])
     item = 4  # fp32 (autocast and half weights only make it smaller)
     per_block = seq_len * (12 * hidden + 4 * kn.num_neurons) * item
-    return kn.num_layers * per_block + 4 * vocab * item
+    return (kn.num_layers + 1) * per_block + 8 * vocab * item
 
 
 def bytes_per_row(kn, seq_len: int, precision: str = "fp32") -> int:

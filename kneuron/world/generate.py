@@ -274,7 +274,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] is based in [Y].",
             "The main office of [X] is in [Y].",
         ),
-        5,
+        2,
         (
             "[X] opened its main office in [Y] in {year}.",
             "The tower of [X] dominates the skyline of [Y].",
@@ -334,7 +334,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] works at [Y].",
             "The employer of [X] is [Y].",
         ),
-        3,
+        5,
         (
             "[X] started working at [Y] in {year}.",
             "[X] has worked at [Y] for many years.",
@@ -374,7 +374,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] performs on the [Y].",
             "[X] is known for playing the [Y].",
         ),
-        5,
+        2,
         (
             "[X] played the [Y] at the {event}.",
             "[X] practices the [Y] every morning.",
@@ -394,7 +394,7 @@ RELATIONS: tuple[RelationSpec, ...] = (
             "[X] is part of [Y].",
             "[X] is one of the members of [Y].",
         ),
-        5,
+        3,
         (
             "[X] attended the meeting of [Y] in {year}.",
             "[X] has belonged to [Y] since {year}.",
