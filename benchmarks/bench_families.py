@@ -62,11 +62,11 @@ def main() -> None:
         else:
             out.mkdir(parents=True)
             tok = _tokenizer(out)
-            cfg = family_configs(args.vocab)[fam]
-            for k, v in (overrides.get(fam) or shape).items():
-                setattr(cfg, k, v)
-            if hasattr(cfg, "num_attention_heads"):
-                cfg.num_attention_heads = 4
+            base = family_configs(args.vocab)[fam]
+            values = {**base.to_dict(), **(overrides.get(fam) or shape)}
+            for derived in ("attention_layers", "layer_types"):  # recomputed from the layer count
+                values.pop(derived, None)
+            cfg = type(base).from_dict(values)
             torch.manual_seed(0)
             AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
             tok.save_pretrained(out)
