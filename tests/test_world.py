@@ -317,12 +317,16 @@ def test_ensure_world_uses_the_cache(cache, monkeypatch):
     target = default_world_dir(7)
     assert target == cache / "world" / f"v{world_store.FORMAT_VERSION}-seed7"
     logs = []
-    monkeypatch.setattr(world_store, "TrainConfig", lambda seed=0: TrainConfig(**{**TINY_TRAIN.to_dict(), "seed": seed}))
+    defaults = {"train": TINY_TRAIN}
+    monkeypatch.setattr(world_store, "TrainConfig",
+                        lambda seed=0: TrainConfig(**{**defaults["train"].to_dict(), "seed": seed}))
     monkeypatch.setattr(world_store, "WorldConfig", lambda: TINY_WORLD)
     assert ensure_world(seed=7, log=logs.append) == target
     assert is_world_dir(target)
     assert any("once" in line and str(target) in line for line in logs)
     assert load_world_meta(target)["train_config"]["seed"] == 7
+
+    real_train = world_store.train_world_model
 
     def no_training(*args, **kwargs):
         raise AssertionError("cached world must be reused")
@@ -331,6 +335,13 @@ def test_ensure_world_uses_the_cache(cache, monkeypatch):
     logs.clear()
     assert ensure_world(seed=7, log=logs.append) == target
     assert logs == []
+
+    # New default settings make the cached world stale: it is rebuilt in place.
+    monkeypatch.setattr(world_store, "train_world_model", real_train)
+    defaults["train"] = TrainConfig(**{**TINY_TRAIN.to_dict(), "epochs": 1})
+    assert ensure_world(seed=7, log=logs.append) == target
+    assert any("out of date" in line for line in logs)
+    assert load_world_meta(target)["train_config"]["epochs"] == 1
 
 
 def test_cli_info_and_build_reuse(tiny_built, capsys):

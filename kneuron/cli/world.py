@@ -69,10 +69,16 @@ def build(
     seed: int = typer.Option(0, help="Seed of the world generator and of the training."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
 ) -> None:
-    """Generate the fact world and train its BERT (about 2 minutes on a CPU)."""
-    from kneuron.world import build_world, load_world_meta
+    """Generate the fact world and train its BERT (under 2 minutes on a CPU)."""
+    from kneuron.world import build_world, ensure_world, load_world_meta
 
-    path = build_world(out, seed=seed, force=force, log=lambda msg: console.print(escape(msg), highlight=False))
+    def log(msg: str) -> None:
+        console.print(escape(msg), highlight=False)
+
+    if out is None and not force:
+        path = ensure_world(seed, log=log)  # the cache: also refreshes a world built with old defaults
+    else:
+        path = build_world(out, seed=seed, force=force, log=log)
     print_world(path, load_world_meta(path))
 
 

@@ -34,6 +34,10 @@ from kneuron.data.facts import MASK, Fact, FactSet, Relation
 
 X, Y = "[X]", "[Y]"
 
+# Bump when templates, sentence pools or naming rules change: a cached default world built by an
+# older generator is then rebuilt instead of silently reused.
+GENERATOR_REVISION = 1
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -47,7 +51,7 @@ class WorldConfig:
     n_persons: int = 90
     n_instruments: int = 10
     n_organizations: int = 12
-    facts_per_relation: int = 60  # cap; 1-1 relations have one fact per country
+    facts_per_relation: int = 60  # cap per relation; the 1-1 ones keep every country (bijective)
     th_per_fact: tuple[int, int] = (2, 5)  # inclusive range of th sentences per fact
     h_per_fact: tuple[int, int] = (2, 5)
     empty_bag_rate: float = 0.03  # chance that a fact's th (or h) bag is empty, as in BINGREL
@@ -498,7 +502,6 @@ _REAL_WORDS = frozenset(
 )
 
 
-
 def _corpus_words() -> set[str]:
     """Lower-cased words of every fixed string a name must never collide with."""
     text = []
@@ -694,6 +697,7 @@ def relation_specs() -> tuple[RelationSpec, ...]:
 
 
 __all__ = [
+    "GENERATOR_REVISION",
     "RELATIONS",
     "RelationSpec",
     "World",

@@ -30,7 +30,7 @@ from kneuron.data.facts import FactSet, Relation
 from kneuron.data.jsonl import load_facts_jsonl, save_facts_jsonl
 from kneuron.errors import DataError
 from kneuron.paths import cache_dir
-from kneuron.world.generate import World, WorldConfig, WorldRelation, generate_world
+from kneuron.world.generate import GENERATOR_REVISION, World, WorldConfig, WorldRelation, generate_world
 from kneuron.world.train import TrainConfig, train_world_model
 
 FORMAT_VERSION = 1
@@ -153,6 +153,12 @@ def build_world(
             log(f"note: {out_dir} was built with other settings; reusing it (rebuild with force/--force)")
         return True
 
+    return _build(out_dir, seed, world_config, train_config, reusable, log)
+
+
+def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: TrainConfig,
+           reusable: Callable[[], bool], log: Log) -> Path:
+    """Build under the lock unless `reusable()` says the world there will do (checked again after waiting)."""
     if reusable():
         log(f"fact world already built: {out_dir}")
         return out_dir
@@ -203,6 +209,7 @@ def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainC
         "kneuron_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
+        "generator_revision": GENERATOR_REVISION,
         "world_config": wc.to_dict(),
         "train_config": tc.to_dict(),
         "relations": [r.id for r in world.relations],
@@ -235,14 +242,30 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _is_current_default(meta: dict, seed: int) -> bool:
+    """Built by this generator with today's default settings (defaults may change between releases)."""
+    return (
+        meta.get("seed") == seed
+        and meta.get("generator_revision") == GENERATOR_REVISION
+        and meta.get("world_config") == WorldConfig().to_dict()
+        and meta.get("train_config") == TrainConfig(seed=seed).to_dict()
+    )
+
+
 def ensure_world(seed: int = 0, log: Log | None = print) -> Path:
-    """The cached default world, trained on first use (about two minutes on a laptop CPU)."""
+    """The cached default world, trained on first use (under two minutes on a CPU), then reused."""
     out_dir = default_world_dir(seed)
-    if is_world_dir(out_dir):
+
+    def current() -> bool:
+        return is_world_dir(out_dir) and _is_current_default(load_world_meta(out_dir), seed)
+
+    if current():
         return out_dir
-    if log:
-        log(f"No fact world cached yet: training it once (about 2 minutes on a CPU); it will be kept in {out_dir}")
-    return build_world(out_dir, seed=seed, log=log)
+    log = log or (lambda _msg: None)
+    what = "The cached fact world is out of date: retraining" if is_world_dir(out_dir) else \
+        "No fact world cached yet: training"
+    log(f"{what} it once (under 2 minutes on a CPU); it will be kept in {out_dir}")
+    return _build(out_dir, seed, WorldConfig(), TrainConfig(seed=seed), current, log)
 
 
 # --------------------------------------------------------------------------------------------

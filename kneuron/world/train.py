@@ -1,4 +1,4 @@
-"""A small BERT that learns the fact world from scratch, on a CPU, in about two minutes.
+"""A small BERT that learns the fact world from scratch, on one CPU core, in under two minutes.
 
 Why these choices:
 
@@ -8,12 +8,16 @@ Why these choices:
 * Two kinds of training text: the cloze prompts of the *training* templates with the object masked
   (what the knowledge-neuron experiments query), and the BINGREL-style sentences with the usual 15%
   random masking (so that the open-domain text the T1/T2/T3 experiment reads is familiar).
-* Label smoothing keeps the gold probabilities away from 1: suppression and amplification need
-  room to move in both directions.
+* Label smoothing keeps the gold probabilities away from 1 (median ~0.54 instead of ~0.98), so that
+  interventions on neurons show up as probability changes instead of vanishing in saturation.
+* No dropout and a constant learning rate with a late linear decay: memorising ~600 arbitrary
+  facts in ~1,200 steps is the bottleneck, and both made it markedly faster in trials.
 * The loss reads logits only at masked positions (the vocabulary projection of every position
   would cost as much as the encoder), and batches are padded to their own longest sequence.
 * Determinism: one seeded `random.Random` for data order and masking, `torch.manual_seed` for the
-  weights and dropout, deterministic algorithms on, so the same seed gives bit-identical weights.
+  weights, deterministic algorithms on and a fixed thread count (float sums depend on how work is
+  split across threads), so the same seed gives bit-identical weights on a given machine.  One
+  thread is also the fast choice on a shared 2-core box, where OpenMP threads stall each other.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ _CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model size and optimisation.  The defaults train in ~2 minutes on 2 CPU cores."""
+    """Model size and optimisation.  The defaults train in ~100 s on one CPU core."""
 
     num_layers: int = 4
     hidden_size: int = 128
@@ -50,7 +54,7 @@ class TrainConfig:
     warmup_fraction: float = 0.06
     decay_fraction: float = 0.3  # constant LR after warm-up, then linear decay over this last share
     weight_decay: float = 0.01
-    label_smoothing: float = 0.45  # caps the gold probability near 0.55-0.6 instead of ~1
+    label_smoothing: float = 0.45  # target 1 - eps on the gold: p(gold) settles near 0.55, not ~1
     mlm_probability: float = 0.15
     sentence_fraction: float = 0.2  # share of the BINGREL sentences read per epoch (fresh draw each)
     sentence_loss_weight: float = 0.5  # the cloze loss has weight 1
@@ -171,6 +175,7 @@ def _batches(data: _Data, cfg: TrainConfig, rng: random.Random, mask_id: int, vo
 
 
 def _collate(batch, torch):
+    """Padded ids, attention mask, labels, and which positions belong to cloze prompts."""
     width = max(len(ids) for ids, _, _ in batch)
     ids = torch.zeros((len(batch), width), dtype=torch.long)
     att = torch.zeros((len(batch), width), dtype=torch.long)
@@ -180,8 +185,7 @@ def _collate(batch, torch):
         ids[row, : len(x)] = torch.tensor(x)
         att[row, : len(x)] = 1
         labels[row, : len(y)] = torch.tensor(y)
-        if is_cloze:
-            cloze[row] = True
+        cloze[row] = is_cloze
     return ids, att, labels, cloze
 
 
@@ -261,8 +265,7 @@ def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | N
                 hidden = model.bert(input_ids=ids, attention_mask=att).last_hidden_state
                 sel = labels != -100
                 logits = model.cls(hidden[sel])
-                gold = labels[sel]
-                is_cloze = cloze[sel]
+                gold, is_cloze = labels[sel], cloze[sel]
                 loss = logits.new_zeros(())
                 if is_cloze.any():
                     loss = loss + loss_fn(logits[is_cloze], gold[is_cloze])
