@@ -13,12 +13,11 @@ import time
 import pandas as pd
 import pytest
 import torch
-from tiny_models import save_tiny_bert
+from tiny_facts import N_FACTS, build_discovery_setup
 
 import kneuron
 from kneuron.cli import main
-from kneuron.data import load_facts_jsonl, save_facts_jsonl
-from kneuron.data.facts import Fact, FactSet, Relation
+from kneuron.data import load_facts_jsonl
 from kneuron.errors import KneuronError
 from kneuron.runs import DiscoveryConfig, discover
 from kneuron.runs import backends as backends_module
@@ -38,24 +37,10 @@ def _have_ray() -> bool:
 HAVE_RAY = _have_ray()
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'kneuron[ray]')")
 
-TEMPLATES = ["The capital of [X] is [MASK].", "[X] is the capital of [MASK] .", "the city [X] is in [MASK]",
-             "[X] lives in [MASK] .", "[MASK] is the country of [X] ."]
-PAIRS = {"capital": [("Ireland", "Dublin"), ("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin")],
-         "located": [("Dublin", "Ireland"), ("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"),
-                     ("Edmonton", "Alberta")]}
-N_FACTS = 10
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backends")
-    model_dir = save_tiny_bert(root / "model", layers=2, hidden=32, intermediate=48)
-    facts = [Fact(rel, s, o, [t.replace("[X]", s) for t in TEMPLATES]) for rel, pairs in PAIRS.items()
-             for s, o in pairs]
-    facts.append(Fact("located", "Paris", "Paris Texas", [t.replace("[X]", "Paris") for t in TEMPLATES]))
-    fs = FactSet(facts, {"capital": Relation("capital", "capital", "1-1"), "located": Relation("located")})
-    path = save_facts_jsonl(fs, root / "facts.jsonl")
-    return root, model_dir, path
+    return build_discovery_setup(tmp_path_factory.mktemp("backends"))
 
 
 def config_for(setup, **kw):

@@ -9,34 +9,21 @@ import time
 
 import pandas as pd
 import pytest
-from tiny_models import save_tiny_bert
+from tiny_facts import PAIRS, TEMPLATES, build_discovery_setup
 
 import kneuron
 from kneuron.data import load_facts_jsonl, save_facts_jsonl
-from kneuron.data.facts import Fact, FactSet, Relation
+from kneuron.data.facts import Fact, FactSet
 from kneuron.errors import KneuronError
 from kneuron.runs import DiscoveryConfig, discover, load_run
 
 discover_module = sys.modules["kneuron.runs.discover"]
 
 
-TEMPLATES = ["The capital of [X] is [MASK].", "[X] is the capital of [MASK] .", "the city [X] is in [MASK]",
-             "[X] lives in [MASK] .", "[MASK] is the country of [X] ."]
-PAIRS = {"capital": [("Ireland", "Dublin"), ("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin")],
-         "located": [("Dublin", "Ireland"), ("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"),
-                     ("Edmonton", "Alberta")]}
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("disc")
-    model_dir = save_tiny_bert(root / "model", layers=2, hidden=32, intermediate=48)
-    facts = [Fact(rel, s, o, [t.replace("[X]", s) for t in TEMPLATES]) for rel, pairs in PAIRS.items()
-             for s, o in pairs]
-    facts.append(Fact("located", "Paris", "Paris Texas", [t.replace("[X]", "Paris") for t in TEMPLATES]))
-    fs = FactSet(facts, {"capital": Relation("capital", "capital", "1-1"), "located": Relation("located")})
-    path = save_facts_jsonl(fs, root / "facts.jsonl")
-    return root, model_dir, path
+    return build_discovery_setup(tmp_path_factory.mktemp("disc"))
 
 
 def config_for(setup, **kw):

@@ -61,7 +61,7 @@ def demo(
 
 
 def print_effects(ratios, means) -> None:
-    table = Table(title="change of the gold probability, % (ratio of means per relation)")
+    table = Table(title="change of the gold probability, % (ratio of means per relation; mean = over relations)")
     table.add_column("relation")
     cols = [(m, e) for e in ("suppress", "amplify") for m in ("kn", "baseline", "random")]
     for m, e in cols:
@@ -70,5 +70,5 @@ def print_effects(ratios, means) -> None:
     for rel in dict.fromkeys(ratios["relation"]):
         table.add_row(rel, *[f"{pivot[(m, rel)][e]:+.1f}" if (m, rel) in pivot else "-" for m, e in cols])
     mean = {r["method"]: r for r in means.to_dict("records")}
-    table.add_row("[bold]mean over relations", *[f"[bold]{mean[m][e]:+.1f}" if m in mean else "-" for m, e in cols])
+    table.add_row("[bold]mean", *[f"[bold]{mean[m][e]:+.1f}" if m in mean else "-" for m, e in cols])
     console.print(table)
