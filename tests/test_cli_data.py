@@ -190,3 +190,17 @@ def test_error_keeps_square_brackets(tmp_path, capsys):
     assert main(["data", "stats", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "[MASK]" in err and f"{bad}:1" in err.replace("\n", "")
+
+
+def test_stats_model_world_uses_the_cached_world(monkeypatch, tmp_path, capsys):
+    from tiny_models import save_tiny_bert
+
+    import kneuron.world as world
+    from kneuron.cli import main
+
+    model_dir = save_tiny_bert(tmp_path / "w")
+    monkeypatch.setattr(world, "ensure_world", lambda *a, **k: model_dir)
+    facts = tmp_path / "f.jsonl"
+    facts.write_text('{"relation": "r", "subject": "Ireland", "object": "Dublin", "prompts": ["[MASK] x"]}\n')
+    assert main(["data", "stats", str(facts), "--model", "world"]) == 0
+    assert "100.0%" in capsys.readouterr().out

@@ -28,6 +28,10 @@ def _split_relations(text: str | None) -> list[str] | None:
 
 def _load_tokenizer(model: str):
     """Only the tokenizer: coverage needs no weights, and this keeps `stats --model` fast."""
+    if model == "world":  # the built-in fact world, as everywhere else
+        from kneuron.world import ensure_world
+
+        model = str(ensure_world())
     try:
         from transformers import AutoTokenizer
 
