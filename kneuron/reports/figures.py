@@ -96,17 +96,23 @@ def effects_figure(ratios: pd.DataFrame, kind: str, labels: Mapping[str, str] | 
             label += f"\n(mean {float(means[means['method'] == m][kind].iloc[0]):+.2f}%)"
         ax.bar(x + (k - (len(methods) - 1) / 2) * width, sub[kind].to_numpy(), width=width * 0.95,
                color=METHOD_COLORS.get(m), label=label)
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(x)
-    ax.set_xticklabels(relation_ticks(relations, labels), rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("Relation")
     what = "suppressing (activation × 0)" if kind == "suppress" else "amplifying (activation × 2)"
-    ax.set_ylabel("Change of gold probability (%)")
-    ax.set_title(f"Effect of {what} the neurons on the correct answer, per relation")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="neurons", title_fontsize=8)
+    _relation_axis(ax, relations, labels, "Change of gold probability (%)",
+                   f"Effect of {what} the neurons on the correct answer, per relation", "neurons")
     fig.tight_layout()
     return fig
+
+
+def _relation_axis(ax, relations, labels, ylabel: str, title: str, legend_title: str) -> None:
+    """Bars per relation: a zero line, relation names under the bars, the legend outside the axes."""
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(np.arange(len(relations)))
+    ax.set_xticklabels(relation_ticks(relations, labels), rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("Relation")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=legend_title, title_fontsize=8)
 
 
 def prompt_types_figure(relation_means: pd.DataFrame, labels: Mapping[str, str] | None = None,
@@ -126,14 +132,8 @@ def prompt_types_figure(relation_means: pd.DataFrame, labels: Mapping[str, str] 
                 name += f"\n(mean {float(means[means['method'] == m][t].iloc[0]):.3f})"
             ax.bar(x + (k - 1) * 0.27, vals, width=0.26, color=color, hatch=hatch, edgecolor="black", lw=0.4,
                    label=name)
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(x)
-        ax.set_xticklabels(relation_ticks(relations, labels), rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel("Average activation at [MASK]")
-        ax.set_xlabel("Relation")
-        ax.set_title(f"{METHOD_NAMES.get(m, m).capitalize()}: activation by prompt type")
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="prompt type", title_fontsize=8)
+        _relation_axis(ax, relations, labels, "Average activation at [MASK]",
+                       f"{METHOD_NAMES.get(m, m).capitalize()}: activation by prompt type", "prompt type")
     fig.tight_layout()
     return fig
 
