@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_models import spread_init
 
 CORPUS = ["The capital of Ireland is Dublin.", "The capital of France is Paris.", "Rome is in Italy.",
           "Berlin is the capital of Germany.", "Edmonton is the capital of Alberta.",
@@ -67,10 +68,7 @@ def save_tiny_decoder(family: str, out: Path, seed: int = 0) -> Path:
     cfg = family_configs(len(tok))[family]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
+    spread_init(model, 0.3)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

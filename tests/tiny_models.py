@@ -18,6 +18,14 @@ def write_wordpiece_vocab(path: Path) -> Path:
     return path
 
 
+def spread_init(model, std: float) -> None:
+    """Random init gives near-uniform predictions; a wider one spreads the logits so gradients are not tiny."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, std)
+
+
 def save_tiny_bert(out: Path, seed: int = 0, layers: int = 3, hidden: int = 32, intermediate: int = 64,
                    family: str = "bert") -> Path:
     from transformers import (
@@ -44,11 +52,7 @@ def save_tiny_bert(out: Path, seed: int = 0, layers: int = 3, hidden: int = 32, 
         model = DistilBertForMaskedLM(cfg)
     else:
         raise ValueError(family)
-    # Random init gives near-uniform predictions; a larger init spreads the logits so gradients are not tiny.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
+    spread_init(model, 0.2)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -18,6 +18,19 @@ from kneuron.models.replay import as_3d
 from kneuron.neurons import as_neurons
 
 
+def _blank_finder(kn, where: dict):
+    """A model pre-hook noting each forward pass's blank positions and batch size in `where`."""
+
+    def find_blanks(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise KneuronError("interventions need input_ids to find the blank (inputs_embeds given)")
+        where["rows"], where["cols"] = kn.blank_positions(input_ids, kwargs.get("attention_mask"))
+        where["batch"] = input_ids.shape[0]
+
+    return find_blanks
+
+
 @contextmanager
 def scale_activations(kn, neurons, factor: float):
     """Within the block, every forward pass of `kn.model` scales `neurons` at its blank(s)."""
@@ -27,13 +40,6 @@ def scale_activations(kn, neurons, factor: float):
     for n in neurons:
         by_layer[n.layer].append(n.index)
     where: dict = {}
-
-    def find_blanks(module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is None:
-            raise KneuronError("interventions need input_ids to find the blank (inputs_embeds given)")
-        where["rows"], where["cols"] = kn.blank_positions(input_ids, kwargs.get("attention_mask"))
-        where["batch"] = input_ids.shape[0]
 
     def make_hook(indices: torch.Tensor):
         def hook(module, args):
@@ -48,7 +54,7 @@ def scale_activations(kn, neurons, factor: float):
 
     handles = []
     try:
-        handles.append(kn.model.register_forward_pre_hook(find_blanks, with_kwargs=True))
+        handles.append(kn.model.register_forward_pre_hook(_blank_finder(kn, where), with_kwargs=True))
         for layer, idx in by_layer.items():
             site = kn.adapter.down_projection(kn.model, layer)
             handles.append(site.register_forward_pre_hook(make_hook(torch.tensor(sorted(set(idx))))))
@@ -76,11 +82,6 @@ def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, targe
     def on_chunk(indices):
         current["rows"] = torch.tensor(indices, device=kn.device)
 
-    def find_blanks(module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        where["rows"], where["cols"] = kn.blank_positions(input_ids, kwargs.get("attention_mask"))
-        where["batch"] = input_ids.shape[0]
-
     def make_hook(layer: int):
         def hook(module, args):
             x = as_3d(args[0], where["batch"]).clone()
@@ -90,7 +91,7 @@ def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, targe
             return (x.reshape(args[0].shape),) + tuple(args[1:])
         return hook
 
-    handles = [kn.model.register_forward_pre_hook(find_blanks, with_kwargs=True)]
+    handles = [kn.model.register_forward_pre_hook(_blank_finder(kn, where), with_kwargs=True)]
     try:
         for layer in layers:
             site = kn.adapter.down_projection(kn.model, layer)

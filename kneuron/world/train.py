@@ -122,18 +122,21 @@ class _Data:
     sent_ids: list[list[int]]
 
 
-def _training_data(world: World, tok) -> _Data:
-    mask_id = tok.mask_token_id
-    prompts, golds = [], []
+def _prompt_rows(world: World, tokenizer):
+    """(relation, is the held-out template, prompt, gold id) for every prompt, relation by relation."""
     for rel in world.relations:
         for f in world.facts:
             if f.relation != rel.id:
                 continue
-            gold = tok.convert_tokens_to_ids(f.object)
+            gold = tokenizer.convert_tokens_to_ids(f.object)
             for i, prompt in enumerate(f.prompts):
-                if i != rel.held_out_template:
-                    prompts.append(prompt)
-                    golds.append(gold)
+                yield rel.id, i == rel.held_out_template, prompt, gold
+
+
+def _training_data(world: World, tok) -> _Data:
+    mask_id = tok.mask_token_id
+    rows = [(prompt, gold) for _, held_out, prompt, gold in _prompt_rows(world, tok) if not held_out]
+    prompts, golds = [p for p, _ in rows], [g for _, g in rows]
     cloze_ids = tok(prompts, add_special_tokens=True)["input_ids"]
     cloze_pos = [ids.index(mask_id) for ids in cloze_ids]
     sentences = [s for bags in world.bags.values() for b in bags for s in b["th_bags"] + b["h_bags"]]
@@ -320,14 +323,7 @@ def evaluate_world_model(model, tokenizer, world: World, batch_size: int = 256) 
     """
     import torch
 
-    rows = []  # (relation, held_out, prompt, gold_id)
-    for rel in world.relations:
-        for f in world.facts:
-            if f.relation != rel.id:
-                continue
-            gold = tokenizer.convert_tokens_to_ids(f.object)
-            for i, prompt in enumerate(f.prompts):
-                rows.append((rel.id, i == rel.held_out_template, prompt, gold))
+    rows = list(_prompt_rows(world, tokenizer))  # (relation, held_out, prompt, gold_id)
     probs, hits = [], []
     was_training = model.training
     model.eval()
