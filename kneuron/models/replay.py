@@ -64,6 +64,17 @@ def hooked(handles: list):
             h.remove()
 
 
+def _activation_hooks(model: nn.Module, adapter: Adapter, batch: int, acts: list) -> list:
+    """Pre-hooks storing every layer's neuron activations, (batch, T, N), into `acts`."""
+
+    def act_hook(i):
+        def hook(module, args):
+            acts[i] = as_3d(args[0], batch).detach()
+        return hook
+
+    return [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(len(acts))]
+
+
 def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> Trace:
     """Clean forward pass (no gradients) recording block inputs, arguments and all activations."""
     blocks = adapter.blocks(model)
@@ -85,13 +96,8 @@ def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -
             layer_kwargs[i] = {k: _to_batch_one(v, batch) for k, v in kwargs.items()}
         return hook
 
-    def act_hook(i):
-        def hook(module, args):
-            acts[i] = as_3d(args[0], batch).detach()
-        return hook
-
     handles = [b.register_forward_pre_hook(block_hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
-    handles += [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(n)]
+    handles += _activation_hooks(model, adapter, batch, acts)
     with torch.no_grad(), hooked(handles):
         out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
     return Trace(layer_inputs, layer_args, layer_kwargs, torch.stack(acts, dim=1), out.logits)
@@ -99,16 +105,8 @@ def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -
 
 def read_activations(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """((B, L, T, N) activations, (B, T, V) logits) of a clean forward pass."""
-    n = len(adapter.blocks(model))
-    batch = input_ids.shape[0]
-    acts: list = [None] * n
-
-    def act_hook(i):
-        def hook(module, args):
-            acts[i] = as_3d(args[0], batch).detach()
-        return hook
-
-    handles = [adapter.down_projection(model, i).register_forward_pre_hook(act_hook(i)) for i in range(n)]
+    acts: list = [None] * len(adapter.blocks(model))
+    handles = _activation_hooks(model, adapter, input_ids.shape[0], acts)
     with torch.no_grad(), hooked(handles):
         out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
     return torch.stack(acts, dim=1), out.logits
