@@ -272,6 +272,14 @@ class KnowledgeModel:
         results = self.attribute(list(prompts), answer, steps=steps, method=method)
         return refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts)
 
+    def probe_fact(self, prompts: Sequence[str], answer: str, **options):
+        """Refined neurons of one fact plus their suppress / amplify effects beside the baseline and a
+        random control (`kneuron.experiments.fact_probe.probe_fact`; options: threshold, p, min_prompts,
+        steps, method, seed, factor)."""
+        from kneuron.experiments.fact_probe import probe_fact
+
+        return probe_fact(self, prompts, answer, **options)
+
     # -- interventions ------------------------------------------------------------------------------
     def suppress(self, neurons):
         """Context manager: the neurons' activations at the blank are set to 0."""

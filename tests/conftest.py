@@ -144,3 +144,17 @@ def pararel_mirror(shared_data, tmp_path) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared_data / "pararel" / entry.local_path, dst)
     return mirror
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A fact world small enough to build and train in a few seconds (4 relations, 2-layer BERT)."""
+    pytest.importorskip("kneuron.world", reason="the fact world package is not available")
+    from kneuron.world import TrainConfig, WorldConfig, build_world
+
+    wc = WorldConfig(n_countries=6, n_continents=2, n_languages=3, cities_per_country=2, n_companies=3, n_persons=8,
+                     n_instruments=3, n_organizations=3, facts_per_relation=6, th_per_fact=(1, 3), h_per_fact=(1, 2),
+                     relations=("W1", "W3", "W7", "W10"))
+    tc = TrainConfig(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=64,
+                     epochs=2, batch_size=16, num_threads=1)
+    return build_world(tmp_path_factory.mktemp("world") / "w", seed=0, world_config=wc, train_config=tc, log=None)

@@ -57,6 +57,23 @@ def test_table_and_summary(setup, tmp_path):
     assert got == [tuple(n) for n in expect]
 
 
+def test_relation_with_every_fact_skipped_has_no_p(setup, tmp_path, capsys):
+    from kneuron.cli import main
+
+    root, model_dir, path = setup
+    facts = load_facts_jsonl(path)
+    only_skipped = [Fact("texas", f.subject, f.object, f.prompts) for f in facts.facts if f.object == "Paris Texas"]
+    data = save_facts_jsonl(FactSet(facts.facts[:2] + only_skipped), tmp_path / "f.jsonl")
+    assert main(["discover", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "r" / "relations.json").read_text())
+    assert summary["texas"]["skipped"] == summary["texas"]["facts"] == 1
+    assert summary["texas"]["kn"]["p"] is None and summary["texas"]["kn"]["neurons_per_fact"] is None
+    assert summary["capital"]["kn"]["p"] is not None
+    row = next(line for line in capsys.readouterr().out.splitlines() if "texas" in line)
+    assert row.count("-") >= 4 and "0.45" not in row
+
+
 def test_deterministic_and_config_guard(setup, tmp_path):
     a = run(setup, tmp_path / "a").neurons
     b = run(setup, tmp_path / "b").neurons

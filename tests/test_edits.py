@@ -128,6 +128,54 @@ def test_refuses_other_shapes_and_other_weights(models, tmp_path):
         Edit.load(tmp_path / "junk.kedit")
 
 
+def test_inverse_reverts_a_saved_edited_model_bit_for_bit(models, tmp_path):
+    kn = load(models["a"])
+    before = state(kn)
+    edit = kn.update_fact([(0, 3), (1, 7), (0, 3)], "Ireland", "France")  # a repeated neuron, edited twice
+    kn.model.save_pretrained(tmp_path / "edited")
+    kn.tokenizer.save_pretrained(tmp_path / "edited")
+    path = edit.save(tmp_path / "e.kedit")
+    edit.undo()
+    on_disk = load(tmp_path / "edited")  # a new process's view: only the files
+    loaded = Edit.load(path)
+    assert torch.equal(loaded.base_values, edit.base_values)
+    with pytest.raises(KneuronError, match="already holds it"):
+        loaded.apply(on_disk)
+    revert = loaded.inverse()
+    assert revert.kind == "revert:update_fact" and revert.inverse().kind == "update_fact"
+    with pytest.raises(KneuronError, match="already holds it"):
+        revert.apply(load(models["a"]))  # the original model is already what reverting gives
+    with pytest.raises(KneuronError, match="computed from other weights"):
+        revert.apply(load(models["b"]))  # same shape, other weights: neither state
+    revert.apply(on_disk)
+    assert same(before, state(on_disk))
+    revert.undo()  # and back again
+    loaded.apply(load(models["a"]))
+
+
+def test_version_1_edit_files_still_load(models, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    kn = load(models["a"])
+    path = kn.update_fact([(1, 4)], "Ireland", "France").save(tmp_path / "e.kedit")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["kneuron_edit"])
+    meta["version"] = 1
+    save_file({"values": load_file(str(path))["values"]}, str(tmp_path / "v1.kedit"),
+              metadata={"kneuron_edit": json.dumps(meta)})
+    old = Edit.load(tmp_path / "v1.kedit")
+    assert old.base_values is None
+    with pytest.raises(KneuronError, match="format version 1"):
+        old.inverse()
+    meta["version"] = 9
+    save_file({"values": old.values}, str(tmp_path / "v9.kedit"), metadata={"kneuron_edit": json.dumps(meta)})
+    with pytest.raises(KneuronError, match="edit format version 9"):
+        Edit.load(tmp_path / "v9.kedit")
+
+
 def test_failed_apply_leaves_model_unchanged(models, monkeypatch):
     import kneuron.edits.value_slots as vs
 

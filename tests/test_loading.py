@@ -84,3 +84,45 @@ def test_cli_reports_bad_model_without_traceback(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_unreachable_hub_fails_at_once_with_one_line(monkeypatch):
+    import socket
+
+    import kneuron.models.loading as loading
+
+    for var in loading._PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+
+    def from_pretrained(name, local_files_only=False, **kwargs):
+        if local_files_only:
+            raise OSError("not in the cache")
+        raise AssertionError("tried the hub although its host does not resolve")  # would retry for ~25 s
+
+    monkeypatch.setattr("transformers.AutoConfig.from_pretrained", from_pretrained)
+    with pytest.raises(ModelError) as err:
+        kneuron.load("some-org/not-cached-model", device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and "hub is unreachable" in msg and "not-cached-model" in msg and "local directory" in msg
+    # Behind a proxy a failed lookup proves nothing: the hub is tried as usual.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert loading.hub_unreachable() is None
+
+
+def test_hub_probe_passes_when_the_host_resolves(monkeypatch):
+    import socket
+
+    import kneuron.models.loading as loading
+
+    for var in loading._PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    seen = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: seen.append((host, port)) or [])
+    assert loading.hub_unreachable() is None
+    assert seen and seen[0][1] == 443 and seen[0][0]

@@ -353,3 +353,20 @@ def test_cli_info_and_build_reuse(tiny_built, capsys):
     assert main(["world", "build", "--out", str(tiny_built)]) == 0  # reuses, does not retrain
     assert "already built" in capsys.readouterr().out
     assert main(["world", "info", str(tiny_built.parent / "nope")]) == 2
+
+
+def test_a_world_directory_is_a_data_spec(tiny_world, tmp_path):
+    import shutil
+
+    from kneuron.data import load_facts
+    from kneuron.world import load_world_facts
+
+    facts = load_facts(str(tiny_world))
+    assert [(f.relation, f.subject, f.object, f.prompts) for f in facts.facts] == [
+        (f.relation, f.subject, f.object, f.prompts) for f in load_world_facts(tiny_world).facts]
+    assert {f.relation for f in load_facts(str(tiny_world), relations=["W3"]).facts} == {"W3"}
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_world, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(DataError, match="incomplete or older fact world"):
+        load_facts(str(broken))

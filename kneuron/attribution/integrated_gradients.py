@@ -21,33 +21,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 
 from kneuron.attribution.paths import integration_points
+from kneuron.attribution.result import AttributionResult
 from kneuron.attribution.targets import check_target, target_values
 from kneuron.errors import KneuronError
 from kneuron.models.replay import as_3d, compute_prefix, hooked, run_after_prefix, run_block, trace_forward
-
-
-@dataclass
-class AttributionResult:
-    """Attribution of one prompt.  `scores` and `activations` are (num_layers, num_neurons).
-
-    With an answer spanning several masks (masked LMs), `scores` sums each neuron's attribution
-    over the mask positions and `activations` is their mean.
-    """
-
-    prompt: str
-    answer: str
-    scores: torch.Tensor
-    activations: torch.Tensor
-    probability: float  # the target (gold probability) on the clean prompt
-    convergence_delta: torch.Tensor | None  # per layer: sum(scores[l]) - (P(w) - P(0 at layer l))
-    method: str = "riemann_left"
-    steps: int = 20
-    target: str = "product"
 
 
 class IntegratedGradients:
@@ -98,7 +79,7 @@ class IntegratedGradients:
 
     def _result(self, prompt, answer, scores, acts, value, delta):
         return AttributionResult(prompt, answer, scores, acts, float(value), delta, self.method, self.steps,
-                                 self.target)
+                                 self.target, self.kn.name)
 
     # -- shared pieces ----------------------------------------------------------------------------
     def _points(self, w: torch.Tensor) -> torch.Tensor:

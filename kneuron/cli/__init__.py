@@ -43,24 +43,13 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name, help_text in [
-        ("data", "Inspect and fetch datasets."),
-        ("world", "Build the offline fact world and its model."),
-    ]:
-        try:
-            module = importlib.import_module(f"kneuron.cli.{name}")
-        except ModuleNotFoundError as exc:  # group not written yet
-            if exc.name == f"kneuron.cli.{name}":
-                continue
-            raise
-        app.add_typer(module.app, name=name, help=help_text)
-    # Modules that register their own commands (or sub-apps) on `app` when imported.
-    for name in ["discover", "demo", "reproduce", "experiment", "edit"]:
-        try:
-            importlib.import_module(f"kneuron.cli.{name}")  # registers commands on `app`
-        except ModuleNotFoundError as exc:
-            if exc.name != f"kneuron.cli.{name}":
-                raise
+    for name, help_text in [("data", "Inspect and fetch datasets."),
+                            ("world", "Build the offline fact world and its model."),
+                            ("edit", "Edit value slots: update a fact, erase a relation, apply saved edits.")]:
+        app.add_typer(importlib.import_module(f"kneuron.cli.{name}").app, name=name, help=help_text)
+    # Modules that register their own commands on `app` when imported.
+    for name in ["probe", "discover", "demo", "reproduce", "experiment"]:
+        importlib.import_module(f"kneuron.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

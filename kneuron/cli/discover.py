@@ -100,14 +100,17 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
                   + (f" (resumed {result.resumed_facts} finished facts)" if result.resumed_facts else ""))
 
 
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def print_relations(summary: dict) -> None:
     table = Table(title="knowledge neurons per relation")
     for col in ("relation", "facts", "skipped", "KN p", "KN/fact", "baseline p", "baseline/fact"):
         table.add_column(col, justify="right" if col != "relation" else "left")
     for rel, s in summary.items():
-        table.add_row(rel, str(s["facts"]), str(s["skipped"]), f"{s['kn']['p']:.2f}",
-                      f"{s['kn']['neurons_per_fact']:.2f}", f"{s['baseline']['p']:.2f}",
-                      f"{s['baseline']['neurons_per_fact']:.2f}")
+        table.add_row(rel, str(s["facts"]), str(s["skipped"]),
+                      *(_num(s[m][k]) for m in ("kn", "baseline") for k in ("p", "neurons_per_fact")))
     console.print(table)
     skipped = sum(s.get("skipped_prompts", 0) for s in summary.values())
     if skipped:

@@ -34,7 +34,8 @@ __all__ = [
 
 SPECS_HELP = (
     "'world', 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
-    "a PARAREL directory (containing raw/patterns) or a .jsonl facts file"
+    "a PARAREL directory (containing raw/patterns), a fact-world directory (`kneuron world build --out DIR`) "
+    "or a .jsonl facts file"
 )
 
 
@@ -53,6 +54,12 @@ def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
         path = Path(text).expanduser()
         if path.is_dir() and is_pararel_dir(path):
             return load_pararel(path, relations=relations)
+        if path.is_dir() and (path / "world.json").is_file():
+            from kneuron.world import is_world_dir, load_world_facts
+
+            if not is_world_dir(path):
+                raise DataError(f"{path}: an incomplete or older fact world; rebuild it with `kneuron world build`")
+            return load_world_facts(path).subset(relations)
         if path.suffix == ".jsonl":
             facts = load_facts_jsonl(path)
         elif not path.exists():

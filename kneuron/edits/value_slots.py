@@ -12,13 +12,14 @@ model reproduces the edited weights bit for bit.
 - `undo()` restores the saved copies (exactly: no subtraction, so no float drift; spec 9.11).
   It refuses when someone else changed those slots since (undo stacked edits in reverse order).
 - `save(path)` writes one safetensors file (vectors + JSON metadata); `Edit.load(path)` reads it.
+  The file also keeps the slots as they were, so `inverse()` can revert an edited model loaded
+  from disk, long after the process that applied the edit has gone.
 - An applied edit is a context manager: `with kn.update_fact(...) as edit:` undoes on exit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import torch
 
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron, as_neurons
+from kneuron.tagged_files import load_tagged, save_tagged
 
 FORMAT = "kneuron-edit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds base_values; version 1 files still load (without inverse())
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,10 @@ def slots_fingerprint(columns: list[torch.Tensor]) -> str:
 class Edit:
     """New contents for some value slots of a model of a given shape.
 
-    `neurons` are unique; `values[k]` is the new value slot of `neurons[k]`.  `base_fingerprint`
-    identifies the slots the edit was computed from ('' = no check).  `info` is JSON metadata
-    (what kind of edit, its settings, e.g. original/target answers and lambdas).
+    `neurons` are unique; `values[k]` is the new value slot of `neurons[k]`, `base_values[k]` the
+    slot it replaces (None for edits read from version-1 files).  `base_fingerprint` identifies
+    the slots the edit was computed from ('' = no check).  `info` is JSON metadata (what kind of
+    edit, its settings, e.g. original/target answers and lambdas).
     """
 
     kind: str
@@ -84,6 +87,7 @@ class Edit:
     shape: ModelShape
     base_fingerprint: str = ""
     info: dict = field(default_factory=dict)
+    base_values: torch.Tensor | None = None
     _target: object = field(default=None, repr=False, compare=False)
     _saved: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -95,6 +99,9 @@ class Edit:
         if self.values.shape[1] != self.shape.hidden_size:
             raise KneuronError(f"edit values have size {self.values.shape[1]}, "
                                f"not the hidden size {self.shape.hidden_size}")
+        if self.base_values is not None and self.base_values.shape != self.values.shape:
+            raise KneuronError(f"edit base values are {tuple(self.base_values.shape)}, "
+                               f"values {tuple(self.values.shape)}")
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -118,9 +125,11 @@ class Edit:
         if check_base and self.base_fingerprint:
             now = slots_fingerprint([slot(kn, n) for n in self.neurons])
             if now != self.base_fingerprint:
+                if now == slots_fingerprint(list(self.values)):
+                    raise KneuronError(f"edit ({self.kind}): the model already holds it")
                 raise KneuronError(
                     f"edit ({self.kind}) was computed from other weights: the {len(self.neurons)} value slots it "
-                    "changes differ from those it was made from (pass check_base=False to apply it anyway)")
+                    "changes differ from those it was made from (check_base=False, or --force, applies it anyway)")
 
     @torch.no_grad()
     def apply(self, kn, check_base: bool = True) -> Edit:
@@ -157,6 +166,19 @@ class Edit:
             v.copy_(self._saved[k])
         self._target, self._saved = None, None
 
+    def inverse(self) -> Edit:
+        """The edit that puts the original slots back into a model holding this edit's values.
+
+        Applying it checks (by fingerprint) that the slots hold exactly this edit's values, so it
+        reverts a saved, edited model bit for bit and refuses any other model.
+        """
+        if self.base_values is None:
+            raise KneuronError(f"{self!r} does not keep the original slots (an edit file of format version 1); "
+                               "it cannot be reverted from a file")
+        kind = self.kind[len("revert:"):] if self.kind.startswith("revert:") else f"revert:{self.kind}"
+        return Edit(kind, list(self.neurons), self.base_values.clone(), self.shape,
+                    slots_fingerprint(list(self.values)), dict(self.info), self.values.clone())
+
     def __enter__(self) -> Edit:
         if not self.applied:
             raise KneuronError("use `with edit.apply(kn):` for an edit that is not applied")
@@ -169,38 +191,20 @@ class Edit:
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """One safetensors file: the new value slots plus JSON metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind,
-                "neurons": [[n.layer, n.index] for n in self.neurons], "shape": self.shape.__dict__,
-                "base_fingerprint": self.base_fingerprint, "info": self.info}
-        save_file({"values": self.values.detach().to("cpu").contiguous()}, str(path),
-                  metadata={"kneuron_edit": json.dumps(meta)})
-        return path
+        """One safetensors file: the new value slots, the slots they replace, and JSON metadata."""
+        meta = {"kind": self.kind, "neurons": [[n.layer, n.index] for n in self.neurons],
+                "shape": self.shape.__dict__, "base_fingerprint": self.base_fingerprint, "info": self.info}
+        tensors = {"values": self.values}
+        if self.base_values is not None:
+            tensors["base_values"] = self.base_values
+        return save_tagged(path, tensors, "kneuron_edit", FORMAT, FORMAT_VERSION, meta)
 
     @classmethod
     def load(cls, path) -> Edit:
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise KneuronError(f"edit file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {}).get("kneuron_edit", "null"))
-                values = fh.get_tensor("values")
-        except Exception as exc:  # not a safetensors file, or no kneuron metadata
-            raise KneuronError(f"{path}: not a kneuron edit file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise KneuronError(f"{path}: not a kneuron edit file")
-        if meta.get("version") != FORMAT_VERSION:
-            raise KneuronError(f"{path}: edit format version {meta.get('version')}, this kneuron reads {FORMAT_VERSION}")
+        meta, tensors = load_tagged(path, "kneuron_edit", FORMAT, (1, FORMAT_VERSION), "edit")
         neurons = [Neuron(int(a), int(b)) for a, b in meta["neurons"]]
-        return cls(meta["kind"], neurons, values, ModelShape(**meta["shape"]), meta.get("base_fingerprint", ""),
-                   meta.get("info", {}))
+        return cls(meta["kind"], neurons, tensors["values"], ModelShape(**meta["shape"]),
+                   meta.get("base_fingerprint", ""), meta.get("info", {}), tensors.get("base_values"))
 
 
 def make_edit(kn, kind: str, neurons, compute, info: dict | None = None) -> Edit:
@@ -218,5 +222,6 @@ def make_edit(kn, kind: str, neurons, compute, info: dict | None = None) -> Edit
             work[n] = compute(n, work[n])
     hidden = ModelShape.of(kn).hidden_size
     values = torch.stack([work[n].to("cpu") for n in order]) if order else torch.zeros(0, hidden)
+    base_values = torch.stack([base[n].to("cpu") for n in order]) if order else torch.zeros(0, hidden)
     fp = slots_fingerprint([base[n] for n in order])
-    return Edit(kind, order, values, ModelShape.of(kn), fp, dict(info or {}))
+    return Edit(kind, order, values, ModelShape.of(kn), fp, dict(info or {}), base_values)

@@ -1,5 +1,6 @@
 """The paper's experiments as library functions returning tidy tables."""
 
 from kneuron.experiments.activation_effects import method_means, prompt_effects, relation_ratios
+from kneuron.experiments.fact_probe import FactProbe, probe_fact
 
-__all__ = ["method_means", "prompt_effects", "relation_ratios"]
+__all__ = ["FactProbe", "method_means", "probe_fact", "prompt_effects", "relation_ratios"]

@@ -33,10 +33,15 @@ def default_erase_relations(relations: Sequence[str]) -> list[str]:
     return chosen or list(relations)
 
 
-def _scores(kn, facts, fact_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def prompt_scores(kn, facts, fact_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(log p(gold), correct) for every prompt of the given facts, in order."""
     prompts = [p for i in fact_ids for p in facts.facts[i].prompts]
     answers = [facts.facts[i].object for i in fact_ids for _ in facts.facts[i].prompts]
+    return score_prompts(kn, prompts, answers)
+
+
+def score_prompts(kn, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(answer), top-1 is the answer) per prompt, in float64."""
     if not prompts:
         return np.zeros(0), np.zeros(0, dtype=bool)
     import torch
@@ -57,7 +62,7 @@ def run_erasing(kn, run, relations: Sequence[str] | None = None, top_k: int = 20
     """One row per (erased relation, neuron choice): accuracy and PPL before/after, for it and the others."""
     relations = default_erase_relations(run.relations) if relations is None else list(relations)
     facts = run.facts
-    base = {rel: _scores(kn, facts, idx) for rel, idx in run.universe.items()}
+    base = {rel: prompt_scores(kn, facts, idx) for rel, idx in run.universe.items()}
     rel_sets = run.relation_sets(method)
     rows = []
     for k, rel in enumerate(relations):
@@ -72,7 +77,7 @@ def run_erasing(kn, run, relations: Sequence[str] | None = None, top_k: int = 20
                 rows.append({**row, "status": "no_neurons"})
                 continue
             with plan_erase(kn, chosen, replacement).apply(kn):
-                after = {r: _scores(kn, facts, idx) for r, idx in run.universe.items()}
+                after = {r: prompt_scores(kn, facts, idx) for r, idx in run.universe.items()}
             others = [r for r in run.universe if r != rel]
             cat = np.concatenate
             o_before_lp = cat([base[r][0] for r in others]) if others else np.zeros(0)

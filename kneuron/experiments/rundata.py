@@ -40,16 +40,9 @@ def _world_dir_of(data: str) -> Path | None:
 
 
 def resolve_facts(data: str) -> FactSet:
-    """Facts named by a data spec: anything `kneuron.data.load_facts` takes, or a fact-world directory."""
+    """Facts named by a data spec: anything `kneuron.data.load_facts` takes (a fact-world directory too)."""
     from kneuron.data import load_facts
 
-    path = Path(str(data)).expanduser()
-    if str(data) != "world" and path.is_dir():
-        world = _world_dir_of(str(data))
-        if world is not None and world == path:
-            from kneuron.world import load_world_facts
-
-            return load_world_facts(world)
     return load_facts(str(data))
 
 
@@ -175,6 +168,21 @@ class RunData:
         """{relation: [neurons of each of its facts, in fact order]}."""
         sets = self.sets(method)
         return {rel: [sets[i] for i in idx] for rel, idx in self.universe.items()}
+
+    def find_fact(self, subject: str, relation: str | None = None) -> int:
+        """Index of the fact about `subject` (in `relation` when given); one line if none or several match."""
+        if relation is not None and relation not in self.universe:
+            raise KneuronError(f"relation {relation!r} is not in the run {self.run_dir} "
+                               f"(it has {', '.join(self.relations) or 'none'})")
+        hits = [i for rel, idx in self.universe.items() if relation in (None, rel) for i in idx
+                if self.facts.facts[i].subject == subject]
+        if not hits:
+            where = f"relation {relation}" if relation else f"the run {self.run_dir}"
+            raise KneuronError(f"no fact about {subject!r} in {where}")
+        if len(hits) > 1:
+            found = ", ".join(f"{self.facts.facts[i].relation} ({self.facts.facts[i].object})" for i in hits)
+            raise KneuronError(f"{subject!r} has {len(hits)} facts: {found}; pass --relation")
+        return hits[0]
 
     def describe(self) -> dict:
         return {"run_dir": str(self.run_dir), "model": self.config.model, "data": self.config.data,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -55,6 +58,39 @@ def _short(exc: Exception) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub surely cannot be reached (its host does not resolve), else None.
+
+    Offline, `from_pretrained` retries for about 25 s before failing; one DNS lookup tells the
+    same in milliseconds.  Behind a proxy the lookup proves nothing, so it is skipped.
+    """
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return f"cannot resolve {host} ({exc.strerror or exc})"
+    return None
+
+
+def _in_hub_cache(name: str) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+    except Exception:
+        return False
+    return True
+
+
 def load_hf(name_or_path: str, device="auto", dtype=None):
     """Return (model, tokenizer, adapter) for a hub name or a local directory."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -63,6 +99,12 @@ def load_hf(name_or_path: str, device="auto", dtype=None):
     if name_or_path.startswith((".", "/", "~")) and not local.exists():
         raise ModelError(f"model directory not found: {local}")
     source = str(local) if local.exists() else name_or_path
+    if not local.exists() and not _in_hub_cache(name_or_path):
+        why = hub_unreachable()
+        if why:
+            raise ModelError(f"cannot download model {name_or_path!r}: the Hugging Face hub is unreachable ({why}) "
+                             "and the model is not in the local cache; pass a local directory (one written by "
+                             "save_pretrained)")
     try:
         config = AutoConfig.from_pretrained(source)
     except Exception as exc:  # OSError (not found / offline), ValueError (bad config)

@@ -203,6 +203,47 @@ def erasing_figure(erase: pd.DataFrame, labels: Mapping[str, str] | None = None)
     return fig
 
 
+def attribution_figure(result, top: int = 10, threshold: float = 0.2) -> Figure:
+    """One prompt's attribution: every (layer, neuron) score relative to the maximum, top neurons circled.
+
+    Single neurons are too thin to survive the image's down-sampling, so the top ones are drawn
+    as markers on top, and a side panel shows each layer's largest score and coarse-set size.
+    """
+    scores = result.scores.detach().float().cpu().numpy()
+    peak = float(np.abs(scores).max()) or 1.0
+    n_layers, n_neurons = scores.shape
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(10.5, 1.6 + 0.32 * n_layers), dpi=110,
+                                   gridspec_kw={"width_ratios": [5, 1.3]}, sharey=True)
+    im = ax.imshow(scores / peak, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest",
+                   extent=(-0.5, n_neurons - 0.5, n_layers - 0.5, -0.5))
+    best = result.top(top)
+    ax.scatter([n.index for n, _, _ in best], [n.layer for n, _, _ in best], s=60, facecolors="none",
+               edgecolors="black", linewidths=1.2, label=f"top {len(best)}")
+    for k, (n, _, _) in enumerate(best[:5]):  # alternate above / below so neighbours stay legible
+        ax.annotate(str(n), (n.index, n.layer), xytext=(5, -10 if k % 2 else 5), textcoords="offset points",
+                    fontsize=7)
+    ax.set_xlabel("neuron index")
+    ax.set_ylabel("layer")
+    ax.set_yticks(range(n_layers))
+    ax.legend(fontsize=8, loc="upper right")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="score / max |score|")
+    per_layer = scores.max(axis=1) / peak
+    cutoff = threshold * scores.max()
+    counts = (scores >= cutoff).sum(axis=1) if scores.max() > 0 else np.zeros(n_layers, dtype=int)
+    side.barh(range(n_layers), per_layer, color="#d62728")
+    for layer, c in enumerate(counts):
+        if c:
+            side.annotate(f"{int(c)}", (per_layer[layer], layer), xytext=(3, 0), textcoords="offset points",
+                          va="center", fontsize=7)
+    side.set_xlim(min(0.0, float(per_layer.min())), 1.25)
+    side.set_xlabel(f"layer max; count >= {threshold:g} x max", fontsize=8)
+    prompt = result.prompt if len(result.prompt) <= 70 else result.prompt[:69] + "…"
+    fig.suptitle(f"{prompt}  →  {result.answer}   (p = {result.probability:.3f}, {result.method}, "
+                 f"{result.steps} steps)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -175,6 +175,10 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
         summary[rel] = {"facts": len(idx), "skipped": len(idx) - len(done),
                         "skipped_prompts": sum(records[i].get("skipped_prompts", 0) for i in idx)}
         for method, key in (("kn", "kn"), ("baseline", "base")):
+            if not done:  # every fact skipped: there is no p to choose
+                summary[rel][method] = {"p": None, "tries": 0, "neurons_per_fact": None, "converged": False,
+                                        "history": []}
+                continue
             coarse = [[[tuple(t[:2]) for t in prompt] for prompt in records[i][key]] for i in done]
             adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.target,
                             config.min_prompts)

@@ -1,0 +1,193 @@
+"""Commands on one prompt or one fact: `kneuron predict`, `kneuron attribute`, `kneuron neurons`.
+
+The quick loop before a dataset run: what does the model say, which neurons carry the answer,
+and does switching them off matter?
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kneuron.cli import app
+from kneuron.errors import KneuronError
+
+console = Console()
+
+MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, or 'world'.")
+DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
+STEPS = typer.Option(20, help="Integration points m.")
+METHOD = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre.")
+
+_NEURON = re.compile(r"^L?(\d+)[:.](\d+)$")
+
+
+def parse_neurons(text: str) -> list[tuple[int, int]]:
+    """'3:120,L3.7' -> [(3, 120), (3, 7)]; one line naming the bad item otherwise."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        m = _NEURON.match(item)
+        if not m:
+            raise KneuronError(f"bad neuron {item!r}: write LAYER:INDEX (e.g. 3:120) or L3.120")
+        out.append((int(m.group(1)), int(m.group(2))))
+    if not out:
+        raise KneuronError("no neurons given")
+    return out
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise KneuronError(f"--layers must be comma-separated integers, got {text!r}") from None
+
+
+def load_model(model: str, device: str, ctx: typer.Context | None = None):
+    import kneuron
+    from kneuron.cli.experiment import set_threads
+
+    kn = kneuron.load(model, device=device)
+    set_threads(kn, ctx)
+    return kn
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    prompt: str = typer.Argument(..., help="A prompt with a blank ([MASK] for masked LMs; the end for causal LMs)."),
+    model: str = MODEL,
+    k: int = typer.Option(5, "-k", help="How many tokens to show."),
+    answer: str = typer.Option(None, "--answer", "-a", help="Also print this answer's probability."),
+    device: str = DEVICE,
+) -> None:
+    """The model's top-k fillers for the blank (e.g. to check an edited model)."""
+    if k < 1:
+        raise KneuronError(f"-k must be >= 1, got {k}")
+    kn = load_model(model, device, ctx)
+    table = Table(title=escape(prompt))
+    table.add_column("rank", justify="right")
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for rank, (token, prob) in enumerate(kn.predict(prompt, k=k), 1):
+        table.add_row(str(rank), escape(token), f"{prob:.4f}")
+    console.print(table)
+    if answer is not None:
+        console.print(f"P({escape(answer)}) = {kn.probability(prompt, answer):.4f}")
+
+
+@app.command()
+def attribute(
+    ctx: typer.Context,
+    prompt: str = typer.Argument(None, help="A prompt with a blank."),
+    answer: str = typer.Argument(None, help="The gold answer."),
+    model: str = MODEL,
+    top: int = typer.Option(10, "--top", help="How many neurons to list."),
+    threshold: float = typer.Option(0.2, help="Coarse-set threshold, relative to the maximum score."),
+    steps: int = STEPS,
+    method: str = METHOD,
+    layers: str = typer.Option(None, help="Only these layers, e.g. 9,10,11 (default all)."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
+    save: Path = typer.Option(None, "--save", help="Write the result (safetensors) for later use."),
+    load: Path = typer.Option(None, "--load", help="Show a saved result instead of computing one."),
+    figure: Path = typer.Option(None, "--figure", help="Write a PNG of every layer's scores."),
+    device: str = DEVICE,
+) -> None:
+    """Integrated-gradients scores of every neuron for one prompt: the top neurons and the coarse set."""
+    from kneuron.attribution import AttributionResult
+
+    if top < 1:
+        raise KneuronError(f"--top must be >= 1, got {top}")
+    if load is not None:
+        if prompt is not None:
+            raise KneuronError("give either PROMPT ANSWER or --load FILE, not both")
+        result = AttributionResult.load(load)
+    else:
+        if prompt is None or answer is None:
+            raise KneuronError("give PROMPT and ANSWER (or --load FILE)")
+        kn = load_model(model, device, ctx)
+        result = kn.attribute(prompt, answer, steps=steps, method=method, layers=parse_layers(layers),
+                              precision=precision)
+    delta = result.max_abs_delta()
+    console.print(f"{escape(result.prompt)} -> {escape(result.answer)}: p = {result.probability:.4f}"
+                  + (f", max |convergence delta| = {delta:.2e}" if delta is not None else "")
+                  + f" ({result.method}, {result.steps} steps{', ' + result.model if result.model else ''})",
+                  highlight=False)
+    table = Table(title=f"top {top} neurons")
+    for col in ("rank", "neuron", "layer", "index", "score", "score / max", "activation"):
+        table.add_column(col, justify="left" if col == "neuron" else "right")
+    peak = float(result.scores.max())
+    for rank, (n, score, act) in enumerate(result.top(top), 1):
+        table.add_row(str(rank), str(n), str(n.layer), str(n.index), f"{score:.4g}",
+                      f"{score / peak:.3f}" if peak > 0 else "-", f"{act:.4g}")
+    console.print(table)
+    coarse = result.coarse(threshold)
+    console.print(f"coarse set (score >= {threshold} x max): {len(coarse)} neurons"
+                  + (": " + ", ".join(map(str, coarse[:20])) + (" ..." if len(coarse) > 20 else "") if coarse else ""))
+    if save is not None:
+        result.save(save)
+        console.print(f"saved -> {save}")
+    if figure is not None:
+        from kneuron.reports.figures import attribution_figure, save_png
+
+        save_png(attribution_figure(result, top=top, threshold=threshold), figure)
+        console.print(f"figure -> {figure}")
+
+
+@app.command()
+def neurons(
+    ctx: typer.Context,
+    answer: str = typer.Argument(..., help="The fact's answer (object)."),
+    prompts: list[str] = typer.Argument(None, help="Paraphrased prompts of the fact, each with a blank."),
+    prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line (instead of PROMPTS)."),
+    model: str = MODEL,
+    threshold: float = typer.Option(0.2, help="Coarse-set threshold, relative to each prompt's maximum."),
+    p: float = typer.Option(0.7, "-p", help="Share of prompts that must hold a neuron (refinement)."),
+    min_prompts: int = typer.Option(3, "--min-prompts", help="...and at least this many prompts (paper code: 3)."),
+    factor: float = typer.Option(2.0, help="Amplification factor."),
+    seed: int = typer.Option(0, help="Seed of the random-neuron control."),
+    steps: int = STEPS,
+    method: str = METHOD,
+    json_out: Path = typer.Option(None, "--json", help="Write neurons, settings and per-prompt effects here."),
+    device: str = DEVICE,
+) -> None:
+    """One fact's knowledge neurons from its paraphrases, and what suppressing / amplifying them does."""
+    prompts = list(prompts or [])
+    if prompts_file is not None:
+        if prompts:
+            raise KneuronError("give PROMPTS or --prompts-file, not both")
+        if not prompts_file.is_file():
+            raise KneuronError(f"prompts file not found: {prompts_file}")
+        prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise KneuronError("no prompts: give them after ANSWER or with --prompts-file")
+    kn = load_model(model, device, ctx)
+    probe = kn.probe_fact(prompts, answer, threshold=threshold, p=p, min_prompts=min_prompts, steps=steps,
+                          method=method, seed=seed, factor=factor)
+    shared = probe.shared_by()
+    found = probe.neurons["kn"]
+    console.print(f"{len(found)} knowledge neurons for {escape(answer)} over {len(prompts)} prompts "
+                  f"(kept when shared by >= max({p} x {len(prompts)}, {min_prompts}) prompts)", highlight=False)
+    if found:
+        console.print(", ".join(f"{n} ({shared[n]}/{len(prompts)})" for n in found), highlight=False)
+    table = Table(title="mean gold probability, relative change")
+    for col in ("neurons", "count", "suppress (x0)", f"amplify (x{factor:g})"):
+        table.add_column(col, justify="left" if col == "neurons" else "right")
+    names = {"kn": "knowledge neurons", "baseline": "activation baseline", "random": "random (same count)"}
+    for row in probe.summary().to_dict(orient="records"):
+        table.add_row(names[row["method"]], str(row["neurons"]), f"{row['suppress_change']:+.1%}",
+                      f"{row['amplify_change']:+.1%}")
+    console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(probe.to_dict(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"-> {json_out}")
