@@ -34,6 +34,15 @@ def test_fast_matches_reference(kn, method, steps):
         assert not res.scores.requires_grad  # no autograd graph outlives the call
 
 
+def test_reference_padded_like_the_released_code_gives_the_same_scores(kn):
+    """Padding to 128 (the authors' max_seq_length) is masked out: only the cost changes."""
+    for prompt in PROMPTS[:2]:
+        plain, plain_acts = reference_attribution(kn, prompt, "Dublin", steps=5)
+        padded, padded_acts = reference_attribution(kn, prompt, "Dublin", steps=5, pad_to=48)  # tiny: 64 positions
+        assert rel_err(padded, plain) < 1e-5
+        assert torch.allclose(padded_acts, plain_acts, atol=1e-6)
+
+
 def test_batching_options_do_not_change_scores(kn):
     base = kn.attribute(PROMPTS, "Dublin")
     for ibs in (1, 20, 45, 1000):

@@ -138,3 +138,33 @@ def test_cli_bad_input_is_one_line(args, message, tiny_world, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_probe_fact_on_a_causal_lm_with_a_multi_token_answer(tmp_path):
+    from tiny_decoders import save_tiny_decoder
+
+    kn = kneuron.load(str(save_tiny_decoder("gpt2", tmp_path / "gpt2")), device="cpu")
+    prompts = ["The capital of France is [MASK]", "France has its capital in [MASK]", "the city of [MASK]"]
+    assert len(kn.answer_ids("Paris Texas")) > 1
+    probe = kn.probe_fact(prompts, "Paris Texas", min_prompts=2, p=0.5)
+    results = kn.attribute(prompts, "Paris Texas")
+    assert probe.neurons["kn"] == refine([coarse_neurons(r.scores, 0.2) for r in results], 0.5, 2)
+    rows = probe.effects[probe.effects["method"] == "kn"].reset_index(drop=True)
+    for i, prompt in enumerate(prompts):  # the product of the answer tokens' probabilities, as attributed
+        assert rows.loc[i, "p"] == pytest.approx(kn.probability(prompt, "Paris Texas"), rel=1e-5)
+        with kn.suppress(probe.neurons["kn"]):
+            assert rows.loc[i, "p_suppressed"] == pytest.approx(kn.probability(prompt, "Paris Texas"), rel=1e-5)
+
+
+def test_cli_multi_token_answers_on_a_masked_lm(tmp_path, capsys):
+    from tiny_models import save_tiny_bert
+
+    model = str(save_tiny_bert(tmp_path / "bert", layers=2, hidden=32, intermediate=48))
+    prompt = "The capital of France is [MASK]."
+    assert main(["attribute", prompt, "Paris Texas", "-m", model]) == 2
+    assert "several tokens" in capsys.readouterr().err
+    saved = tmp_path / "pt.safetensors"
+    assert main(["attribute", prompt, "Paris Texas", "-m", model, "--multi-token", "--save", str(saved)]) == 0
+    kn = kneuron.load(model, device="cpu", multi_token=True)
+    assert torch.allclose(AttributionResult.load(saved).scores, kn.attribute(prompt, "Paris Texas").scores,
+                          rtol=1e-5, atol=1e-9)

@@ -24,6 +24,8 @@ MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, 
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
 STEPS = typer.Option(20, help="Integration points m.")
 METHOD = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre.")
+MULTI = typer.Option(None, "--multi-token/--single-token",
+                     help="Score answers of several tokens (default: causal LMs yes, masked LMs no, as in the paper).")
 
 _NEURON = re.compile(r"^L?(\d+)[:.](\d+)$")
 
@@ -52,11 +54,11 @@ def parse_layers(text: str | None) -> list[int] | None:
         raise KneuronError(f"--layers must be comma-separated integers, got {text!r}") from None
 
 
-def load_model(model: str, device: str, ctx: typer.Context | None = None):
+def load_model(model: str, device: str, ctx: typer.Context | None = None, multi_token: bool | None = None):
     import kneuron
     from kneuron.cli.experiment import set_threads
 
-    kn = kneuron.load(model, device=device)
+    kn = kneuron.load(model, device=device, multi_token=multi_token)
     set_threads(kn, ctx)
     return kn
 
@@ -100,6 +102,7 @@ def attribute(
     save: Path = typer.Option(None, "--save", help="Write the result (safetensors) for later use."),
     load: Path = typer.Option(None, "--load", help="Show a saved result instead of computing one."),
     figure: Path = typer.Option(None, "--figure", help="Write a PNG of every layer's scores."),
+    multi_token: bool = MULTI,
     device: str = DEVICE,
 ) -> None:
     """Integrated-gradients scores of every neuron for one prompt: the top neurons and the coarse set."""
@@ -114,7 +117,7 @@ def attribute(
     else:
         if prompt is None or answer is None:
             raise KneuronError("give PROMPT and ANSWER (or --load FILE)")
-        kn = load_model(model, device, ctx)
+        kn = load_model(model, device, ctx, multi_token)
         result = kn.attribute(prompt, answer, steps=steps, method=method, layers=parse_layers(layers),
                               precision=precision)
     delta = result.max_abs_delta()
@@ -158,6 +161,7 @@ def neurons(
     steps: int = STEPS,
     method: str = METHOD,
     json_out: Path = typer.Option(None, "--json", help="Write neurons, settings and per-prompt effects here."),
+    multi_token: bool = MULTI,
     device: str = DEVICE,
 ) -> None:
     """One fact's knowledge neurons from its paraphrases, and what suppressing / amplifying them does."""
@@ -170,7 +174,7 @@ def neurons(
         prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise KneuronError("no prompts: give them after ANSWER or with --prompts-file")
-    kn = load_model(model, device, ctx)
+    kn = load_model(model, device, ctx, multi_token)
     probe = kn.probe_fact(prompts, answer, threshold=threshold, p=p, min_prompts=min_prompts, steps=steps,
                           method=method, seed=seed, factor=factor)
     shared = probe.shared_by()
