@@ -64,7 +64,7 @@ def _save_model(kn, edit, out_dir: Path, source: str) -> None:
     history.append({"kind": edit.kind, "neurons": [[n.layer, n.index] for n in edit.neurons], "info": edit.info,
                     "applied_to": source})
     (out_dir / PROVENANCE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
-    console.print(f"edited model -> {out_dir}")
+    console.print(f"{'reverted' if edit.kind.startswith('revert:') else 'edited'} model -> {out_dir}")
 
 
 def _check_out(out: Path) -> None:
