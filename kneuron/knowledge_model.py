@@ -226,6 +226,26 @@ class KnowledgeModel:
         values = self._run(encoded, score, before_chunk=_before_chunk)
         return torch.stack(values) if values else torch.empty(0, device=self.device)
 
+    def answer_log_probs(self, prompts: Sequence[str], answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(answer) per answer token, answer is the top-1) per prompt; float64 log-probabilities.
+
+        One token: log p(gold) at the blank and "top-1 is gold", as in the paper's perplexity and
+        accuracy.  Several tokens (teacher forcing, or one mask per token): the mean of their
+        log-probabilities, and correct only when every token is the top-1 at its position.
+        """
+        encoded = [self.encode(p, a) for p, a in zip(prompts, answers)]
+
+        def score(e, logits):
+            rows = logits[list(e.targets)].double()
+            gold = torch.tensor(e.target_ids, device=self.device)
+            logp = torch.log_softmax(rows, dim=-1).gather(1, gold[:, None]).mean()
+            return logp, bool((rows.argmax(dim=-1) == gold).all())
+
+        out = self._run(encoded, score)
+        if not out:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.bool)
+        return torch.stack([lp for lp, _ in out]).cpu(), torch.tensor([c for _, c in out])
+
     def probability(self, prompt: str, answer: str, target: str = "product") -> float:
         return float(self.probabilities([prompt], [answer], target)[0])
 

@@ -41,16 +41,9 @@ def prompt_scores(kn, facts, fact_ids: Sequence[int]) -> tuple[np.ndarray, np.nd
 
 
 def score_prompts(kn, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(log p(answer), top-1 is the answer) per prompt, in float64."""
-    if not prompts:
-        return np.zeros(0), np.zeros(0, dtype=bool)
-    import torch
-
-    logits = kn.blank_logits(prompts)
-    gold = torch.tensor([kn.answer_id(a) for a in answers], device=kn.device)
-    logp = torch.log_softmax(logits.double(), dim=-1)[torch.arange(len(prompts), device=kn.device), gold]
-    correct = logits.argmax(dim=-1) == gold
-    return logp.cpu().numpy(), correct.cpu().numpy()
+    """(log p(answer), top-1 is the answer) per prompt, float64; see `KnowledgeModel.answer_log_probs`."""
+    logp, correct = kn.answer_log_probs(list(prompts), list(answers))
+    return logp.numpy(), correct.numpy()
 
 
 def _ppl(logp: np.ndarray) -> float:

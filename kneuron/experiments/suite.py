@@ -188,7 +188,8 @@ def update(kn, run, s: ExperimentSettings) -> Outcome:
     out.table("table6_updating", _round(summary), "Table 6: updating facts")
     out.figure("figure_updating", F.updating_figure(summary), "Updating facts: rates and side effects")
     out.table("update_attempts", attempts, "Sampling per relation: tries, valid edits, and skips (no_kn: no "
-              "neuron left after the 10% filter; incorrect_answer: the model's top-1 is not the gold object)")
+              "neuron left after the 10% filter; incorrect_answer: the model's top-1 is not the gold object; "
+              "multi_token: the original or new answer is several tokens, which one value-slot update cannot write)")
     return out
 
 

@@ -47,12 +47,8 @@ METHODS = ("kn", "random")
 
 
 def gold_log_probs(kn, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-    """log p(gold) at each prompt's blank (log-softmax over the vocabulary)."""
-    if not prompts:
-        return np.zeros(0)
-    gold = torch.tensor([kn.answer_id(a) for a in answers], device=kn.device)
-    logp = torch.log_softmax(kn.blank_logits(list(prompts)).double(), dim=-1)
-    return logp[torch.arange(len(prompts), device=kn.device), gold].cpu().numpy()
+    """log p(gold) at each prompt's blank (per token for multi-token answers)."""
+    return kn.answer_log_probs(list(prompts), list(answers))[0].numpy()
 
 
 def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edits_per_relation: int = 10,
@@ -90,7 +86,7 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
         for rel, idx in universe.items():
             n = len(idx)
             counts = {"method": method, "relation": rel, "facts": n, "tries": 0, "edits": 0, "no_kn": 0,
-                      "incorrect_answer": 0, "status": "ok"}
+                      "incorrect_answer": 0, "multi_token": 0, "status": "ok"}
             objects = {facts.facts[i].object for i in idx}
             if len(objects) < 2:
                 counts["status"] = "single_object"
@@ -114,6 +110,9 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
                                for _ in neurons]
                 if not neurons:
                     counts["no_kn"] += 1
+                    continue
+                if len(kn.answer_ids(fact.object)) != 1 or len(kn.answer_ids(target)) != 1:
+                    counts["multi_token"] += 1  # the update writes one embedding vector per answer
                     continue
                 j = rng.randint(1, len(fact.prompts)) - 1
                 prompt = fact.prompts[j]
