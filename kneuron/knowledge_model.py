@@ -332,7 +332,8 @@ class KnowledgeModel:
 
 
 def load(name_or_path: str = "world", device="auto", dtype=None, multi_token: bool | None = None) -> KnowledgeModel:
-    """Load a model from a hub name or local directory; "world" is the built-in fact-world model.
+    """Load a model from a hub name or local directory; "world" is the built-in fact-world BERT
+    ("world-causal" its Llama-shaped decoder).
 
     `multi_token`: score answers of several tokens (default: masked LMs no, as in the paper;
     causal LMs yes).
@@ -340,9 +341,9 @@ def load(name_or_path: str = "world", device="auto", dtype=None, multi_token: bo
     from kneuron.models.loading import load_hf
 
     source = str(name_or_path)
-    if source == "world":
-        from kneuron.world import ensure_world
+    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
 
-        source = str(ensure_world())
+    if source in BUILTIN_MODELS:
+        source = str(builtin_model_dir(source))
     model, tokenizer, adapter = load_hf(source, device=device, dtype=dtype)
     return KnowledgeModel(model, tokenizer, adapter, name=str(name_or_path), multi_token=multi_token)

@@ -199,7 +199,7 @@ def test_stats_model_world_uses_the_cached_world(monkeypatch, tmp_path, capsys):
     from kneuron.cli import main
 
     model_dir = save_tiny_bert(tmp_path / "w")
-    monkeypatch.setattr(world, "ensure_world", lambda *a, **k: model_dir)
+    monkeypatch.setattr(world, "builtin_model_dir", lambda name, log=print: model_dir if name == "world" else None)
     facts = tmp_path / "f.jsonl"
     facts.write_text('{"relation": "r", "subject": "Ireland", "object": "Dublin", "prompts": ["[MASK] x"]}\n')
     assert main(["data", "stats", str(facts), "--model", "world"]) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_world_config import TINY_WORLD
 
 from kneuron.data.facts import MASK
 from kneuron.errors import DataError
@@ -29,11 +30,6 @@ from kneuron.world import (
 )
 from kneuron.world import store as world_store
 
-TINY_WORLD = WorldConfig(
-    n_countries=6, n_continents=2, n_languages=3, cities_per_country=2, n_companies=3, n_persons=8,
-    n_instruments=3, n_organizations=3, facts_per_relation=6, th_per_fact=(1, 2), h_per_fact=(1, 2),
-    relations=("W1", "W3", "W7", "W10"),
-)
 TINY_TRAIN = TrainConfig(num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
                          max_position_embeddings=64, epochs=2, batch_size=16)
 

@@ -28,10 +28,10 @@ def _split_relations(text: str | None) -> list[str] | None:
 
 def _load_tokenizer(model: str):
     """Only the tokenizer: coverage needs no weights, and this keeps `stats --model` fast."""
-    if model == "world":  # the built-in fact world, as everywhere else
-        from kneuron.world import ensure_world
+    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
 
-        model = str(ensure_world())
+    if model in BUILTIN_MODELS:  # the built-in fact world, as everywhere else
+        model = str(builtin_model_dir(model))
     try:
         from transformers import AutoTokenizer
 

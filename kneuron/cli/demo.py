@@ -21,6 +21,7 @@ def demo(
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
     seed: int = typer.Option(0, help="Seed of the world and of the random control."),
     limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts per relation."),
+    causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Discover the fact world's knowledge neurons, then suppress and amplify them."""
@@ -29,12 +30,12 @@ def demo(
     from kneuron.cli.experiment import set_threads
     from kneuron.experiments import method_means, prompt_effects, relation_ratios
     from kneuron.experiments.controls import method_sets
+    from kneuron.experiments.rundata import RunData
     from kneuron.runs import DiscoveryConfig, discover
-    from kneuron.runs.discover import select_facts
     from kneuron.world import ensure_world, load_world_facts
 
     start = time.perf_counter()
-    world = ensure_world(seed=seed, log=console.print)
+    world = ensure_world(seed=seed, log=console.print, kind="causal" if causal else "masked")
     kn = kneuron.load(str(world))
     set_threads(kn, ctx)
     facts = load_world_facts(world)
@@ -43,7 +44,7 @@ def demo(
     config = DiscoveryConfig(model=str(world), data=str(world / "facts.jsonl"), limit_facts=limit_facts, seed=seed)
     result = discover(kn, facts, out / "run", config, progress=progress)
     print_relations(result.relations)
-    chosen = select_facts(facts, None, limit_facts)
+    chosen = RunData.load(out / "run", facts).facts  # the prompts discovery used (a causal LM skips some)
     sets = method_sets(result.neurons, kn.num_layers, kn.num_neurons, seed)
     effects = prompt_effects(kn, chosen, sets)
     ratios = relation_ratios(effects)

@@ -53,7 +53,8 @@ def print_world(path: Path, meta: dict) -> None:
         highlight=False,
     )
     console.print(
-        f"  model: {tc.get('num_layers')} layers, hidden {tc.get('hidden_size')}, FFN {tc.get('intermediate_size')}, "
+        f"  model: {'Llama (causal, gated FFN)' if meta.get('model_kind') == 'causal' else 'BERT (masked)'}, "
+        f"{tc.get('num_layers')} layers, hidden {tc.get('hidden_size')}, FFN {tc.get('intermediate_size')}, "
         f"vocab {meta.get('metrics', {}).get('vocab_size')}; trained in {t.get('train_s', 0):.0f} s "
         f"(build {t.get('total_s', 0):.0f} s)",
         highlight=False,
@@ -68,29 +69,33 @@ def build(
     out: Path = typer.Option(None, "--out", "-o", help="Directory to write (default: the user cache)."),
     seed: int = typer.Option(0, help="Seed of the world generator and of the training."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
+    causal: bool = typer.Option(False, "--causal", help="Train a Llama-shaped decoder instead of the BERT "
+                                "(the model named 'world-causal')."),
 ) -> None:
-    """Generate the fact world and train its BERT (under 2 minutes on a CPU)."""
+    """Generate the fact world and train its model (about 2 minutes on a CPU)."""
     from kneuron.world import build_world, ensure_world, load_world_meta
 
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False)
 
+    kind = "causal" if causal else "masked"
     if out is None and not force:
-        path = ensure_world(seed, log=log)  # the cache: also refreshes a world built with old defaults
+        path = ensure_world(seed, log=log, kind=kind)  # the cache: also refreshes a world built with old defaults
     else:
-        path = build_world(out, seed=seed, force=force, log=log)
+        path = build_world(out, seed=seed, force=force, log=log, kind=kind)
     print_world(path, load_world_meta(path))
 
 
 @app.command()
 def info(
     path: Path = typer.Argument(None, help="A built world directory (default: the cached seed-0 world)."),
+    causal: bool = typer.Option(False, "--causal", help="The cached decoder world instead (with no PATH)."),
 ) -> None:
     """Counts and model metrics of a built world."""
     from kneuron.errors import DataError
     from kneuron.world import default_world_dir, is_world_dir, load_world_meta
 
-    path = path if path is not None else default_world_dir(0)
+    path = path if path is not None else default_world_dir(0, "causal" if causal else "masked")
     if not is_world_dir(path):
         raise DataError(f"no fact world at {path} (build one with `kneuron world build`)")
     print_world(path, load_world_meta(path))

@@ -46,6 +46,10 @@ def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
         from kneuron.world import ensure_world, load_world_facts
 
         facts = load_world_facts(ensure_world())
+    elif text == "world-causal":  # the same facts, from the world built with the decoder
+        from kneuron.world import ensure_world, load_world_facts
+
+        facts = load_world_facts(ensure_world(kind="causal"))
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):

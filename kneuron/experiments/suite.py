@@ -255,8 +255,10 @@ def provenance(kn, run, settings: ExperimentSettings, extra: dict | None = None)
     cfg = run.config
     hidden = kn.adapter.value_slots(kn.model, 0).shape[1 - kn.adapter.slot_axis]
     from kneuron.experiments.rundata import _world_dir_of
+    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
 
-    where = {spec: _world_dir_of(spec) if spec == "world" else None for spec in (cfg.model, cfg.data)}
+    where = {cfg.data: _world_dir_of(cfg.data) if cfg.data == "world" else None,
+             cfg.model: builtin_model_dir(cfg.model, log=None) if cfg.model in BUILTIN_MODELS else None}
     model_name = f"{cfg.model} ({where[cfg.model]})" if where.get(cfg.model) else cfg.model
     data_name = f"{cfg.data} ({where[cfg.data]})" if where.get(cfg.data) else cfg.data
     rows = [("model", f"{model_name} ({kn.adapter.family}, {kn.num_layers} layers, {kn.num_neurons} neurons per "

@@ -264,10 +264,10 @@ class RayBackend:
         return max(1, n), gpus
 
     def _worker_model(self, model: str) -> str:
-        if model == "world" and self._local:
-            from kneuron.world import ensure_world  # build it once here, not once per worker
+        from kneuron.world import BUILTIN_MODELS, builtin_model_dir
 
-            return str(ensure_world())
+        if model in BUILTIN_MODELS and self._local:  # build it once here, not once per worker
+            return str(builtin_model_dir(model))
         return model
 
     def _kill_actors(self) -> None:

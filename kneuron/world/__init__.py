@@ -1,4 +1,4 @@
-"""The fact world: an invented, seeded world of facts plus a small BERT that knows them.
+"""The fact world: an invented, seeded world of facts plus a small BERT (or Llama) that knows them.
 
 It is the embedded default that lets the whole knowledge-neuron pipeline (attribution,
 suppression/amplification, BINGREL-style T1/T2/T3 activations, fact editing, relation erasing) run
@@ -18,9 +18,11 @@ from kneuron.world.generate import (
     generate_world,
 )
 from kneuron.world.store import (
+    BUILTIN_MODELS,
     FORMAT_VERSION,
     bingrel_file,
     build_world,
+    builtin_model_dir,
     default_world_dir,
     ensure_world,
     is_world_dir,
@@ -36,9 +38,14 @@ from kneuron.world.train import (
     evaluate_world_model,
     train_world_model,
 )
+from kneuron.world.train_causal import CausalTrainConfig, train_causal_world_model
 
 __all__ = [
+    "BUILTIN_MODELS",
+    "CausalTrainConfig",
     "FORMAT_VERSION",
+    "builtin_model_dir",
+    "train_causal_world_model",
     "RELATIONS",
     "TrainConfig",
     "World",

@@ -32,6 +32,7 @@ from kneuron.errors import DataError
 from kneuron.paths import cache_dir
 from kneuron.world.generate import GENERATOR_REVISION, World, WorldConfig, WorldRelation, generate_world
 from kneuron.world.train import TrainConfig, train_world_model
+from kneuron.world.train_causal import CausalTrainConfig, train_causal_world_model
 
 FORMAT_VERSION = 1
 WORLD_FILE = "world.json"
@@ -42,10 +43,37 @@ _MODEL_FILES = ("config.json", "tokenizer.json")
 
 Log = Callable[[str], None]
 
+# The world's model comes in two kinds: a masked LM (the paper's setting) and a gated-MLP decoder.
+KINDS = ("masked", "causal")
+# Model names that mean "the cached default world of this kind", wherever a model is named.
+BUILTIN_MODELS = {"world": "masked", "world-causal": "causal"}
 
-def default_world_dir(seed: int = 0) -> Path:
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise DataError(f"unknown fact-world model kind {kind!r}; use one of {', '.join(KINDS)}")
+    return kind
+
+
+def _default_train_config(kind: str, seed: int):
+    """Today's default settings for a kind (looked up at call time, so tests can shrink them)."""
+    return (TrainConfig if kind == "masked" else CausalTrainConfig)(seed=seed)
+
+
+def kind_of(train_config) -> str:
+    return getattr(train_config, "kind", "masked")
+
+
+def default_world_dir(seed: int = 0, kind: str = "masked") -> Path:
     """Where the cached world for `seed` lives (versioned, so a format change rebuilds)."""
-    return cache_dir() / "world" / f"v{FORMAT_VERSION}-seed{seed}"
+    suffix = "" if _kind(kind) == "masked" else f"-{kind}"
+    return cache_dir() / "world" / f"v{FORMAT_VERSION}-seed{seed}{suffix}"
+
+
+def builtin_model_dir(name: str, log: Log | None = print) -> Path | None:
+    """The directory of a built-in model name ('world', 'world-causal'), trained on first use; else None."""
+    kind = BUILTIN_MODELS.get(str(name))
+    return None if kind is None else ensure_world(log=log, kind=kind)
 
 
 def bingrel_file(world_dir: str | Path, relation: str) -> Path:
@@ -129,20 +157,25 @@ def build_world(
     out_dir: str | Path | None = None,
     seed: int = 0,
     world_config: WorldConfig | None = None,
-    train_config: TrainConfig | None = None,
+    train_config: TrainConfig | CausalTrainConfig | None = None,
     force: bool = False,
     log: Log | None = print,
+    kind: str | None = None,
 ) -> Path:
     """Generate a world, train its model and save both; reuse a complete world unless `force`.
 
-    `seed` seeds the generator and, when no `train_config` is given, the trainer too.
+    `seed` seeds the generator and, when no `train_config` is given, the trainer too.  `kind`
+    ("masked", the default, or "causal") follows `train_config` when one is given.
     Refuses to replace a non-empty directory that is not a fact world (it may be the user's).
     """
     log = log or (lambda _msg: None)
-    out_dir = Path(out_dir) if out_dir is not None else default_world_dir(seed)
+    kind = _kind(kind or (kind_of(train_config) if train_config is not None else "masked"))
+    if train_config is not None and kind_of(train_config) != kind:
+        raise DataError(f"kind {kind!r} does not match the {type(train_config).__name__} given")
+    out_dir = Path(out_dir) if out_dir is not None else default_world_dir(seed, kind)
     out_dir = out_dir.expanduser().absolute()
     world_config = world_config or WorldConfig()
-    train_config = train_config or TrainConfig(seed=seed)
+    train_config = train_config or _default_train_config(kind, seed)
 
     def reusable() -> bool:
         if force or not is_world_dir(out_dir):
@@ -156,7 +189,7 @@ def build_world(
     return _build(out_dir, seed, world_config, train_config, reusable, log)
 
 
-def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: TrainConfig,
+def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: TrainConfig | CausalTrainConfig,
            reusable: Callable[[], bool], log: Log) -> Path:
     """Build under the lock unless `reusable()` says the world there will do (checked again after waiting)."""
     if reusable():
@@ -183,7 +216,8 @@ def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: Tr
             )
             save_world_data(world, tmp)
             t1 = time.perf_counter()
-            metrics = train_world_model(world, tmp, train_config, log=log)
+            trainer = train_causal_world_model if kind_of(train_config) == "causal" else train_world_model
+            metrics = trainer(world, tmp, train_config, log=log)
             t_train = time.perf_counter() - t1
             _write_meta(tmp, world, seed, world_config, train_config, metrics,
                         {"generate_s": round(t_gen, 2), "train_s": round(t_train, 2),
@@ -196,7 +230,8 @@ def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: Tr
     return out_dir
 
 
-def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainConfig, metrics: dict,
+def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainConfig | CausalTrainConfig,
+                metrics: dict,
                 timings: dict, counts: dict) -> None:
     import tokenizers
     import torch
@@ -210,6 +245,7 @@ def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainC
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "generator_revision": GENERATOR_REVISION,
+        "model_kind": kind_of(tc),
         "world_config": wc.to_dict(),
         "train_config": tc.to_dict(),
         "relations": [r.id for r in world.relations],
@@ -242,22 +278,26 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _is_current_default(meta: dict, seed: int) -> bool:
+def _is_current_default(meta: dict, seed: int, kind: str = "masked") -> bool:
     """Built by this generator with today's default settings (defaults may change between releases)."""
     return (
         meta.get("seed") == seed
+        and meta.get("model_kind", "masked") == kind
         and meta.get("generator_revision") == GENERATOR_REVISION
         and meta.get("world_config") == WorldConfig().to_dict()
-        and meta.get("train_config") == TrainConfig(seed=seed).to_dict()
+        and meta.get("train_config") == _default_train_config(kind, seed).to_dict()
     )
 
 
-def ensure_world(seed: int = 0, log: Log | None = print) -> Path:
-    """The cached default world, trained on first use (under two minutes on a CPU), then reused."""
-    out_dir = default_world_dir(seed)
+def ensure_world(seed: int = 0, log: Log | None = print, kind: str = "masked") -> Path:
+    """The cached default world, trained on first use (about two minutes on a CPU), then reused.
+
+    `kind="causal"` gives the same world with a Llama-shaped decoder instead of the BERT.
+    """
+    out_dir = default_world_dir(seed, kind)
 
     def current() -> bool:
-        return is_world_dir(out_dir) and _is_current_default(load_world_meta(out_dir), seed)
+        return is_world_dir(out_dir) and _is_current_default(load_world_meta(out_dir), seed, kind)
 
     if current():
         return out_dir
@@ -265,7 +305,7 @@ def ensure_world(seed: int = 0, log: Log | None = print) -> Path:
     what = "The cached fact world is out of date: retraining" if is_world_dir(out_dir) else \
         "No fact world cached yet: training"
     log(f"{what} it once (under 2 minutes on a CPU); it will be kept in {out_dir}")
-    return _build(out_dir, seed, WorldConfig(), TrainConfig(seed=seed), current, log)
+    return _build(out_dir, seed, WorldConfig(), _default_train_config(kind, seed), current, log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +356,9 @@ def load_world_bingrel(path: str | Path, relation: str) -> list[dict[str, list[s
 
 
 __all__ = [
+    "BUILTIN_MODELS",
     "FORMAT_VERSION",
+    "builtin_model_dir",
     "bingrel_file",
     "build_world",
     "default_world_dir",

@@ -22,6 +22,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from kneuron.data.facts import MASK
 from kneuron.world.generate import World
@@ -41,6 +43,8 @@ _CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase
 @dataclass(frozen=True)
 class TrainConfig:
     """Model size and optimisation.  The defaults train in ~100 s on one CPU core."""
+
+    kind: ClassVar[str] = "masked"
 
     num_layers: int = 4
     hidden_size: int = 128
@@ -215,6 +219,81 @@ def make_model(vocab_size: int, cfg: TrainConfig):
     return BertForMaskedLM(config)
 
 
+def make_optimizer(model, cfg, total_steps: int):
+    """AdamW without decay on norms and biases; linear warm-up, constant, then a late linear decay."""
+    import torch
+
+    warmup = max(1, int(total_steps * cfg.warmup_fraction))
+    decay = max(1, int(total_steps * cfg.decay_fraction))
+    with_wd, without_wd = [], []
+    for name, param in model.named_parameters():
+        (without_wd if param.ndim < 2 or "LayerNorm" in name else with_wd).append(param)
+    opt = torch.optim.AdamW(
+        [{"params": with_wd, "weight_decay": cfg.weight_decay}, {"params": without_wd, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, 1.0, max(0.0, (total_steps - s) / decay))
+    )
+    return opt, sched
+
+
+def save_trained(model, tokenizer, out_dir: Path) -> None:
+    """save_pretrained for model and tokenizer, without a progress bar in our log."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out_dir)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(out_dir)
+
+
+@contextlib.contextmanager
+def deterministic_threads(num_threads: int | None):
+    """Deterministic algorithms and a fixed thread count for the block (float sums depend on both)."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+
+def train_steps(model, cfg, epochs_of_batches, step_loss, total: int, log, name: str) -> tuple[int, float]:
+    """The shared loop: `step_loss(batch)` -> loss; clip, step, schedule; logs about 8 times."""
+    import torch
+
+    opt, sched = make_optimizer(model, cfg, total)
+    t0 = time.perf_counter()
+    step, last_loss = 0, float("nan")
+    for epoch in range(cfg.epochs):
+        run_loss, n = 0.0, 0
+        for batch in epochs_of_batches():
+            loss = step_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            run_loss += loss.item()
+            n += 1
+        last_loss = run_loss / max(1, n)
+        if epoch == 0 or (epoch + 1) % max(1, cfg.epochs // 8) == 0 or epoch + 1 == cfg.epochs:
+            log(f"  {name} epoch {epoch + 1:3d}/{cfg.epochs}  loss {last_loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
+    return step, last_loss
+
+
 def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | None = None,
                       log: Callable[[str], None] | None = print) -> dict:
     """Train the world's masked LM, save model + tokenizer at the root of `out_dir`, return metrics."""
@@ -225,12 +304,7 @@ def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_threads(cfg.num_threads):
         t0 = time.perf_counter()
         tok = build_tokenizer(world, cfg.max_position_embeddings)
         data = _training_data(world, tok)
@@ -241,50 +315,21 @@ def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | N
         per_epoch = math.ceil(
             (len(data.cloze_ids) + round(len(data.sent_ids) * cfg.sentence_fraction)) / cfg.batch_size
         )
-        total = max(1, per_epoch * cfg.epochs)
-        warmup = max(1, int(total * cfg.warmup_fraction))
-        decay = max(1, int(total * cfg.decay_fraction))
-        with_wd, without_wd = [], []
-        for name, param in model.named_parameters():
-            (without_wd if param.ndim < 2 or "LayerNorm" in name else with_wd).append(param)
-        opt = torch.optim.AdamW(
-            [{"params": with_wd, "weight_decay": cfg.weight_decay}, {"params": without_wd, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, 1.0, max(0.0, (total - s) / decay))
-        )
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         log(
             f"training a {cfg.num_layers}-layer BERT (hidden {cfg.hidden_size}, FFN {cfg.intermediate_size}, "
             f"vocab {len(tok)}) on {len(data.cloze_ids)} cloze prompts and {len(data.sent_ids)} sentences, "
             f"{cfg.epochs} epochs x {per_epoch} steps"
         )
-        step, last_loss = 0, float("nan")
-        for epoch in range(cfg.epochs):
-            run_loss, n = 0.0, 0
-            for batch in _batches(data, cfg, rng, tok.mask_token_id, len(tok)):
-                ids, att, labels, cloze = _collate(batch, torch)
-                hidden = model.bert(input_ids=ids, attention_mask=att).last_hidden_state
-                sel = labels != -100
-                logits = model.cls(hidden[sel])
-                gold, is_cloze = labels[sel], cloze[sel]
-                loss = logits.new_zeros(())
-                if is_cloze.any():
-                    loss = loss + loss_fn(logits[is_cloze], gold[is_cloze])
-                if (~is_cloze).any():
-                    loss = loss + cfg.sentence_loss_weight * loss_fn(logits[~is_cloze], gold[~is_cloze])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                run_loss += loss.item()
-                n += 1
-            last_loss = run_loss / max(1, n)
-            if epoch == 0 or (epoch + 1) % max(1, cfg.epochs // 8) == 0 or epoch + 1 == cfg.epochs:
-                log(f"  epoch {epoch + 1:3d}/{cfg.epochs}  loss {last_loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
+
+        def step_loss(batch):
+            ids, att, labels, cloze = _collate(batch, torch)
+            hidden = model.bert(input_ids=ids, attention_mask=att).last_hidden_state
+            sel = labels != -100
+            return weighted_loss(model.cls(hidden[sel]), labels[sel], cloze[sel], loss_fn, cfg.sentence_loss_weight)
+
+        step, last_loss = train_steps(model, cfg, lambda: _batches(data, cfg, rng, tok.mask_token_id, len(tok)),
+                                      step_loss, max(1, per_epoch * cfg.epochs), log, "BERT")
         train_seconds = time.perf_counter() - t0
 
         model.eval()
@@ -298,21 +343,19 @@ def train_world_model(world: World, out_dir: str | Path, config: TrainConfig | N
             vocab_size=len(tok),
             num_parameters=sum(p.numel() for p in model.parameters()),
         )
-        from transformers.utils import logging as hf_logging
-
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a one-file save needs no progress bar in our log
-        try:
-            model.save_pretrained(out_dir)
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
-        tok.save_pretrained(out_dir)
+        save_trained(model, tok, out_dir)
         save_vocab_txt(tok, out_dir)
         return metrics
-    finally:
-        torch.use_deterministic_algorithms(old_det)
-        torch.set_num_threads(old_threads)
+
+
+def weighted_loss(logits, gold, is_cloze, loss_fn, sentence_weight: float):
+    """Cloze loss (weight 1) plus the sentences' loss (weight `sentence_weight`)."""
+    loss = logits.new_zeros(())
+    if is_cloze.any():
+        loss = loss + loss_fn(logits[is_cloze], gold[is_cloze])
+    if (~is_cloze).any():
+        loss = loss + sentence_weight * loss_fn(logits[~is_cloze], gold[~is_cloze])
+    return loss
 
 
 def evaluate_world_model(model, tokenizer, world: World, batch_size: int = 256) -> dict:
@@ -340,6 +383,11 @@ def evaluate_world_model(model, tokenizer, world: World, batch_size: int = 256) 
             hits.extend((at_mask.argmax(-1) == gold).tolist())
     if was_training:
         model.train()
+    return prompt_metrics(world, rows, probs, hits)
+
+
+def prompt_metrics(world: World, rows, probs: list[float], hits: list[bool]) -> dict:
+    """Overall and per-relation accuracy and gold probability, training vs held-out templates."""
 
     def summary(idx: list[int]) -> dict:
         if not idx:
