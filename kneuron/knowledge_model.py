@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kneuron.data.facts import MASK
+from kneuron.data.facts import MASK, ends_at_blank
 from kneuron.errors import KneuronError, PromptError
 from kneuron.models.tokens import answer_token_ids, fill_mask_token
 from kneuron.neurons import Neuron, as_neurons
@@ -102,9 +102,7 @@ class KnowledgeModel:
 
     def ends_at_blank(self, prompt: str) -> bool:
         """Whether a causal LM can answer this prompt: nothing but punctuation after the blank."""
-        if MASK not in prompt:
-            return True
-        return not prompt.partition(MASK)[2].strip(" .")
+        return ends_at_blank(prompt)
 
     def encode(self, prompt: str, answer: str | None = None) -> Encoded:
         """Token ids, blank and scored positions; errors name the prompt or answer at fault."""

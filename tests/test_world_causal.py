@@ -8,6 +8,7 @@ from tiny_world_config import TINY_WORLD
 
 import kneuron
 from kneuron.cli import main
+from kneuron.data.facts import ends_at_blank
 from kneuron.world import (
     CausalTrainConfig,
     build_world,
@@ -20,7 +21,6 @@ from kneuron.world import (
     train_causal_world_model,
 )
 from kneuron.world import store as world_store
-from kneuron.world.train_causal import continuable
 
 TINY_CAUSAL = CausalTrainConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64,
                                 max_position_embeddings=64, epochs=2, batch_size=16)
@@ -45,7 +45,7 @@ def test_build_writes_a_loadable_decoder_world(built):
     assert enc.ids[0] == kn.tokenizer.bos_token_id
     m = meta["metrics"]
     n_prompts = sum(len(f.prompts) for f in facts.facts)
-    n_ok = sum(continuable(p) for f in facts.facts for p in f.prompts)
+    n_ok = sum(ends_at_blank(p) for f in facts.facts for p in f.prompts)
     assert m["train_prompts"] + m["held_out_prompts"] == n_ok
     assert m["prompts_not_ending_at_blank"] == n_prompts - n_ok > 0
     assert 0.0 <= m["train_accuracy"] <= 1.0 and set(m["per_relation"]) == set(TINY_WORLD.relations)
@@ -83,8 +83,8 @@ def test_discovery_and_one_fact_probe_on_the_decoder_world(built, tmp_path, caps
     text = capsys.readouterr().out
     assert "prompts skipped: their blank is not at the end" in text
     kn = kneuron.load(str(built), device="cpu")
-    fact = next(f for f in load_world_facts(built).facts if sum(continuable(p) for p in f.prompts) >= 3)
-    prompts = [p for p in fact.prompts if continuable(p)]
+    fact = next(f for f in load_world_facts(built).facts if sum(ends_at_blank(p) for p in f.prompts) >= 3)
+    prompts = [p for p in fact.prompts if ends_at_blank(p)]
     probe = kn.probe_fact(prompts, fact.object)
     assert len(probe.neurons["random"]) == len(probe.neurons["kn"])
     assert len(probe.effects) == 3 * len(prompts)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.errors import KneuronError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -27,12 +28,6 @@ MODEL = typer.Option(None, "--model", "-m", help="Hub name, local directory, or 
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
-
-
-def _load(model: str, device: str, ctx: typer.Context):
-    from kneuron.cli.probe import load_model
-
-    return load_model(model, device, ctx)
 
 
 def _prediction_table(kn, prompts, answers, run) -> Table:
@@ -58,8 +53,10 @@ def _save_model(kn, edit, out_dir: Path, source: str) -> None:
     kn.model.save_pretrained(out_dir)
     kn.tokenizer.save_pretrained(out_dir)
     history = []
+    from kneuron.world import BUILTIN_MODELS
+
     src = Path(source) / PROVENANCE
-    if src.is_file():
+    if source not in BUILTIN_MODELS and src.is_file():
         history = json.loads(src.read_text(encoding="utf-8"))
     history.append({"kind": edit.kind, "neurons": [[n.layer, n.index] for n in edit.neurons], "info": edit.info,
                     "applied_to": source})
@@ -94,7 +91,6 @@ def update(
     device: str = DEVICE,
 ) -> None:
     """Rewrite one fact (spec 5.4): v <- v - λ1·E(old) + λ2·E(new) in its knowledge neurons' value slots."""
-    from kneuron.cli.probe import parse_neurons
     from kneuron.edits import plan_update, select_update_neurons
 
     _check_out(out)
@@ -126,7 +122,7 @@ def update(
             raise KneuronError("--subject and --relation need --run")
         chosen = parse_neurons(neurons)
         model = model or "world"
-    kn = _load(model, device, ctx)
+    kn = load_model(model, device, ctx)
     edit = plan_update(kn, chosen, original, to, lambda1=lambda1, lambda2=lambda2, scaling=scaling)
     edit.info.update({"model": model, **source})
     console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots: "
@@ -165,7 +161,7 @@ def erase(
     import numpy as np
 
     from kneuron.edits import plan_erase, relation_neurons
-    from kneuron.experiments.erasing import score_prompts
+    from kneuron.experiments.erasing import perplexity, score_prompts
     from kneuron.experiments.rundata import RunData
 
     _check_out(out)
@@ -178,7 +174,7 @@ def erase(
     if not chosen:
         raise KneuronError(f"relation {relation} has no knowledge neurons in {run_dir}; nothing to erase")
     model = model or run.config.model
-    kn = _load(model, device, ctx)
+    kn = load_model(model, device, ctx)
     edit = plan_erase(kn, chosen, replacement)
     edit.info.update({"model": model, "run": str(run_dir), "relation": relation, "top_k": top_k, "seed": seed})
     console.print(f"erase {relation}: {len(edit)} value slots -> {replacement}: " + ", ".join(map(str, edit.neurons)),
@@ -196,8 +192,7 @@ def erase(
         out = {}
         for name, pairs in groups.items():
             logp, correct = score_prompts(kn, [p for p, _ in pairs], [a for _, a in pairs])
-            out[name] = (len(logp), 100.0 * correct.mean() if len(logp) else math.nan,
-                         math.exp(-logp.mean()) if len(logp) else math.nan)
+            out[name] = (len(logp), 100.0 * correct.mean() if len(logp) else math.nan, perplexity(logp))
         return out
 
     before = measure()
@@ -255,7 +250,7 @@ def apply(
         edit = edit.inverse()
     if save_model is None and not prompts:
         raise KneuronError("nothing to do: give --out DIR to save the edited model and/or --prompt to check it")
-    kn = _load(model, device, ctx)
+    kn = load_model(model, device, ctx)
     edit.check(kn, check_base=not force)
     console.print(f"{edit.kind}: {len(edit)} value slots", highlight=False)
     if prompts:

@@ -42,14 +42,10 @@ SPECS_HELP = (
 def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
     """The fact set named by `spec`: one of `SPECS_HELP`; `relations` keeps only those relations."""
     text = str(spec)
-    if text == "world":
+    if text in ("world", "world-causal"):  # the same facts, whichever model the world was built with
         from kneuron.world import ensure_world, load_world_facts
 
-        facts = load_world_facts(ensure_world())
-    elif text == "world-causal":  # the same facts, from the world built with the decoder
-        from kneuron.world import ensure_world, load_world_facts
-
-        facts = load_world_facts(ensure_world(kind="causal"))
+        facts = load_world_facts(ensure_world() if text == "world" else ensure_world(kind="causal"))
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):

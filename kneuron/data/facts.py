@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 MASK = "[MASK]"
 
 
+def ends_at_blank(prompt: str) -> bool:
+    """Whether a causal LM can answer `prompt`: nothing but punctuation after the blank."""
+    return not prompt.partition(MASK)[2].strip(" .")
+
+
 @dataclass(frozen=True)
 class Relation:
     id: str

@@ -46,7 +46,7 @@ def score_prompts(kn, prompts: Sequence[str], answers: Sequence[str]) -> tuple[n
     return logp.numpy(), correct.numpy()
 
 
-def _ppl(logp: np.ndarray) -> float:
+def perplexity(logp: np.ndarray) -> float:
     return float(math.exp(-logp.mean())) if len(logp) else math.nan
 
 
@@ -79,9 +79,9 @@ def run_erasing(kn, run, relations: Sequence[str] | None = None, top_k: int = 20
             o_after_c = cat([after[r][1] for r in others]) if others else np.zeros(0, dtype=bool)
             row.update({
                 "status": "ok", "prompts": len(base[rel][0]), "other_prompts": len(o_before_lp),
-                "ppl_before": _ppl(base[rel][0]), "ppl_after": _ppl(after[rel][0]),
+                "ppl_before": perplexity(base[rel][0]), "ppl_after": perplexity(after[rel][0]),
                 "acc_before": 100.0 * base[rel][1].mean(), "acc_after": 100.0 * after[rel][1].mean(),
-                "other_ppl_before": _ppl(o_before_lp), "other_ppl_after": _ppl(o_after_lp),
+                "other_ppl_before": perplexity(o_before_lp), "other_ppl_after": perplexity(o_after_lp),
                 "other_acc_before": 100.0 * o_before_c.mean() if len(o_before_c) else math.nan,
                 "other_acc_after": 100.0 * o_after_c.mean() if len(o_after_c) else math.nan,
                 "neuron_list": " ".join(str(n) for n in chosen),

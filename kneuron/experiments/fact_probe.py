@@ -76,12 +76,13 @@ def probe_fact(kn, prompts: Sequence[str], answer: str, *, threshold: float = KN
                "baseline": refine([baseline_neurons(r.activations, baseline_threshold) for r in results], p,
                                   min_prompts)}
     neurons["random"] = random_like([neurons["kn"]], kn.num_layers, kn.num_neurons, seed=seed)[0]
-    base = scaled_probabilities(kn, prompts, [answer] * len(prompts), [[] for _ in prompts], 1.0)
+    answers = [answer] * len(prompts)
+    base = kn.probabilities(prompts, answers)
     rows = []
     for name in METHOD_ORDER:
         sets = [neurons[name]] * len(prompts)
-        down = scaled_probabilities(kn, prompts, [answer] * len(prompts), sets, 0.0)
-        up = scaled_probabilities(kn, prompts, [answer] * len(prompts), sets, factor)
+        down = scaled_probabilities(kn, prompts, answers, sets, 0.0)
+        up = scaled_probabilities(kn, prompts, answers, sets, factor)
         for i, prompt in enumerate(prompts):
             rows.append({"method": name, "prompt": prompt, "p": float(base[i]), "p_suppressed": float(down[i]),
                          "p_amplified": float(up[i])})

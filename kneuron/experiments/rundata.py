@@ -25,13 +25,13 @@ from kneuron.neurons import Neuron
 
 
 def _world_dir_of(data: str) -> Path | None:
-    """The fact-world directory `data` names ('world', a world dir, or a file inside one)."""
+    """The fact-world directory `data` names ('world', 'world-causal', a world dir, or a file inside one)."""
     try:
-        from kneuron.world import ensure_world, is_world_dir
+        from kneuron.world import BUILTIN_MODELS, builtin_model_dir, is_world_dir
     except ImportError:  # pragma: no cover - the world package is optional
         return None
-    if data == "world":
-        return ensure_world(log=None)
+    if data in BUILTIN_MODELS:  # "world", "world-causal": the same facts and sentences
+        return builtin_model_dir(data, log=None)
     path = Path(data).expanduser()
     for cand in (path, path.parent):
         if cand.is_dir() and is_world_dir(cand):

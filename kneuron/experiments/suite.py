@@ -254,11 +254,9 @@ def provenance(kn, run, settings: ExperimentSettings, extra: dict | None = None)
     d = run.describe()
     cfg = run.config
     hidden = kn.adapter.value_slots(kn.model, 0).shape[1 - kn.adapter.slot_axis]
-    from kneuron.experiments.rundata import _world_dir_of
-    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
+    from kneuron.world import builtin_model_dir
 
-    where = {cfg.data: _world_dir_of(cfg.data) if cfg.data == "world" else None,
-             cfg.model: builtin_model_dir(cfg.model, log=None) if cfg.model in BUILTIN_MODELS else None}
+    where = {spec: builtin_model_dir(spec, log=None) for spec in (cfg.model, cfg.data)}
     model_name = f"{cfg.model} ({where[cfg.model]})" if where.get(cfg.model) else cfg.model
     data_name = f"{cfg.data} ({where[cfg.data]})" if where.get(cfg.data) else cfg.data
     rows = [("model", f"{model_name} ({kn.adapter.family}, {kn.num_layers} layers, {kn.num_neurons} neurons per "

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from kneuron.data.facts import MASK
+from kneuron.data.facts import MASK, ends_at_blank
 from kneuron.world.generate import World
 from kneuron.world.train import (
+    _collate,
     _prompt_rows,
     build_vocab,
     deterministic_threads,
@@ -84,11 +85,6 @@ def build_causal_tokenizer(world: World, max_length: int = 512):
                                    pad_token=PAD, model_max_length=max_length)
 
 
-def continuable(prompt: str) -> bool:
-    """Nothing but punctuation after the blank (as `KnowledgeModel.ends_at_blank`)."""
-    return not prompt.partition(MASK)[2].strip(" .")
-
-
 def _context_ids(tok, prompt: str) -> list[int]:
     return tok(prompt.partition(MASK)[0].rstrip())["input_ids"]
 
@@ -106,7 +102,7 @@ def make_causal_model(vocab_size: int, cfg: CausalTrainConfig, tok):
     return LlamaForCausalLM(config)
 
 
-def _examples(world: World, tok, cfg: CausalTrainConfig, rng: random.Random, prompts, sentences):
+def _examples(cfg: CausalTrainConfig, rng: random.Random, prompts, sentences):
     """One epoch: (ids, labels, is_cloze), where labels[t] is the token to predict after position t."""
     out = []
     for ids, gold in prompts:
@@ -127,8 +123,6 @@ def train_causal_world_model(world: World, out_dir: str | Path, config: CausalTr
     """Train the world's decoder, save model + tokenizer at the root of `out_dir`, return metrics."""
     import torch
 
-    from kneuron.world.train import _collate
-
     cfg = config or CausalTrainConfig()
     log = log or (lambda _msg: None)
     out_dir = Path(out_dir)
@@ -137,7 +131,7 @@ def train_causal_world_model(world: World, out_dir: str | Path, config: CausalTr
         t0 = time.perf_counter()
         tok = build_causal_tokenizer(world, cfg.max_position_embeddings)
         prompts = [(_context_ids(tok, p), gold) for _, held_out, p, gold in _prompt_rows(world, tok)
-                   if not held_out and continuable(p)]
+                   if not held_out and ends_at_blank(p)]
         sentences = [tok(s)["input_ids"] for bags in world.bags.values() for b in bags
                      for s in b["th_bags"] + b["h_bags"]]
         torch.manual_seed(cfg.seed)
@@ -157,7 +151,7 @@ def train_causal_world_model(world: World, out_dir: str | Path, config: CausalTr
             return weighted_loss(model.lm_head(hidden[sel]), labels[sel], cloze[sel], loss_fn,
                                  cfg.sentence_loss_weight)
 
-        step, last_loss = train_steps(model, cfg, lambda: _examples(world, tok, cfg, rng, prompts, sentences),
+        step, last_loss = train_steps(model, cfg, lambda: _examples(cfg, rng, prompts, sentences),
                                       step_loss, max(1, per_epoch * cfg.epochs), log, "Llama")
         train_seconds = time.perf_counter() - t0
         model.eval()
@@ -174,7 +168,8 @@ def evaluate_causal_world_model(model, tokenizer, world: World) -> dict:
     """As `evaluate_world_model`, over the prompts a causal LM can answer (blank at the end)."""
     import torch
 
-    rows = [r for r in _prompt_rows(world, tokenizer) if continuable(r[2])]
+    every = list(_prompt_rows(world, tokenizer))
+    rows = [r for r in every if ends_at_blank(r[2])]
     probs, hits = [], []
     with torch.no_grad():
         for _, _, prompt, gold in rows:  # one at a time: no padding questions, and it takes seconds
@@ -183,5 +178,5 @@ def evaluate_causal_world_model(model, tokenizer, world: World) -> dict:
             probs.append(float(logits.softmax(-1)[gold]))
             hits.append(int(logits.argmax()) == gold)
     metrics = prompt_metrics(world, rows, probs, hits)
-    metrics["prompts_not_ending_at_blank"] = sum(1 for r in _prompt_rows(world, tokenizer) if not continuable(r[2]))
+    metrics["prompts_not_ending_at_blank"] = len(every) - len(rows)
     return metrics
