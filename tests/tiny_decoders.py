@@ -27,6 +27,8 @@ def _tokenizer(out: Path):
 
 def family_configs(vocab: int) -> dict:
     from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
         GemmaConfig,
         GPT2Config,
         GPTJConfig,
@@ -57,6 +59,11 @@ def family_configs(vocab: int) -> dict:
         "qwen2": Qwen2Config(**llama_like),
         "qwen3": Qwen3Config(head_dim=8, **llama_like),
         "gemma": GemmaConfig(head_dim=8, **llama_like),
+        # Windows of 4 tokens, shorter than the test prompts, so that sliding layers really slide.
+        "gemma2": Gemma2Config(head_dim=8, sliding_window=4, **llama_like),
+        "gemma3_text": Gemma3TextConfig(head_dim=8, sliding_window=4,
+                                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                        **llama_like),
     }
 
 

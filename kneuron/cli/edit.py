@@ -40,7 +40,7 @@ def _prediction_table(kn, prompts, answers, run) -> Table:
     for a in answers:
         table.add_column(f"P({escape(a)})", justify="right")
     for prompt, (t0, p0), (t1, p1) in zip(prompts, before, after):
-        table.add_row(escape(prompt), f"{escape(t0)} -> {escape(t1)}",
+        table.add_row(escape(prompt), f"{escape(repr(t0))} -> {escape(repr(t1))}",
                       *(f"{x:.3f} -> {y:.3f}" for x, y in zip(p0, p1)))
     return table
 

@@ -81,7 +81,7 @@ def predict(
     table.add_column("token")
     table.add_column("probability", justify="right")
     for rank, (token, prob) in enumerate(kn.predict(prompt, k=k), 1):
-        table.add_row(str(rank), escape(token), f"{prob:.4f}")
+        table.add_row(str(rank), escape(repr(token)), f"{prob:.4f}")  # quoted: a leading space shows
     console.print(table)
     if answer is not None:
         console.print(f"P({escape(answer)}) = {kn.probability(prompt, answer):.4f}")
