@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_decoders import family_configs, save_tiny_decoder
+from tiny_decoders import family_configs, save_tiny_decoder, structural_configs
 from tiny_models import save_tiny_bert
 
 import kneuron
@@ -10,7 +10,7 @@ from kneuron.attribution.reference import reference_attribution
 from kneuron.errors import PromptError
 from kneuron.models.replay import as_3d
 
-DECODERS = list(family_configs(100))
+DECODERS = list(family_configs(100)) + list(structural_configs(100))
 ENCODERS = ["bert", "distilbert"]
 
 
