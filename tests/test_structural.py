@@ -117,6 +117,7 @@ def test_objective_from_the_config():
     assert objective_for_config(Phi3Config()) == "causal"
     masked = ElectraConfig(architectures=["ElectraForMaskedLM"])
     assert objective_for_config(masked) == "masked"
+    assert objective_for_config(ElectraConfig(architectures=["ElectraForSequenceClassification"])) is None
 
 
 def test_identity_hook_is_exact_on_every_structural_family(tmp_path):

@@ -35,7 +35,8 @@ _INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hi
 
 
 def objective_for_config(config) -> str | None:
-    """"causal" or "masked" from the config's architectures, else from transformers' auto mappings."""
+    """"causal" or "masked" from the config's architectures; without any, from transformers' auto
+    mappings; None when the checkpoint is neither kind of LM."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -46,6 +47,8 @@ def objective_for_config(config) -> str | None:
         return "masked"
     if any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
         return "causal"
+    if names or getattr(config, "is_encoder_decoder", False):
+        return None  # saved as something else (a seq2seq model, a classifier): not a language model head
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal"
     if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
