@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kneuron.cli.options import POSITIVE, SEED, ranged
 from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
 from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
 from kneuron.errors import DataError, ModelError
@@ -189,10 +190,10 @@ def sample_cmd(
     spec: str = typer.Argument(..., help=f"Facts to sample from: {SPECS_HELP}."),
     model: str = typer.Option(..., "--model", "-m", help="Keep facts whose object is one token for this model."),
     out: Path = typer.Option(..., "--out", "-o", help="The sample, as a facts .jsonl file."),
-    per_relation: int = typer.Option(..., "--per-relation", "-n", min=1, help="Facts drawn from each relation."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the draw (recorded in the file)."),
+    per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Facts drawn from each relation."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the draw (recorded in the file)."),
     relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
-    min_prompts: int = typer.Option(1, "--min-prompts", min=1, help="Drop facts left with fewer usable prompts."),
+    min_prompts: int = ranged(1, "--min-prompts", within=POSITIVE, help="Drop facts left with fewer usable prompts."),
 ) -> None:
     """A seeded sample of N facts per relation that MODEL can be scored on (one-token objects;
     for a decoder, only the prompts that end at the blank)."""

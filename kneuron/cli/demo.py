@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import POSITIVE, SEED, ranged
 from kneuron.errors import KneuronError
 
 console = Console()
@@ -30,11 +31,11 @@ def demo(
                                    "or a .gguf file."),
     data: str = typer.Option(None, "--data", "-d",
                              help="Facts (default: the world's for the world, else 'real': 21 real facts)."),
-    seed: int = typer.Option(0, min=0, help="Seed of the world and of the random controls."),
-    limit_facts: int = typer.Option(None, "--limit-facts", min=1, help="Only the first N facts per relation."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the world and of the random controls."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts per relation."),
     causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
-    other_prompts: int = typer.Option(10, "--other-prompts", min=1,
-                                      help="Prompts of other relations on which each fact's neurons are suppressed."),
+    other_prompts: int = ranged(10, "--other-prompts", within=POSITIVE,
+                                help="Prompts of other relations on which each fact's neurons are suppressed."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
