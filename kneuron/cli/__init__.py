@@ -45,6 +45,7 @@ def _register() -> None:
 
     for name, help_text in [("data", "Inspect and fetch datasets."),
                             ("world", "Build the offline fact world and its model."),
+                            ("models", "Real pretrained models: list the catalogue, fetch one."),
                             ("edit", "Edit value slots: update a fact, erase a relation, apply saved edits.")]:
         app.add_typer(importlib.import_module(f"kneuron.cli.{name}").app, name=name, help=help_text)
     # Modules that register their own commands on `app` when imported.
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
+    except KeyboardInterrupt as exc:  # an interrupted fetch or build says what it left behind
+        err_console.print(f"interrupted: {escape(str(exc))}" if str(exc) else "interrupted", highlight=False)
         return 130
     except SystemExit as exc:  # typer/click exits
         return int(exc.code or 0)
