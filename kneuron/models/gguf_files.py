@@ -13,6 +13,7 @@ processes loading the same file at once convert it once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -264,10 +265,14 @@ def _convert(path: Path, out: Path) -> dict:
     """Dequantize through transformers, rebuild a plain model from the config, save it and the tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # kneuron shows one line for the whole conversion
     folder, name = str(path.parent), path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        with _quiet_dequantization():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except MemoryError:
         raise
     except Exception as exc:  # transformers raises ValueError/KeyError/RuntimeError for files it cannot map
@@ -282,6 +287,22 @@ def _convert(path: Path, out: Path) -> dict:
     tokenizer.save_pretrained(out)
     return {"model_type": config.model_type, "architectures": list(config.architectures or []),
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+@contextlib.contextmanager
+def _quiet_dequantization():
+    """transformers' GGUF reader draws its own tqdm bar, which `disable_progress_bar` does not reach."""
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    bar = getattr(reader, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    reader.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        reader.tqdm = bar
 
 
 def _first_line(exc: Exception) -> str:
