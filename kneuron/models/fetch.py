@@ -130,10 +130,10 @@ def _pip_failure(output: str, requirements: list[str], label: str, hint: str) ->
     conn = _CONNECTION.search(output)
     if conn:
         return (f"{what}: the package index cannot be reached ({conn.group(1)}: {conn.group(2).strip()}); "
-                f"check the network{hint}")
+                f"check the network" + (f", or {hint}" if hint else ""))
     errors = [ln[len("ERROR:"):].strip() for ln in output.splitlines() if ln.startswith("ERROR:")]
     reason = errors[-1] if errors else (output.strip().splitlines() or ["pip failed"])[-1].strip()
-    return f"{what}: {reason[:300]}{hint}"
+    return f"{what}: {reason[:300]}" + (f" (or {hint})" if hint else "")
 
 
 # --------------------------------------------------------------------------------------------
