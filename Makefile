@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: install demo test lint bench clean
 
-# The test install includes the optional Ray extra so that the Ray backend is tested too.
+# The test install includes the optional Ray and GGUF extras so that the Ray backend and GGUF loading are tested too.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,gguf]'
 	touch $@
 
 install: $(VENV)/.installed

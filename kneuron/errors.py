@@ -24,3 +24,7 @@ class PromptError(KneuronError):
 
 class NeuronError(KneuronError):
     """A neuron set that does not fit the model (layer or index out of range)."""
+
+
+class FetchError(ModelError):
+    """A model cannot be downloaded, or what was downloaded fails its checksum."""

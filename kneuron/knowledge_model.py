@@ -354,18 +354,17 @@ class KnowledgeModel:
 
 
 def load(name_or_path: str = "world", device="auto", dtype=None, multi_token: bool | None = None) -> KnowledgeModel:
-    """Load a model from a hub name or local directory; "world" is the built-in fact-world BERT
-    ("world-causal" its Llama-shaped decoder).
+    """Load a model from a hub name, a local directory, a `.gguf` file or a catalogue name
+    ("smollm2-135m"; `kneuron models list`); "world" is the built-in fact-world BERT ("world-causal"
+    its Llama-shaped decoder).
 
-    `multi_token`: score answers of several tokens (default: masked LMs no, as in the paper;
-    causal LMs yes).
+    `dtype`: float32 (default, the paper's setting), float16 or bfloat16; GGUF weights are
+    dequantized to float32 and then cast.  `multi_token`: score answers of several tokens (default:
+    masked LMs no, as in the paper; causal LMs yes).
     """
     from kneuron.models.loading import load_hf
+    from kneuron.models.sources import resolve_model
 
-    source = str(name_or_path)
-    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
-
-    if source in BUILTIN_MODELS:
-        source = str(builtin_model_dir(source))
+    source = resolve_model(str(name_or_path))
     model, tokenizer, adapter = load_hf(source, device=device, dtype=dtype)
     return KnowledgeModel(model, tokenizer, adapter, name=str(name_or_path), multi_token=multi_token)

@@ -45,6 +45,7 @@ def _register() -> None:
 
     for name, help_text in [("data", "Inspect and fetch datasets."),
                             ("world", "Build the offline fact world and its model."),
+                            ("models", "Real pretrained models: list the catalogue, fetch one."),
                             ("edit", "Edit value slots: update a fact, erase a relation, apply saved edits.")]:
         app.add_typer(importlib.import_module(f"kneuron.cli.{name}").app, name=name, help=help_text)
     # Modules that register their own commands on `app` when imported.
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer returns the exit code of a Ctrl-C (130) or typer.Exit
     except KneuronError as exc:
         if debug:
             raise
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}  (run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -29,10 +29,9 @@ def _split_relations(text: str | None) -> list[str] | None:
 
 def _load_tokenizer(model: str):
     """Only the tokenizer: coverage needs no weights, and this keeps `stats --model` fast."""
-    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
+    from kneuron.models.sources import resolve_model
 
-    if model in BUILTIN_MODELS:  # the built-in fact world, as everywhere else
-        model = str(builtin_model_dir(model))
+    model = resolve_model(model)  # the built-in fact world, a catalogue name, a .gguf: as everywhere else
     try:
         from transformers import AutoTokenizer
 

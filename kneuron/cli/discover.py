@@ -21,7 +21,7 @@ def _relations(value: str | None) -> list[str] | None:
 
 @app.command()
 def discover(
-    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, or 'world'."),
+    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'."),
     data: str = typer.Option("world", "--data", "-d", help="'world', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
     relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids, e.g. P19,P36."),

@@ -25,7 +25,7 @@ console = Console()
 PROVENANCE = "kneuron_edits.json"
 
 RUN = typer.Option(None, "--run", help="A discovery run: the model, the facts and their neurons come from it.")
-MODEL = typer.Option(None, "--model", "-m", help="Hub name, local directory, or 'world' (default: the run's model).")
+MODEL = typer.Option(None, "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name or 'world' (default: the run's model).")
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
@@ -233,7 +233,7 @@ def show(path: Path = typer.Argument(..., help="An edit file (.kedit).")) -> Non
 def apply(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="An edit file (.kedit)."),
-    model: str = typer.Option(..., "--model", "-m", help="The model to edit: hub name, local directory, or 'world'."),
+    model: str = typer.Option(..., "--model", "-m", help="The model to edit: hub name, local directory, .gguf file, catalogue name or 'world'."),
     save_model: Path = typer.Option(None, "--out", "-o", help="Write the edited model (and tokenizer) here."),
     revert: bool = typer.Option(False, "--revert", help="Undo the edit on a model that holds it (e.g. one saved by "
                                 "--out), restoring the original slots bit for bit."),

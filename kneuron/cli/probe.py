@@ -21,7 +21,7 @@ from kneuron.errors import KneuronError
 
 console = Console()
 
-MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, or 'world'.")
+MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'.")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
 STEPS = ranged(20, "--steps", within=POSITIVE, help="Integration points m.")
 METHOD = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre.")

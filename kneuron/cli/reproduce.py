@@ -42,7 +42,7 @@ console = Console()
 
 @app.command()
 def reproduce(
-    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, or 'world'."),
+    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'."),
     data: str = typer.Option("world", "--data", "-d",
                              help="'world', a fact-world folder, 'pararel', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (discovery resumes from OUT/run)."),

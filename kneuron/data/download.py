@@ -13,7 +13,6 @@ interrupted or corrupt download never leaves a file that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from kneuron.data.bingrel import bingrel_filename, validate_bags
 from kneuron.errors import DataError
+from kneuron.files import sha256_file
 from kneuron.paths import cache_dir
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"
@@ -186,14 +186,6 @@ DATASETS = {"pararel": pararel_manifest, "bingrel": bingrel_manifest}
 
 def default_dest(dataset: str) -> Path:
     return cache_dir() / "data" / dataset
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_sums(dest: Path) -> dict[str, str]:

@@ -264,10 +264,10 @@ class RayBackend:
         return max(1, n), gpus
 
     def _worker_model(self, model: str) -> str:
-        from kneuron.world import BUILTIN_MODELS, builtin_model_dir
+        from kneuron.models.sources import resolve_model
 
-        if model in BUILTIN_MODELS and self._local:  # build it once here, not once per worker
-            return str(builtin_model_dir(model))
+        if self._local:  # build, fetch or convert it once here, not once per worker
+            return resolve_model(model)
         return model
 
     def _kill_actors(self) -> None:

@@ -15,20 +15,16 @@ build never leaves a half world; a lock file keeps two processes from training t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kneuron.data.facts import FactSet, Relation
 from kneuron.data.jsonl import load_facts_jsonl, save_facts_jsonl
 from kneuron.errors import DataError
+from kneuron.files import entry_lock, staged
 from kneuron.paths import cache_dir
 from kneuron.world.generate import GENERATOR_REVISION, World, WorldConfig, WorldRelation, generate_world
 from kneuron.world.train import TrainConfig, train_world_model
@@ -129,30 +125,6 @@ def _counts(world: World) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _build_lock(out_dir: Path, log: Log) -> Iterator[None]:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = out_dir.parent / f".{out_dir.name}.lock"
-    with open(lock_path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"another process is building {out_dir}; waiting for it ...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _remove_stale_temps(out_dir: Path) -> None:
-    """Leftovers of killed builds (we hold the lock, so nobody else is writing them)."""
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def build_world(
     out_dir: str | Path | None = None,
     seed: int = 0,
@@ -199,13 +171,11 @@ def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: Tr
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise DataError(f"{out_dir} exists and is not a fact world; choose another output directory")
 
-    with _build_lock(out_dir, log):
+    with entry_lock(out_dir, log):
         if reusable():  # built by another process while we waited
             log(f"fact world already built: {out_dir}")
             return out_dir
-        _remove_stale_temps(out_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        try:
+        with staged(out_dir) as tmp:
             t0 = time.perf_counter()
             world = generate_world(world_config, seed)
             t_gen = time.perf_counter() - t0
@@ -222,10 +192,6 @@ def _build(out_dir: Path, seed: int, world_config: WorldConfig, train_config: Tr
             _write_meta(tmp, world, seed, world_config, train_config, metrics,
                         {"generate_s": round(t_gen, 2), "train_s": round(t_train, 2),
                          "total_s": round(time.perf_counter() - t0, 2)}, counts)
-            _move_into_place(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     log(f"fact world saved to {out_dir}")
     return out_dir
 
@@ -259,23 +225,6 @@ def _write_meta(path: Path, world: World, seed: int, wc: WorldConfig, tc: TrainC
         },
     }
     (path / WORLD_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished build onto `out_dir`; an old world is swapped out, then deleted."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp (and some writers) make things private: a cache is not
-    for path in tmp.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.rmdir(old)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_current_default(meta: dict, seed: int, kind: str = "masked") -> bool:
