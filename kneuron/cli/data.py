@@ -167,10 +167,9 @@ def download_cmd(
 def _model_objective(model: str) -> str:
     """'masked' or 'causal', from the model's config alone (no weights)."""
     from kneuron.models.adapters import adapter_for_type
-    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
+    from kneuron.models.sources import resolve_model
 
-    if model in BUILTIN_MODELS:
-        model = str(builtin_model_dir(model))
+    model = resolve_model(model)
     try:
         from transformers import AutoConfig
 

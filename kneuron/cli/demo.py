@@ -95,16 +95,23 @@ def demo(
 
 
 def print_effects(ratios, means) -> None:
-    table = Table(title="change of the gold probability, % (ratio of means per relation; mean = over relations); "
-                        "'others' = a fact's neurons suppressed on prompts of other relations")
-    table.add_column("relation")
+    """One row per relation; each cell is knowledge neurons / activation baseline / random neurons."""
     effects = ("suppress", "amplify") + (("other",) if "other" in ratios.columns else ())
-    cols = [(m, e) for e in effects for m in ("kn", "baseline", "random")]
-    for m, e in cols:
-        table.add_column(f"{'suppress others' if e == 'other' else e} {m}", justify="right")
+    methods = ("kn", "baseline", "random")
+    table = Table(title="change of the gold probability, % (kn / baseline / random)", caption=(
+        "ratio of means per relation; mean = over relations; 'others': a fact's neurons suppressed on "
+        "prompts of other relations"))
+    table.add_column("relation")
+    for e in effects:
+        table.add_column("suppress others" if e == "other" else e, justify="right", no_wrap=True)
     pivot = {(r["method"], r["relation"]): r for r in ratios.to_dict("records")}
+
+    def cell(rows, e):
+        return "/".join(f"{rows[m][e]:+.1f}" if m in rows else "-" for m in methods)
+
     for rel in dict.fromkeys(ratios["relation"]):
-        table.add_row(rel, *[f"{pivot[(m, rel)][e]:+.1f}" if (m, rel) in pivot else "-" for m, e in cols])
+        rows = {m: pivot[(m, rel)] for m in methods if (m, rel) in pivot}
+        table.add_row(rel, *[cell(rows, e) for e in effects])
     mean = {r["method"]: r for r in means.to_dict("records")}
-    table.add_row("[bold]mean", *[f"[bold]{mean[m][e]:+.1f}" if m in mean else "-" for m, e in cols])
+    table.add_row("[bold]mean", *[f"[bold]{cell(mean, e)}" for e in effects])
     console.print(table)
