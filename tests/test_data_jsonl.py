@@ -147,7 +147,7 @@ def test_load_facts_world_is_lazy(monkeypatch):
 @pytest.mark.parametrize("spec", ["nowhere/facts.txt", "wrld", "pararel.csv"])
 def test_load_facts_unknown_spec(spec, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match="expected 'world', 'pararel'.*a .jsonl facts file"):
+    with pytest.raises(DataError, match="expected 'world', 'real'.*'pararel'.*a .jsonl facts file"):
         load_facts(spec)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_decoders import family_configs, save_tiny_decoder, structural_configs
+from tiny_decoders import family_configs, replayed_suffix_logits, save_tiny_decoder, structural_configs
 from tiny_models import save_tiny_bert
 
 import kneuron
@@ -128,15 +128,14 @@ def test_prefix_cache_gives_the_full_forward_logits(kn):
     windows of 4 tokens here) must see the same context as in one full pass."""
     if kn.is_masked:
         pytest.skip("causal LMs only")
-    from kneuron.models.replay import compute_prefix, run_after_prefix
-
     ids = torch.tensor([kn.encode(LONG_PROMPT, "Paris Texas").ids])
     assert ids.shape[1] > 12
     with torch.no_grad():
         full = kn.model(input_ids=ids).logits[0]
-        for cut in (1, 6, ids.shape[1] - 2):
-            tail = run_after_prefix(kn.model, compute_prefix(kn.model, ids[:, :cut]), ids[:, cut:].repeat(3, 1))
-            assert torch.allclose(tail, full[cut:].expand(3, -1, -1), atol=1e-4, rtol=1e-4), cut
+    for cut in (1, 6, ids.shape[1] - 2):
+        own, replayed = replayed_suffix_logits(kn, ids, cut, rows=3)
+        assert torch.allclose(own, full[cut:], atol=1e-4, rtol=1e-4), cut
+        assert torch.allclose(replayed, full[cut:].expand(3, -1, -1), atol=1e-4, rtol=1e-4), cut
 
 
 def test_sliding_window_is_in_force(kn):

@@ -95,3 +95,16 @@ def save_tiny_decoder(family: str, out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def replayed_suffix_logits(kn, ids: torch.Tensor, cut: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model's own suffix logits, suffix logits replayed block by block on `rows` copies) after a
+    key/value-cached prefix of `cut` tokens: what the causal attribution engine runs."""
+    from kneuron.models.replay import causal_trace, output_head, run_block
+
+    with torch.no_grad():
+        trace = causal_trace(kn.model, kn.adapter, ids, cut)
+        h = trace.layer_inputs[0].expand(rows, -1, -1)
+        for j, block in enumerate(kn.adapter.blocks(kn.model)):
+            h = run_block(block, h, trace.layer_args[j], trace.layer_kwargs[j])
+        return trace.logits[0], output_head(kn.model, kn.adapter)(h)

@@ -189,8 +189,8 @@ def output_head(model: nn.Module, adapter: Adapter):
     """hidden states after the last block (R, H) -> logits (R, V).
 
     The adapter's `head` when it has one; for causal LMs otherwise the module holding the blocks'
-    final norm (`norm`, `ln_f` or `final_layer_norm`), OPT's `project_out`, the output embeddings
-    and Gemma-2-style logit soft-capping.  `check_head` holds it to the model's own logits.
+    final norm (`norm`, `ln_f` or `final_layer_norm`), OPT's `project_out`, the output embeddings,
+    Granite's logit scaling and Gemma-2-style logit soft-capping.  `check_head` holds it to the model's own logits.
     """
     if adapter.head is not None:
         return lambda h: adapter.head(model, h)
@@ -199,6 +199,7 @@ def output_head(model: nn.Module, adapter: Adapter):
     project = getattr(parent, "project_out", None)
     out = model.get_output_embeddings()
     cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    divide = getattr(getattr(model, "config", None), "logits_scaling", None)  # Granite divides its logits
 
     def head(h):
         if norm is not None:
@@ -206,6 +207,8 @@ def output_head(model: nn.Module, adapter: Adapter):
         if project is not None:
             h = project(h)
         logits = out(h)
+        if divide and divide != 1:
+            logits = logits / divide
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
