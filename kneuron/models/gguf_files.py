@@ -172,7 +172,7 @@ def _transformers_reads(architecture: str) -> bool:
 def _supported_list() -> str:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    return ", ".join(sorted(GGUF_SUPPORTED_ARCHITECTURES))
+    return ", ".join(sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}))  # config groups, not archs
 
 
 # --------------------------------------------------------------------------------------------
