@@ -23,7 +23,8 @@ def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("method,steps", [("riemann_left", 20), ("riemann_right", 20), ("gauss_legendre", 7)])
+@pytest.mark.parametrize("method,steps", [("riemann_left", 20), ("riemann_right", 20), ("gauss_legendre", 7),
+                                          ("trapezoid", 7)])
 def test_fast_matches_reference(kn, method, steps):
     results = kn.attribute(PROMPTS, "Dublin", steps=steps, method=method)
     for prompt, res in zip(PROMPTS, results):
@@ -85,6 +86,12 @@ def test_integration_points():
     assert a == [0.25, 0.5, 0.75, 1.0]
     a, c = integration_points("gauss_legendre", 5)
     assert sum(c) == pytest.approx(1.0) and all(0 < x < 1 for x in a)
+    a, c = integration_points("trapezoid", 5)
+    assert a == [0.0, 0.25, 0.5, 0.75, 1.0] and c == [0.125, 0.25, 0.25, 0.25, 0.125]
+    # exact for straight lines: the integral of 3x + 1 over [0, 1] is 2.5
+    assert sum(ci * (3 * ai + 1) for ai, ci in zip(a, c)) == pytest.approx(2.5)
+    with pytest.raises(KneuronError, match="trapezoid rule needs steps >= 2"):
+        integration_points("trapezoid", 1)
     for bad in (0, -3, 2.5):
         with pytest.raises(KneuronError, match="steps"):
             integration_points("riemann_left", bad)

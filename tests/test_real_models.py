@@ -17,7 +17,7 @@ from kneuron.paths import cache_dir
 
 def _cached(name: str):
     entry = catalogue.get(name)
-    if not entry.is_converted():
+    if catalogue.cached_dir(entry) is None:
         pytest.skip(f"{name} is not in the cache {cache_dir()} (run `kneuron models fetch {name}`)")
     return entry
 
@@ -47,7 +47,7 @@ def test_gemma3_converted_like_its_catalogue_entry():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     entry = _cached("gemma3-270m")
-    directory = catalogue.model_dir(entry)
+    directory = catalogue.cached_dir(entry)
     tok = AutoTokenizer.from_pretrained(directory)
     ids = tok("Paris is the capital of")["input_ids"]
     assert ids[0] == tok.bos_token_id == 2  # Gemma needs its BOS, and the GGUF's tokenizer adds it

@@ -28,7 +28,15 @@ from kneuron.attribution.paths import integration_points
 from kneuron.attribution.result import AttributionResult
 from kneuron.attribution.targets import check_target, target_values
 from kneuron.errors import KneuronError
-from kneuron.models.replay import as_3d, compute_prefix, hooked, run_after_prefix, run_block, trace_forward
+from kneuron.models.replay import (
+    as_3d,
+    causal_trace,
+    check_replay,
+    hooked,
+    output_head,
+    run_block,
+    trace_forward,
+)
 
 
 class IntegratedGradients:
@@ -110,26 +118,47 @@ class IntegratedGradients:
         per_chunk = max(1, self.max_rows // rows_per_layer)
         return [self.layers[i:i + per_chunk] for i in range(0, len(self.layers), per_chunk)]
 
-    # -- masked LMs: block replay -------------------------------------------------------------------
+    # -- the staircase ---------------------------------------------------------------------------------
     def _replay_group(self, encoded):
-        """Equal-length prompts: [(scores, activations, clean value, delta)] per prompt."""
+        """Equal-length prompts of a masked LM: [(scores, activations, clean value, delta)] per prompt."""
+        kn = self.kn
+        ids = torch.tensor([e.ids for e in encoded], device=kn.device)
+        trace = trace_forward(kn.model, kn.adapter, ids)
+        spots = [(list(e.blank), list(e.targets), e.target_ids) for e in encoded]
+        return self._staircase(trace, spots, output_head(kn.model, kn.adapter), fast_last=True)
+
+    def _causal_prompt(self, e):
+        """One prompt of a causal LM: the prefix before the blank is a key/value cache, and the
+        staircase runs on the blank and the teacher-forced answer positions only."""
+        kn = self.kn
+        b0 = e.blank[0]
+        ids = torch.tensor([e.ids], device=kn.device)
+        trace = causal_trace(kn.model, kn.adapter, ids, b0)
+        head = output_head(kn.model, kn.adapter)
+        with torch.no_grad():
+            check_replay(trace, kn.adapter.blocks(kn.model), head, kn.adapter.family)
+        spots = [([p - b0 for p in e.blank], [p - b0 for p in e.targets], e.target_ids)]
+        return self._staircase(trace, spots, head, fast_last=False)[0]
+
+    def _staircase(self, trace, spots, head, fast_last: bool):
+        """Scores of the prompts of one recorded clean pass; `spots[p]` = (blank positions, scored
+        positions, gold ids) of prompt p.  Rows for layer l join at block l (the blocks below are the
+        clean pass); the head runs only at the scored positions, in one matmul per pass."""
         kn, model, adapter = self.kn, self.kn.model, self.kn.adapter
         device = kn.device
         m = self.steps
-        ids = torch.tensor([e.ids for e in encoded], device=device)
-        trace = trace_forward(model, adapter, ids)
-        golds = [torch.tensor(e.target_ids, device=device) for e in encoded]
-        clean = [target_values(trace.logits[p:p + 1, list(e.targets)], golds[p], self.target)[0]
-                 for p, e in enumerate(encoded)]
+        golds = [torch.tensor(gold, device=device) for _, _, gold in spots]
+        clean = [target_values(trace.logits[p:p + 1, targets], golds[p], self.target)[0]
+                 for p, (_, targets, _) in enumerate(spots)]
         # w[p][j]: (S_p, N) activations of prompt p, layer j, at its blank positions
-        w = [[trace.activations[p, j, list(e.blank)].float() for j in range(kn.num_layers)]
-             for p, e in enumerate(encoded)]
-        n_prompts = len(encoded)
+        w = [[trace.activations[p, j, blank].float() for j in range(kn.num_layers)]
+             for p, (blank, _, _) in enumerate(spots)]
+        n_prompts = len(spots)
         scores = torch.zeros(n_prompts, kn.num_layers, kn.num_neurons, device=device)
         delta = torch.zeros(n_prompts, kn.num_layers, device=device) if self.alphas[0] == 0.0 else None
         blocks = adapter.blocks(model)
         last = len(blocks) - 1
-        fast_last = adapter.block_at is not None and adapter.block_at_supported(
+        fast_last = fast_last and adapter.block_at is not None and adapter.block_at_supported(
             blocks[last], trace.layer_args[last], trace.layer_kwargs[last])
         for chunk in self._layer_chunks(m * n_prompts):
             targets = set(chunk)
@@ -139,37 +168,27 @@ class IntegratedGradients:
             with torch.enable_grad(), self._autocast(device):
                 for j in range(chunk[0], len(blocks)):
                     if h is not None and j == last and fast_last:
-                        first = len(done)
-                        for b in range(first, len(order)):
-                            rows = h[(b - first) * m:(b - first + 1) * m]
-                            done.append(adapter.block_at(blocks[j], rows, list(encoded[order[b][1]].targets)))
+                        for b, rows in zip(range(len(done), len(order)), h.split(m)):
+                            done.append(adapter.block_at(blocks[j], rows, spots[order[b][1]][1]))
                         h = None
                     elif h is not None:
                         h = run_block(blocks[j], h, trace.layer_args[j], trace.layer_kwargs[j])
                     if j not in targets:
                         continue
                     fresh = []
-                    for p, e in enumerate(encoded):
+                    for p, (blank, _, _) in enumerate(spots):
                         leaf = self._points(w[p][j])
-                        fresh.append(self._fan_out(j, trace, p, list(e.blank), leaf))
+                        fresh.append(self._fan_out(j, trace, p, blank, leaf))
                         leaves.append(leaf)
                         order.append((j, p))
                     h = torch.cat(fresh) if h is None else torch.cat([h] + fresh)
                 if not order:
                     continue
-                first = len(done)
-                for b in range(first, len(order)):
-                    rows = h[(b - first) * m:(b - first + 1) * m]
-                    done.append(rows[:, list(encoded[order[b][1]].targets)])
-                sizes = [x.shape[1] for x in done]
-                flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in done])
-                logits = adapter.head(model, flat).float()
-                values, start = [], 0
-                for (_, p), k in zip(order, sizes):
-                    block_logits = logits[start:start + m * k].view(m, k, -1)
-                    values.append(target_values(block_logits, golds[p], self.target))
-                    start += m * k
-                values = torch.stack(values)  # (blocks, m)
+                if h is not None:
+                    for b, rows in zip(range(len(done), len(order)), h.split(m)):
+                        scored = spots[order[b][1]][1]
+                        done.append(rows if scored == list(range(rows.shape[1])) else rows[:, scored])
+                values = self._head_values(done, order, golds, head)  # (blocks, m)
             grads = torch.autograd.grad(values.sum(), leaves)
             values = values.detach()
             for (j, p), g, v in zip(order, grads, values):
@@ -180,10 +199,39 @@ class IntegratedGradients:
         return [(scores[p], torch.stack([x.mean(0) for x in w[p]]), clean[p],
                  None if delta is None else delta[p]) for p in range(n_prompts)]
 
+    def _head_values(self, done, order, golds, head):
+        """Target values (blocks, m) of the finished rows: one head matmul over all scored positions.
+        (Splits, not slices: a slice's backward fills a zero tensor the size of all the logits.)"""
+        m = self.steps
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in done])
+        logits = head(flat).float()
+        sizes = [x.shape[1] for x in done]
+        if len(set(sizes)) == 1:  # one target length: one call over every row
+            gold = torch.cat([golds[p].expand(m, -1) for _, p in order])
+            return target_values(logits.view(len(flat) // sizes[0], sizes[0], -1), gold, self.target).view(-1, m)
+        parts = logits.split([m * k for k in sizes])
+        return torch.stack([target_values(x.view(m, k, -1), golds[p], self.target)
+                            for x, k, (_, p) in zip(parts, sizes, order)])
+
     def _fan_out(self, layer, trace, p, blank, leaf):
-        """Replay block `layer` for prompt p; fan out to the path points at the down projection."""
+        """Replay block `layer` for prompt p; fan out to the path points at the down projection
+        (or, where the block flattens its positions (OPT), at the block's input)."""
         kn = self.kn
         m = leaf.shape[0]
+        hidden = trace.layer_inputs[layer][p:p + 1]
+        if trace.flat_ffn:
+            hidden = hidden.expand(m, *hidden.shape[1:])
+
+        def hook(module, args):
+            x = as_3d(args[0], m if trace.flat_ffn else 1)
+            x = x.expand(m, -1, -1).clone()
+            x[:, blank, :] = leaf.to(x.dtype)
+            return (x.reshape(m * x.shape[1], -1) if args[0].dim() == 2 else x,) + tuple(args[1:])
+
+        handle = kn.adapter.down_projection(kn.model, layer).register_forward_pre_hook(hook)
+        with hooked([handle]):
+            return run_block(kn.adapter.blocks(kn.model)[layer], hidden, trace.layer_args[layer],
+                             trace.layer_kwargs[layer])
 
         def hook(module, args):
             x = as_3d(args[0], 1)
@@ -195,50 +243,3 @@ class IntegratedGradients:
         with hooked([handle]):
             return run_block(kn.adapter.blocks(kn.model)[layer], trace.layer_inputs[layer][p:p + 1],
                              trace.layer_args[layer], trace.layer_kwargs[layer])
-
-    # -- causal LMs: prefix cache -------------------------------------------------------------------
-    def _causal_prompt(self, e):
-        kn, model, adapter = self.kn, self.kn.model, self.kn.adapter
-        device = kn.device
-        m = self.steps
-        b0 = e.blank[0]
-        ids = torch.tensor([e.ids], device=device)
-        prefix = compute_prefix(model, ids[:, :b0])
-        suffix = ids[:, b0:]  # the blank, then the teacher-forced answer tokens
-        gold = torch.tensor(e.target_ids, device=device)
-        seen: dict[int, torch.Tensor] = {}
-
-        def read(j):
-            def hook(module, args):
-                seen[j] = as_3d(args[0], 1)[0, 0].detach().float()
-            return hook
-
-        sites = [adapter.down_projection(model, j) for j in range(kn.num_layers)]
-        with torch.no_grad(), hooked([s.register_forward_pre_hook(read(j)) for j, s in enumerate(sites)]):
-            clean = target_values(run_after_prefix(model, prefix, suffix), gold, self.target)[0]
-        w = torch.stack([seen[j] for j in range(kn.num_layers)])  # (L, N)
-        scores = torch.zeros(kn.num_layers, kn.num_neurons, device=device)
-        delta = torch.zeros(kn.num_layers, device=device) if self.alphas[0] == 0.0 else None
-        for chunk in self._layer_chunks(m):
-            leaves = {j: self._points(w[j]) for j in chunk}
-            rows = m * len(chunk)
-
-            def inject(j, r, rows=rows, leaves=leaves):
-                def hook(module, args):
-                    x = as_3d(args[0], rows).clone()
-                    x[r * m:(r + 1) * m, 0, :] = leaves[j].to(x.dtype)
-                    return (x.reshape(args[0].shape),) + tuple(args[1:])
-                return hook
-
-            handles = [sites[j].register_forward_pre_hook(inject(j, r)) for r, j in enumerate(chunk)]
-            with torch.enable_grad(), self._autocast(device), hooked(handles):
-                logits = run_after_prefix(model, prefix, suffix.expand(rows, -1))
-                values = target_values(logits, gold, self.target)
-            grads = torch.autograd.grad(values.sum(), [leaves[j] for j in chunk])
-            values = values.detach().view(len(chunk), m)
-            for r, (j, g) in enumerate(zip(chunk, grads)):
-                attr = self._combine(g, w[j])
-                scores[j] = attr
-                if delta is not None:
-                    delta[j] = attr.sum() - (clean - values[r, 0])
-        return scores, w, clean, delta

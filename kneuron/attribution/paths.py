@@ -6,6 +6,11 @@ Attribution_i = w_i * sum_k c_k * dP/da_i at a = alpha_k * w.
 - "riemann_right" (the paper's equation): alpha = k/m for k = 1..m, c = 1/m.
 - "gauss_legendre": Gauss-Legendre nodes mapped to [0, 1]; exact for polynomials of degree
   2m-1 along the path, so far fewer points reach the same integral.
+- "trapezoid": alpha = k/(m-1) for k = 0..m-1 (both ends), weights 1/(m-1) halved at the ends;
+  second-order accurate where the Riemann sums are first-order.  Needs m >= 2.
+
+FAST_MODES names the fewer-point settings whose error against the default is measured in the
+README (benchmarks/bench_fast_modes.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import numpy as np
 
 from kneuron.errors import KneuronError
 
-METHODS = ("riemann_left", "riemann_right", "gauss_legendre")
+METHODS = ("riemann_left", "riemann_right", "gauss_legendre", "trapezoid")
+# name -> (method, steps)
+FAST_MODES = {"exact": ("riemann_left", 20), "gl6": ("gauss_legendre", 6), "gl4": ("gauss_legendre", 4),
+              "trap7": ("trapezoid", 7), "trap5": ("trapezoid", 5)}
 
 
 def integration_points(method: str, steps: int) -> tuple[list[float], list[float]]:
@@ -28,4 +36,9 @@ def integration_points(method: str, steps: int) -> tuple[list[float], list[float
     if method == "gauss_legendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return [float((xi + 1) / 2) for xi in x], [float(wi / 2) for wi in w]
+    if method == "trapezoid":
+        if steps < 2:
+            raise KneuronError(f"the trapezoid rule needs steps >= 2, got {steps}")
+        h = 1.0 / (steps - 1)
+        return [k * h for k in range(steps)], [h / 2 if k in (0, steps - 1) else h for k in range(steps)]
     raise KneuronError(f"unknown integration method {method!r}; use one of {', '.join(METHODS)}")

@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kneuron.cli.options import POSITIVE, SEED, ranged
 from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
 from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
 from kneuron.errors import DataError, ModelError
@@ -161,3 +162,65 @@ def download_cmd(
     )
     if dataset == "pararel":
         console.print(f"inspect it with: kneuron data stats {target}", soft_wrap=True, highlight=False)
+
+
+def _model_objective(model: str) -> str:
+    """'masked' or 'causal', from the model's config alone (no weights)."""
+    from kneuron.models.adapters import adapter_for_type
+    from kneuron.world import BUILTIN_MODELS, builtin_model_dir
+
+    if model in BUILTIN_MODELS:
+        model = str(builtin_model_dir(model))
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model)
+    except Exception as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ModelError(f"cannot load the config of {model!r}: {first[:300]}") from None
+    adapter = adapter_for_type(config.model_type)
+    if adapter is not None:
+        return adapter.objective
+    return "masked" if any("MaskedLM" in a for a in config.architectures or []) else "causal"
+
+
+@app.command("sample")
+def sample_cmd(
+    spec: str = typer.Argument(..., help=f"Facts to sample from: {SPECS_HELP}."),
+    model: str = typer.Option(..., "--model", "-m", help="Keep facts whose object is one token for this model."),
+    out: Path = typer.Option(..., "--out", "-o", help="The sample, as a facts .jsonl file."),
+    per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Facts drawn from each relation."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the draw (recorded in the file)."),
+    relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
+    min_prompts: int = ranged(1, "--min-prompts", within=POSITIVE, help="Drop facts left with fewer usable prompts."),
+) -> None:
+    """A seeded sample of N facts per relation that MODEL can be scored on (one-token objects;
+    for a decoder, only the prompts that end at the blank)."""
+    from kneuron.data.jsonl import save_facts_jsonl
+    from kneuron.data.sampling import sample_facts
+
+    if out.suffix != ".jsonl":
+        raise DataError(f"--out must name a .jsonl file, got {out}")
+    facts = load_facts(spec, relations=_split_relations(relations))
+    causal = _model_objective(model) == "causal"
+    sample, reports = sample_facts(facts, per_relation, seed, tokenizer=_load_tokenizer(model), causal=causal,
+                                   min_prompts=min_prompts)
+    if not len(sample):
+        raise DataError(f"no fact of {spec} is usable with {model} (one-token object"
+                        f"{', prompts ending at the blank' if causal else ''}, >= {min_prompts} prompts)")
+    header = [f"kneuron data sample {spec} --model {model} --per-relation {per_relation} --seed {seed}"
+              + (f" --relations {relations}" if relations else "") + f" --min-prompts {min_prompts}",
+              f"{len(sample)} facts, {sample.num_prompts} prompts; "
+              + ("causal LM: prompts ending at the blank only" if causal else "masked LM: all prompts"),
+              "relation: facts, eligible, sampled, usable prompts per fact"]
+    header += [f"  {r.relation}: {r.facts}, {r.eligible}, {r.sampled}, {r.prompts_per_fact}" for r in reports]
+    save_facts_jsonl(sample, out, header=header)
+    table = Table(title=f"sample of {spec} for {model}", box=box.SIMPLE)
+    for col in ("relation", "facts", "eligible", "sampled", "prompts/fact"):
+        table.add_column(col, justify="left" if col == "relation" else "right")
+    for r in reports:
+        table.add_row(r.relation, f"{r.facts:,}", f"{r.eligible:,}", str(r.sampled), str(r.prompts_per_fact))
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out}: {_plural(len(sample), 'fact')}, {_plural(sample.num_prompts, 'prompt')} "
+                  f"from {_plural(len(reports), 'relation')}", soft_wrap=True, highlight=False)

@@ -1,4 +1,9 @@
-"""`kneuron demo`: the whole method on the built-in fact world, in a few minutes, offline."""
+"""`kneuron demo`: the whole method in a few minutes, on the built-in fact world or on a real model.
+
+With a real model (`--model smollm2-135m`) the facts are the 21 real facts shipped with kneuron
+(`--data real`).  Beside the paper's own-prompt effects it prints the collateral effect on other
+relations' prompts, so that generic neurons show as such.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import POSITIVE, SEED, ranged
+from kneuron.errors import KneuronError
 
 console = Console()
 
@@ -19,54 +26,82 @@ console = Console()
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
-    seed: int = typer.Option(0, help="Seed of the world and of the random control."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts per relation."),
+    model: str = typer.Option("world", "--model", "-m",
+                              help="'world' (built-in), a catalogue name (smollm2-135m, gemma3-270m), a directory "
+                                   "or a .gguf file."),
+    data: str = typer.Option(None, "--data", "-d",
+                             help="Facts (default: the world's for the world, else 'real': 21 real facts)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the world and of the random controls."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts per relation."),
     causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
+    other_prompts: int = ranged(10, "--other-prompts", within=POSITIVE,
+                                help="Prompts of other relations on which each fact's neurons are suppressed."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Discover the fact world's knowledge neurons, then suppress and amplify them."""
+    """Discover knowledge neurons, then suppress and amplify them against the baseline and random neurons."""
     import kneuron
     from kneuron.cli.discover import print_relations
     from kneuron.cli.experiment import set_threads
-    from kneuron.experiments import method_means, prompt_effects, relation_ratios
+    from kneuron.data import load_facts
+    from kneuron.experiments import method_means, other_fact_effects, prompt_effects, relation_ratios
     from kneuron.experiments.controls import method_sets
     from kneuron.experiments.rundata import RunData
     from kneuron.runs import DiscoveryConfig, discover
     from kneuron.world import ensure_world, load_world_facts
 
     start = time.perf_counter()
-    world = ensure_world(seed=seed, log=console.print, kind="causal" if causal else "masked")
-    kn = kneuron.load(str(world))
+    if model == "world":
+        world = ensure_world(seed=seed, log=console.print, kind="causal" if causal else "masked")
+        model_name = str(world)
+        kn = kneuron.load(model_name, device=device)
+        data_name = str(world / "facts.jsonl") if data is None else data
+        facts = load_world_facts(world) if data is None else load_facts(data)
+    else:
+        if causal:
+            raise KneuronError("--causal selects the world's decoder; leave it out with --model")
+        model_name = model
+        kn = kneuron.load(model, device=device)
+        data_name = data or "real"
+        facts = load_facts(data_name)
     set_threads(kn, ctx)
-    facts = load_world_facts(world)
     console.print(f"model: {kn!r}\nfacts: {len(facts)} facts, {facts.num_prompts} prompts, "
                   f"{len(facts.by_relation())} relations")
-    config = DiscoveryConfig(model=str(world), data=str(world / "facts.jsonl"), limit_facts=limit_facts, seed=seed)
+    config = DiscoveryConfig(model=model_name, data=data_name, limit_facts=limit_facts, seed=seed)
     result = discover(kn, facts, out / "run", config, progress=progress)
     print_relations(result.relations)
     chosen = RunData.load(out / "run", facts).facts  # the prompts discovery used (a causal LM skips some)
     sets = method_sets(result.neurons, kn.num_layers, kn.num_neurons, seed)
     effects = prompt_effects(kn, chosen, sets)
     ratios = relation_ratios(effects)
-    means = method_means(ratios)
+    others = other_fact_effects(kn, chosen, sets, seed=seed, prompts_per_fact=other_prompts)
+    other_ratios = relation_ratios(others, factors=("other",)) if len(others) else None
+    if other_ratios is not None:
+        ratios = ratios.merge(other_ratios[["method", "relation", "other"]], on=["method", "relation"], how="left")
+    means = method_means(ratios, factors=("suppress", "amplify") + (("other",) if other_ratios is not None else ()))
     out.mkdir(parents=True, exist_ok=True)
     effects.to_csv(out / "effects.csv", index=False)
+    others.to_csv(out / "other_effects.csv", index=False)
     ratios.to_csv(out / "ratios.csv", index=False)
     summary = {m: {k: float(v) for k, v in row.items() if k != "method"}
                for m, row in zip(means["method"], means.to_dict("records"))}
-    (out / "summary.json").write_text(json.dumps({"world": str(world), "mean_change_percent": summary,
+    (out / "summary.json").write_text(json.dumps({"model": model_name, "data": data_name,
+                                                  "mean_change_percent": summary, "seed": seed,
+                                                  "other_prompts_per_fact": other_prompts,
                                                   "seconds": time.perf_counter() - start}, indent=2))
     print_effects(ratios, means)
-    console.print(f"results in {out}/ (run/, effects.csv, ratios.csv, summary.json); "
+    console.print(f"results in {out}/ (run/, effects.csv, other_effects.csv, ratios.csv, summary.json); "
                   f"{time.perf_counter() - start:.0f} s")
 
 
 def print_effects(ratios, means) -> None:
-    table = Table(title="change of the gold probability, % (ratio of means per relation; mean = over relations)")
+    table = Table(title="change of the gold probability, % (ratio of means per relation; mean = over relations); "
+                        "'others' = a fact's neurons suppressed on prompts of other relations")
     table.add_column("relation")
-    cols = [(m, e) for e in ("suppress", "amplify") for m in ("kn", "baseline", "random")]
+    effects = ("suppress", "amplify") + (("other",) if "other" in ratios.columns else ())
+    cols = [(m, e) for e in effects for m in ("kn", "baseline", "random")]
     for m, e in cols:
-        table.add_column(f"{e} {m}", justify="right")
+        table.add_column(f"{'suppress others' if e == 'other' else e} {m}", justify="right")
     pivot = {(r["method"], r["relation"]): r for r in ratios.to_dict("records")}
     for rel in dict.fromkeys(ratios["relation"]):
         table.add_row(rel, *[f"{pivot[(m, rel)][e]:+.1f}" if (m, rel) in pivot else "-" for m, e in cols])

@@ -17,6 +17,7 @@ from kneuron.errors import DataError
 
 __all__ = [
     "MASK",
+    "REAL_FACTS",
     "Fact",
     "FactSet",
     "Relation",
@@ -32,8 +33,10 @@ __all__ = [
     "single_token_coverage",
 ]
 
+REAL_FACTS = Path(__file__).with_name("real_facts.jsonl")
+
 SPECS_HELP = (
-    "'world', 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
+    "'world', 'real' (21 real facts shipped with kneuron), 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
     "a PARAREL directory (containing raw/patterns), a fact-world directory (`kneuron world build --out DIR`) "
     "or a .jsonl facts file"
 )
@@ -46,6 +49,8 @@ def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
         from kneuron.world import ensure_world, load_world_facts
 
         facts = load_world_facts(ensure_world() if text == "world" else ensure_world(kind="causal"))
+    elif text == "real":
+        facts = load_facts_jsonl(REAL_FACTS)
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):

@@ -67,11 +67,17 @@ def load_facts_jsonl(path: str | Path) -> FactSet:
     return FactSet(facts, relations, str(path))
 
 
-def save_facts_jsonl(facts: FactSet, path: str | Path) -> Path:
-    """Write a `FactSet` in the same format (relation label and type included when known)."""
+def save_facts_jsonl(facts: FactSet, path: str | Path, header: list[str] | None = None) -> Path:
+    """Write a `FactSet` in the same format (relation label and type included when known).
+
+    `header` lines are written first as `#` comments (provenance); the file appears atomically.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for line in header or []:
+            fh.write(f"# {line}\n")
         for f in facts.facts:
             rel = facts.relations.get(f.relation, Relation(f.relation))
             row = {"relation": f.relation, "subject": f.subject, "object": f.object, "prompts": f.prompts}
@@ -80,4 +86,5 @@ def save_facts_jsonl(facts: FactSet, path: str | Path) -> Path:
             if rel.type:
                 row["relation_type"] = rel.type
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
     return path

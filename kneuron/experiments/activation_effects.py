@@ -63,3 +63,47 @@ def relation_ratios(effects: pd.DataFrame, factors: Sequence[str] = tuple(FACTOR
 def method_means(ratios: pd.DataFrame, factors: Sequence[str] = tuple(FACTORS)) -> pd.DataFrame:
     """Unweighted mean over relations of the per-relation ratios (the paper's headline numbers)."""
     return ratios.groupby("method", sort=False)[list(factors)].mean().reset_index()
+
+
+@torch.no_grad()
+def other_fact_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Sequence]], seed: int,
+                       prompts_per_fact: int = 10, factor: float = 0.0,
+                       fact_indices: Sequence[int] | None = None) -> pd.DataFrame:
+    """Collateral damage: each fact's neurons scaled on prompts of facts of *other* relations.
+
+    A neuron that moves every fact carries none in particular, so the paper's own-prompt metric is
+    read beside this one.  For every fact with neurons, `prompts_per_fact` prompts are drawn
+    (`random.Random(seed)`, without replacement) from the usable prompts of the other relations'
+    facts.  One row per (method, fact, other prompt): p_orig and p_new; `relation` is the relation
+    whose neurons were scaled, so `relation_ratios(..., factors=("other",))` gives the paper's ratio
+    of means per relation.
+    """
+    import random
+
+    from kneuron.interventions import scaled_probabilities
+
+    indices = list(range(len(facts))) if fact_indices is None else list(fact_indices)
+    pool = [(i, j) for i in indices for j, p in enumerate(facts.facts[i].prompts)
+            if kn.is_masked or kn.ends_at_blank(p)]
+    rng = random.Random(seed)
+    draws: dict[int, list[tuple[int, int]]] = {}
+    for i in indices:
+        others = [(g, j) for g, j in pool if facts.facts[g].relation != facts.facts[i].relation]
+        draws[i] = rng.sample(others, min(prompts_per_fact, len(others)))
+    cells = sorted({c for d in draws.values() for c in d})
+    prompts = [facts.facts[g].prompts[j] for g, j in cells]
+    answers = [facts.facts[g].object for g, _ in cells]
+    p_orig = dict(zip(cells, kn.probabilities(prompts, answers).tolist())) if cells else {}
+    rows = []
+    for method, sets in neuron_sets.items():
+        todo = [(i, c) for i in indices if sets.get(i) for c in draws[i]]
+        if not todo:
+            continue
+        new = scaled_probabilities(kn, [facts.facts[g].prompts[j] for _, (g, j) in todo],
+                                   [facts.facts[g].object for _, (g, _) in todo],
+                                   [list(sets[i]) for i, _ in todo], factor).tolist()
+        rows += [{"method": method, "relation": facts.facts[i].relation, "fact": i, "other_fact": g, "prompt": j,
+                  "neurons": len(sets[i]), "p_orig": p_orig[(g, j)], "p_other": p}
+                 for (i, (g, j)), p in zip(todo, new)]
+    return pd.DataFrame(rows, columns=["method", "relation", "fact", "other_fact", "prompt", "neurons", "p_orig",
+                                       "p_other"])

@@ -5,14 +5,14 @@ arguments each block was called with (attention masks, rotary tables, ...) and t
 activations; blocks can then be replayed from any layer on new hidden states, so the layers below
 a scaled layer are computed once per prompt.
 
-Causal LMs: the prompt before the blank is computed once into a key/value cache; only the blank
-and the teacher-forced answer positions are ever recomputed, because a change at the blank cannot
-reach earlier positions.
+Causal LMs: the same, after the prompt before the blank is computed once into a key/value cache:
+the clean pass and every replay cover only the blank and the teacher-forced answer positions,
+because a change at the blank cannot reach earlier positions; replayed blocks attend to the
+cached prefix through `PrefixKeysValues`.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kneuron.models.adapters import Adapter
+from kneuron.errors import ModelError
+from kneuron.models.adapters import Adapter, get_module
 
 
 def as_3d(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -37,6 +38,7 @@ class Trace:
     layer_kwargs: list[dict]  # per block: keyword args (batch-1 form)
     activations: torch.Tensor  # (B, L, T, N) neuron activations at every position
     logits: torch.Tensor  # (B, T, V)
+    flat_ffn: bool = False  # the down projections see (B*T, N) inputs (OPT): rows cannot fan out inside a block
 
 
 def _to_batch_one(value, batch: int):
@@ -77,6 +79,10 @@ def _activation_hooks(model: nn.Module, adapter: Adapter, batch: int, acts: list
 
 def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> Trace:
     """Clean forward pass (no gradients) recording block inputs, arguments and all activations."""
+    return _trace(model, adapter, input_ids, {"attention_mask": torch.ones_like(input_ids)})
+
+
+def _trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, model_kwargs: dict) -> Trace:
     blocks = adapter.blocks(model)
     n = len(blocks)
     batch = input_ids.shape[0]
@@ -98,9 +104,12 @@ def trace_forward(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -
 
     handles = [b.register_forward_pre_hook(block_hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
     handles += _activation_hooks(model, adapter, batch, acts)
+    flat: list = []
+    handles.append(adapter.down_projection(model, 0).register_forward_pre_hook(
+        lambda module, args: flat.append(args[0].dim() == 2)))
     with torch.no_grad(), hooked(handles):
-        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
-    return Trace(layer_inputs, layer_args, layer_kwargs, torch.stack(acts, dim=1), out.logits)
+        out = model(input_ids=input_ids, **model_kwargs)
+    return Trace(layer_inputs, layer_args, layer_kwargs, torch.stack(acts, dim=1), out.logits, bool(flat[0]))
 
 
 def read_activations(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,35 +126,101 @@ def _cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-@dataclass
-class Prefix:
-    """A prompt's positions before the blank, computed once as a key/value cache."""
+class PrefixKeysValues:
+    """Stands in for a decoder's key/value cache when blocks are replayed on many rows.
 
-    cache: object | None
-    length: int
+    Each block's attention calls `update(keys, values, layer)` with the rows' own keys and values
+    and attends to what it returns: here the prompt prefix's keys and values of that layer (shared
+    by every row, broadcast without copying the cache) followed by the rows' own.  Nothing is
+    stored, so the same object serves every replay.
+    """
 
-    def expanded(self, rows: int):
-        if self.cache is None:
-            return None
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
-        return cache
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.layers = layers
 
-
-def compute_prefix(model: nn.Module, input_ids: torch.Tensor) -> Prefix:
-    """Cache for `input_ids` (1, P); an empty prefix gives no cache."""
-    if input_ids.shape[1] == 0:
-        return Prefix(None, 0)
-    with torch.no_grad():
-        out = model(input_ids=input_ids, use_cache=True)
-    cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
-    return Prefix(cache, input_ids.shape[1])
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self.layers[layer_idx]
+        rows = key_states.shape[0]
+        keys = keys.to(key_states.dtype).expand(rows, *keys.shape[1:])
+        values = values.to(value_states.dtype).expand(rows, *values.shape[1:])
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
 
-def run_after_prefix(model: nn.Module, prefix: Prefix, suffix_ids: torch.Tensor) -> torch.Tensor:
-    """Logits (R, K, V) of the suffix rows (R, K) continuing the shared prefix."""
-    kwargs = {"input_ids": suffix_ids, "use_cache": True}
-    cache = prefix.expanded(suffix_ids.shape[0])
-    if cache is not None:
-        kwargs[_cache_kwarg(model)] = cache
-    return model(**kwargs).logits
+def _prefix_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values) that the cache prepends (after any sliding-window truncation)."""
+    cache = getattr(cache, "self_attention_cache", cache)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def causal_trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, start: int) -> Trace:
+    """Clean pass of a causal LM over positions `start:` of `input_ids` (1, T), the prompt before
+    `start` computed once into a key/value cache.  The recorded block arguments hold a
+    `PrefixKeysValues` in place of the cache, so that blocks replay on rows of the suffix alone;
+    `logits` are the suffix's.
+    """
+    if input_ids.shape[0] != 1:
+        raise ValueError("causal_trace takes one prompt")
+    kwargs: dict = {}
+    frozen = None
+    if start > 0:
+        with torch.no_grad():
+            out = model(input_ids=input_ids[:, :start], use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
+        frozen = PrefixKeysValues(_prefix_layers(cache))  # read before the suffix pass appends to it
+        kwargs = {_cache_kwarg(model): cache, "use_cache": True}
+    else:
+        kwargs = {"use_cache": False}
+    trace = _trace(model, adapter, input_ids[:, start:], kwargs)
+    if frozen is not None:
+        from transformers.cache_utils import Cache
+
+        def swap(v):
+            return frozen if isinstance(v, Cache) else v
+
+        trace.layer_args = [tuple(swap(v) for v in args) for args in trace.layer_args]
+        trace.layer_kwargs = [{k: swap(v) for k, v in kw.items()} for kw in trace.layer_kwargs]
+    return trace
+
+
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+
+
+def output_head(model: nn.Module, adapter: Adapter):
+    """hidden states after the last block (R, H) -> logits (R, V).
+
+    The adapter's `head` when it has one; for causal LMs otherwise the module holding the blocks'
+    final norm (`norm`, `ln_f` or `final_layer_norm`), OPT's `project_out`, the output embeddings
+    and Gemma-2-style logit soft-capping.  `check_head` holds it to the model's own logits.
+    """
+    if adapter.head is not None:
+        return lambda h: adapter.head(model, h)
+    parent = get_module(model, adapter.layers.rpartition(".")[0])
+    norm = next((getattr(parent, n) for n in _FINAL_NORMS if getattr(parent, n, None) is not None), None)
+    project = getattr(parent, "project_out", None)
+    out = model.get_output_embeddings()
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+
+    def head(h):
+        if norm is not None:
+            h = norm(h)
+        if project is not None:
+            h = project(h)
+        logits = out(h)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return head
+
+
+def check_replay(trace: Trace, blocks, head, family: str) -> None:
+    """Replay the recorded clean pass from the first block through the head and compare with the
+    model's own logits: a family whose blocks or head the replay misreads fails here, loudly."""
+    h = trace.layer_inputs[0]
+    for j, block in enumerate(blocks):
+        h = run_block(block, h, trace.layer_args[j], trace.layer_kwargs[j])
+    replayed, logits = head(h).float(), trace.logits.float()
+    scale = float(logits.abs().max()) or 1.0
+    if replayed.shape != logits.shape or float((replayed - logits).abs().max()) > 1e-3 * scale:
+        raise ModelError(f"replaying {family} blocks does not reproduce the model's logits; "
+                         "give its adapter a `head` (final norm and output projection)")

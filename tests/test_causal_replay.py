@@ -1,0 +1,99 @@
+"""The decoder staircase (blocks replayed on the suffix after a key/value-cached prefix) against the
+per-layer reference loop: sliding windows shorter than the prompt, logit soft-capping, a blank at
+position 0 (no prefix), long teacher-forced answers, small internal batches, and the real models."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_decoders import _tokenizer
+from tiny_models import spread_init
+
+import kneuron
+from kneuron.attribution.reference import reference_attribution
+from kneuron.models.adapters import Adapter, adapter_for_type, register_adapter
+
+LONG = "Berlin is the capital of Germany and Rome is in Italy and the capital of France is [MASK]"
+
+
+def _configs(vocab: int) -> dict:
+    from transformers import Gemma2Config, Gemma3TextConfig, GPTNeoConfig, MistralConfig
+
+    small = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    llama_like = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, **small)
+    return {
+        # windows of 4 to 8 positions: the cached prefix is truncated by the cache itself
+        "mistral_window": MistralConfig(sliding_window=4, **llama_like),
+        "gemma2_softcap": Gemma2Config(head_dim=8, sliding_window=4, final_logit_softcapping=5.0, **llama_like),
+        "gemma3_text": Gemma3TextConfig(head_dim=8, sliding_window=4, **llama_like),
+        "gpt_neo_local": GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
+                                      attention_types=[[["local", "global"], 1]], window_size=5,
+                                      max_position_embeddings=128, **small),
+    }
+
+
+@pytest.fixture(scope="module", params=["mistral_window", "gemma2_softcap", "gemma3_text", "gpt_neo_local"])
+def kn(request, tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    if request.param == "gemma3_text" and adapter_for_type("gemma3_text") is None:
+        register_adapter(Adapter(family="gemma3", model_types=("gemma3_text",), objective="causal",
+                                 layers="model.layers", down_proj="mlp.down_proj",
+                                 embeddings="model.embed_tokens"))
+    out = tmp_path_factory.mktemp(request.param)
+    tok = _tokenizer(out)
+    cfg = _configs(len(tok))[request.param]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    spread_init(model, 0.3)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return kneuron.load(str(out), device="cpu")
+
+
+def assert_matches_reference(kn, prompt, answer, steps=6, **options):
+    res = kn.attribute(prompt, answer, steps=steps, **options)
+    ref, ref_acts = reference_attribution(kn, prompt, answer, steps=steps)
+    assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert torch.allclose(res.activations, ref_acts, atol=1e-4, rtol=1e-4)
+    assert res.probability == pytest.approx(kn.probability(prompt, answer), rel=1e-4)
+    return res
+
+
+def test_long_prompt_beyond_the_window(kn):
+    assert len(kn.encode(LONG, "Paris").ids) > 12  # longer than every window above
+    assert_matches_reference(kn, LONG, "Paris")
+
+
+def test_three_token_answer_teacher_forced_in_small_batches(kn):
+    answer = "Paris Texas Rome"
+    enc = kn.encode(LONG, answer)
+    assert len(enc.targets) >= 3 and len(enc.ids) == enc.blank[0] + len(enc.targets)
+    assert_matches_reference(kn, LONG, answer, internal_batch_size=6)  # one layer per pass
+
+
+def test_blank_at_position_zero_has_no_prefix(kn):
+    prompt = "The [MASK]"
+    enc = kn.encode(prompt, "is")
+    assert enc.blank == (0,)
+    assert_matches_reference(kn, prompt, "is")
+    assert_matches_reference(kn, prompt, "is the capital")
+
+
+def test_right_riemann_and_gauss_legendre(kn):
+    for method in ("riemann_right", "gauss_legendre"):
+        res = kn.attribute(LONG, "Paris", steps=4, method=method)
+        ref, _ = reference_attribution(kn, LONG, "Paris", steps=4, method=method)
+        assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+REAL = Path("/tmp/real/smollm2-135m")
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="the converted SmolLM2-135M is not on this machine")
+def test_real_smollm2_matches_reference():
+    kn_real = kneuron.load(str(REAL), device="cpu")
+    res = kn_real.attribute("The capital of Japan is [MASK]", "Tokyo", steps=2)
+    ref, _ = reference_attribution(kn_real, "The capital of Japan is [MASK]", "Tokyo", steps=2)
+    assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
