@@ -44,14 +44,21 @@ def test_smollm2_knows_the_capital_of_japan():
 
 @pytest.mark.slow
 def test_gemma3_converted_like_its_catalogue_entry():
+    """Config, size, BOS and one known fact; through kneuron where this checkout has the Gemma 3 adapter."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     entry = _cached("gemma3-270m")
-    directory = catalogue.cached_dir(entry)
-    tok = AutoTokenizer.from_pretrained(directory)
+    if adapter_for_type(entry.family) is not None:
+        kn = kneuron.load("gemma3-270m", device="cpu")
+        model, tok = kn.model, kn.tokenizer
+        assert (kn.num_layers, kn.num_neurons) == (entry.layers, entry.neurons)
+        assert kn.probability("Paris is the capital of", "France") > 0.5
+    else:
+        directory = catalogue.cached_dir(entry)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained(directory)
     ids = tok("Paris is the capital of")["input_ids"]
     assert ids[0] == tok.bos_token_id == 2  # Gemma needs its BOS, and the GGUF's tokenizer adds it
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     cfg = model.config
     assert (cfg.model_type, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size) == (
         entry.family, entry.layers, entry.neurons, entry.vocab)
@@ -59,13 +66,3 @@ def test_gemma3_converted_like_its_catalogue_entry():
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)
     assert tok.convert_ids_to_tokens(int(probs.argmax())) == "\u2581France" and probs.max() > 0.5  # 0.71
-
-
-@pytest.mark.slow
-def test_gemma3_through_kneuron():
-    entry = _cached("gemma3-270m")
-    if adapter_for_type(entry.family) is None:
-        pytest.skip("no kneuron adapter for gemma3_text in this checkout (it comes with the Gemma 3 adapter)")
-    kn = kneuron.load("gemma3-270m", device="cpu")
-    assert (kn.num_layers, kn.num_neurons) == (entry.layers, entry.neurons)
-    assert kn.probability("Paris is the capital of", "France") > 0.5
