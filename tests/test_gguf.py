@@ -243,3 +243,16 @@ def test_missing_extra_is_one_line(tiny_llama, cache, monkeypatch, capsys):
         kneuron.load(str(gguf_path))
     assert "pip install 'kneuron[gguf]'" in _one_line_error(capsys, ["predict", "-m", str(gguf_path), "x"])
     assert _leftovers(cache) == []
+
+
+def test_header_problems_name_the_file_once(tiny_llama, cache, tmp_path):
+    import struct
+
+    _, gguf_path = tiny_llama
+    data = bytearray(gguf_path.read_bytes())
+    future = tmp_path / "future.gguf"
+    future.write_bytes(bytes(data[:4]) + struct.pack("<I", 99) + bytes(data[8:]))
+    with pytest.raises(ModelError, match=r"^\S*future.gguf: GGUF version 99 is not supported \(2 and 3 are\)$"):
+        gguf_files.read_header(future)
+    assert gguf_files.read_header(gguf_path).architecture == "llama"
+    assert _leftovers(cache) == []

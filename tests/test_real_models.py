@@ -1,0 +1,68 @@
+"""The catalogue's real models, when they are in the cache (`kneuron models fetch NAME`); skipped otherwise.
+
+These never download: CI has no 93 MB to spare.  Run them after fetching both models.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kneuron
+from kneuron.files import sha256_file
+from kneuron.models import catalogue
+from kneuron.models.adapters import adapter_for_type
+from kneuron.paths import cache_dir
+
+
+def _cached(name: str):
+    entry = catalogue.get(name)
+    if catalogue.cached_dir(entry) is None:
+        pytest.skip(f"{name} is not in the cache {cache_dir()} (run `kneuron models fetch {name}`)")
+    return entry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", catalogue.names())
+def test_fetched_file_matches_its_checksum(name):
+    entry = catalogue.get(name)
+    if not entry.is_fetched():
+        pytest.skip(f"{name} is not in the cache {cache_dir()} (run `kneuron models fetch {name}`)")
+    assert sha256_file(entry.gguf_path) == entry.sha256
+
+
+@pytest.mark.slow
+def test_smollm2_knows_the_capital_of_japan():
+    entry = _cached("smollm2-135m")
+    kn = kneuron.load("smollm2-135m", device="cpu")
+    assert (kn.adapter.family, kn.num_layers, kn.num_neurons) == ("llama", entry.layers, entry.neurons)
+    assert kn.model.config.vocab_size == entry.vocab
+    assert sum(p.numel() for p in kn.model.parameters()) == entry.parameters
+    assert kn.tokenizer.convert_ids_to_tokens(kn.answer_ids("Tokyo")) == ["\u0120Tokyo"]  # one token, with its space
+    assert kn.probability("The capital of Japan is", "Tokyo") > 0.5
+
+
+@pytest.mark.slow
+def test_gemma3_converted_like_its_catalogue_entry():
+    """Config, size, BOS and one known fact; through kneuron where this checkout has the Gemma 3 adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    entry = _cached("gemma3-270m")
+    if adapter_for_type(entry.family) is not None:
+        kn = kneuron.load("gemma3-270m", device="cpu")
+        model, tok = kn.model, kn.tokenizer
+        assert (kn.num_layers, kn.num_neurons) == (entry.layers, entry.neurons)
+        assert kn.probability("Paris is the capital of", "France") > 0.5
+    else:
+        directory = catalogue.cached_dir(entry)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained(directory)
+    ids = tok("Paris is the capital of")["input_ids"]
+    assert ids[0] == tok.bos_token_id == 2  # Gemma needs its BOS, and the GGUF's tokenizer adds it
+    cfg = model.config
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size) == (
+        entry.family, entry.layers, entry.neurons, entry.vocab)
+    assert sum(p.numel() for p in model.parameters()) == entry.parameters
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)
+    assert tok.convert_ids_to_tokens(int(probs.argmax())) == "\u2581France" and probs.max() > 0.5  # 0.71
