@@ -17,8 +17,11 @@ from kneuron.models.replay import as_3d
 
 
 def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method: str = "riemann_left",
-                          target: str = "product", pad_to: int | None = None):
-    """(scores, activations), each (num_layers, num_neurons), for one prompt."""
+                          target: str = "product", pad_to: int | None = None, layers=None,
+                          rows_per_pass: int | None = None):
+    """(scores, activations), each (len(layers), num_neurons) (default all layers), for one prompt.
+
+    `rows_per_pass` splits a layer's m rows into several passes (same sums; bounds memory)."""
     model, adapter = kn.model, kn.adapter
     enc = kn.encode(prompt, answer)
     blank, scored = list(enc.blank), list(enc.targets)
@@ -33,7 +36,7 @@ def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method:
     alphas, coefs = integration_points(method, steps)
     k0 = 0 if method == "riemann_left" else 1
     scores, acts = [], []
-    for layer in range(kn.num_layers):
+    for layer in range(kn.num_layers) if layers is None else layers:
         site = adapter.down_projection(model, layer)
         seen = {}
 
@@ -51,19 +54,25 @@ def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method:
             points = torch.tensor(alphas, device=w.device)[:, None, None] * w
         points.requires_grad_(True)
 
-        def overwrite(module, args, points=points):
-            x = as_3d(args[0], steps).clone()
-            x[:, blank, :] = points.to(x.dtype)
-            return (x.reshape(args[0].shape),) + tuple(args[1:])
+        grads = []
+        for start in range(0, steps, rows_per_pass or steps):
+            part = points[start:start + (rows_per_pass or steps)]
+            rows = part.shape[0]
 
-        handle = site.register_forward_pre_hook(overwrite)
-        try:
-            with torch.enable_grad():
-                logits = model(input_ids=ids.repeat(steps, 1), attention_mask=mask.repeat(steps, 1)).logits[:, scored]
-                values = target_values(logits, gold, target)
-                (grad,) = torch.autograd.grad(values.sum(), points)
-        finally:
-            handle.remove()
+            def overwrite(module, args, part=part, rows=rows):
+                x = as_3d(args[0], rows).clone()
+                x[:, blank, :] = part.to(x.dtype)
+                return (x.reshape(args[0].shape),) + tuple(args[1:])
+
+            handle = site.register_forward_pre_hook(overwrite)
+            try:
+                with torch.enable_grad():
+                    logits = model(input_ids=ids.repeat(rows, 1), attention_mask=mask.repeat(rows, 1)).logits[:, scored]
+                    values = target_values(logits, gold, target)
+                    grads.append(torch.autograd.grad(values.sum(), points)[0][start:start + rows])
+            finally:
+                handle.remove()
+        grad = torch.cat(grads)
         if method.startswith("riemann"):
             attr = grad.sum(0) * (w / steps)
         else:

@@ -163,8 +163,9 @@ def causal_trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, st
     kwargs: dict = {}
     frozen = None
     if start > 0:
-        with torch.no_grad():
-            out = model(input_ids=input_ids[:, :start], use_cache=True)
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        with torch.no_grad():  # the prefix's logits are never used: only its last position's are computed
+            out = model(input_ids=input_ids[:, :start], use_cache=True, **extra)
         cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
         frozen = PrefixKeysValues(_prefix_layers(cache))  # read before the suffix pass appends to it
         kwargs = {_cache_kwarg(model): cache, "use_cache": True}

@@ -288,6 +288,32 @@ def choose_internal_batch_size(kn, seq_len: int, steps: int, free_bytes: int | N
     return rows
 
 
+# On CPU a pass of a few hundred rows already runs the matmuls at full speed; more rows only cost
+# memory.  So one causal pass is held to this much (estimated) memory, whatever RAM is free.
+CPU_PASS_BYTES = 2 << 30
+
+
+def causal_rows(kn, seq_len: int, answer_tokens: int, steps: int, precision: str = "fp32",
+                free_bytes: int | None = None) -> int:
+    """Path-point rows per pass for one causal-LM prompt of `seq_len` tokens whose answer has
+    `answer_tokens` tokens (the positions every row carries).
+
+    The bytes of a row are measured (`row_cost`) once per model for prompt lengths rounded up to
+    a power of two (>= 16), charged per answer token; the budget is `fraction` of free memory
+    (as for `choose_internal_batch_size`), and on CPU at most `CPU_PASS_BYTES`.
+    """
+    bucket = max(16, 1 << (max(1, seq_len) - 1).bit_length())
+    per_row = max(1, row_cost(kn, bucket, precision).per_row_budget * max(1, answer_tokens))
+    if free_bytes is None:
+        free_bytes = free_memory(kn.device)
+        if kn.device.type == "cpu":
+            free_bytes = int(free_bytes / CPU_ALLOCATOR_OVERHEAD)
+    budget = int(_default_fraction() * free_bytes)
+    if kn.device.type == "cpu":
+        budget = min(budget, CPU_PASS_BYTES)
+    return max(steps, budget // per_row // steps * steps)
+
+
 def measure_peak_bytes(fn, device="cpu") -> tuple[object, int]:
     """(fn(), peak bytes of tensors allocated while it ran above what was allocated before).
 
