@@ -82,6 +82,28 @@ def test_prefix_cache_equals_full_forward(which, request):
         assert float((replayed - full[cut:]).abs().max()) < 1e-4 * float(full.abs().max())
 
 
+@pytest.mark.slow
+def test_gemma3_sliding_window_prompt_through_the_prefix_cache(gemma3):
+    """A prompt longer than Gemma 3's 512-token window: the sliding layers really slide, and the
+    cached-prefix path still gives the full forward's logits."""
+    text = " ".join(f"Fact {i}: the capital of country number {i} is city number {i * 7 % 101}."
+                    for i in range(30)) + " " + PROMPT
+    ids = torch.tensor([gemma3.encode(text, "Tokyo").ids])
+    window = gemma3.model.config.sliding_window
+    assert ids.shape[1] > window + 20
+    with torch.no_grad():
+        full = gemma3.model(input_ids=ids).logits[0]
+        cut = ids.shape[1] - 3
+        tail = run_after_prefix(gemma3.model, compute_prefix(gemma3.model, ids[:, :cut]), ids[:, cut:])
+        assert float((tail[0] - full[cut:]).abs().max()) < 1e-4 * float(full.abs().max())
+        gemma3.model.config.sliding_window = 100_000
+        try:
+            wide = gemma3.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        finally:
+            gemma3.model.config.sliding_window = window
+    assert float((wide - full[-1]).abs().max()) > 1.0  # measured 15: the window is in force
+
+
 @pytest.mark.parametrize("which", ["gemma3", "smollm2"])
 def test_structure_finds_the_registered_sites(which, request):
     kn = request.getfixturevalue(which)
