@@ -30,7 +30,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import kneuron
     from kneuron.attribution.reference import reference_attribution
-    from kneuron.models.replay import compute_prefix, run_after_prefix
+    from kneuron.models.replay import causal_trace
 
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{args.steps} steps")
@@ -46,8 +46,8 @@ def main() -> None:
         with torch.no_grad():
             full = kn.model(input_ids=ids).logits[0]
             bare = kn.model(input_ids=ids[:, lead:]).logits[0, -1]
-            cached = max(float((run_after_prefix(kn.model, compute_prefix(kn.model, ids[:, :c]), ids[:, c:])[0]
-                                - full[c:]).abs().max()) for c in range(1, ids.shape[1]))
+            cached = max(float((causal_trace(kn.model, kn.adapter, ids, c).logits[0] - full[c:]).abs().max())
+                         for c in range(1, ids.shape[1]))
         p = float(torch.softmax(full[-1], -1)[enc.target_ids[0]])
         p_bare = float(torch.softmax(bare, -1)[enc.target_ids[0]])
         t = time.perf_counter()
