@@ -42,10 +42,10 @@ SPECS_HELP = (
 def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
     """The fact set named by `spec`: one of `SPECS_HELP`; `relations` keeps only those relations."""
     text = str(spec)
-    if text in ("world", "world-causal"):  # the same facts, whichever model the world was built with
-        from kneuron.world import ensure_world, load_world_facts
+    from kneuron.world import BUILTIN_MODELS, builtin_model_dir, load_world_facts
 
-        facts = load_world_facts(ensure_world() if text == "world" else ensure_world(kind="causal"))
+    if text in BUILTIN_MODELS:  # a built-in world's facts (the same whichever model it was built with)
+        facts = load_world_facts(builtin_model_dir(text))
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):
