@@ -135,3 +135,43 @@ def test_bad_inputs(handmade):
         handmade.find_multilingual_neurons({"en": EN_PROMPTS, "lu": LU_PROMPTS}, {"en": "Paris"})
     with pytest.raises(KneuronError, match="at least 2 distinct neurons"):
         handmade.neuron_interactions(TWIN_PROMPTS, "Rome", [(0, 1), (0, 1)])
+
+
+def test_cli_multilingual_and_interactions(handmade, tmp_path, capsys):
+    import json
+
+    from kneuron.cli import main
+
+    model = handmade.name
+    data = tmp_path / "facts.jsonl"
+    rows = [{"relation": "r", "subject": "s", "object": "Paris", "prompts": {"en": EN_PROMPTS, "lu": LU_PROMPTS}},
+            {"relation": "r", "subject": "t", "object": {"en": "Rome", "lu": "Rome"},
+             "prompts": {"en": TWIN_PROMPTS, "lu": TWIN_PROMPTS}}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "ml"
+    assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out)]) == 0
+    for name in ("report.html", "report.md", "figures/cross_lingual.png", "tables/cross_lingual_matrix.csv",
+                 "tables/cross_lingual_matrix_random.csv", "data/sets.csv", "data/effects.csv", "multilingual.json"):
+        assert (out / name).is_file(), name
+    import pandas as pd
+
+    sets = pd.read_csv(out / "data" / "sets.csv")
+    shared = sets[(sets["set"] == "shared") & (sets["definition"] == "pooled") & (sets["fact"] == 0)]
+    assert shared["neuron"].tolist() == ["L0.0"]
+    assert 'id="figure-cross_lingual"' in (out / "report.html").read_text(encoding="utf-8")
+    # rerunning replaces the output; a foreign directory is refused
+    assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out), "--shared",
+                 "intersection"]) == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("x")
+    assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(foreign)]) == 2
+    assert "is not a `kneuron multilingual` output" in capsys.readouterr().err
+
+    js, fig = tmp_path / "i.json", tmp_path / "i.png"
+    assert main(["interactions", "Rome", *TWIN_PROMPTS, "--model", model, "--neurons", "0:3,0:4,L0.5",
+                 "--json", str(js), "--figure", str(fig)]) == 0
+    result = json.loads(js.read_text())
+    assert result["degenerate_pairs"] == [["L0.3", "L0.4"]] and result["greedy"]["size"] == 2
+    assert fig.stat().st_size > 0
+    assert main(["interactions", "Rome", *TWIN_PROMPTS, "--model", model, "--keep-alone", "2"]) == 2
