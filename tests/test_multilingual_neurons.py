@@ -149,7 +149,8 @@ def test_cli_multilingual_and_interactions(handmade, tmp_path, capsys):
              "prompts": {"en": TWIN_PROMPTS, "lu": TWIN_PROMPTS}}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "ml"
-    assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out)]) == 0
+    assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out),
+                 "--interactions", "--top", "6"]) == 0
     for name in ("report.html", "report.md", "figures/cross_lingual.png", "tables/cross_lingual_matrix.csv",
                  "tables/cross_lingual_matrix_random.csv", "data/sets.csv", "data/effects.csv", "multilingual.json"):
         assert (out / name).is_file(), name
@@ -159,6 +160,9 @@ def test_cli_multilingual_and_interactions(handmade, tmp_path, capsys):
     shared = sets[(sets["set"] == "shared") & (sets["definition"] == "pooled") & (sets["fact"] == 0)]
     assert shared["neuron"].tolist() == ["L0.0"]
     assert 'id="figure-cross_lingual"' in (out / "report.html").read_text(encoding="utf-8")
+    pairs = pd.read_csv(out / "data" / "interactions.csv")
+    twin = pairs[pairs["fact"] == "t [en]"]
+    assert twin.loc[twin["degenerate"], ["a", "b"]].values.tolist() == [["L0.3", "L0.4"]]
     # rerunning replaces the output; a foreign directory is refused
     assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out), "--shared",
                  "intersection"]) == 0

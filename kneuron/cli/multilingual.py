@@ -69,6 +69,9 @@ def multilingual(
     p: float = typer.Option(0.7, "-p", help="Share of a language's prompts that must hold a neuron."),
     min_prompts: int = typer.Option(3, "--min-prompts", help="...and at least this many prompts (paper code: 3)."),
     seed: int = typer.Option(0, help="Seed of the random neurons (fact i uses seed + i)."),
+    with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
+                                           "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
+    top: int = typer.Option(20, help="Neurons per fact and language for --interactions."),
     steps: int = STEPS,
     device: str = DEVICE,
 ) -> None:
@@ -76,8 +79,12 @@ def multilingual(
     from kneuron.data import load_facts
     from kneuron.data.facts import group_languages
     from kneuron.data.multilingual import REAL_FACTS
-    from kneuron.experiments.multilingual import SHARED_METHODS, run_multilingual
-    from kneuron.reports.multilingual import add_multilingual_section
+    from kneuron.experiments.multilingual import SHARED_METHODS, fact_interactions, run_multilingual
+    from kneuron.reports.multilingual import (
+        add_interactions_section,
+        add_multilingual_section,
+        interactions_pairs,
+    )
     from kneuron.reports.report import Report
     from kneuron.runs.store import write_json_atomic
 
@@ -116,14 +123,25 @@ def multilingual(
     if len(run.effects):
         console.print(_matrix_table("knowledge neurons: change of mean gold probability", run.matrix("kn")))
         console.print(_matrix_table("random neurons, same counts", run.matrix("random")))
+    studied = fact_interactions(kn, run, top=top) if with_interactions else []
+    if studied:
+        from kneuron.reports.multilingual import interactions_summary
+
+        summary = interactions_summary(studied)
+        console.print(f"interactions: {int(summary['degenerate_pairs'].sum())} degenerate pairs over {len(summary)} "
+                      f"(fact, language); greedy set reached in {int(summary['greedy_set_size'].notna().sum())}")
     config = {"command": "multilingual", "model": model, "data": data, "relations": keep_rel, "languages": languages,
-              "limit_facts": limit_facts, "device": str(kn.device), "seconds": round(time.perf_counter() - t0, 1),
-              **run.settings}
+              "limit_facts": limit_facts, "interactions": with_interactions, "top": top, "device": str(kn.device),
+              "seconds": round(time.perf_counter() - t0, 1), **run.settings}
 
     def write(tmp: Path) -> None:
         report = Report(f"Multilingual knowledge neurons: {kn.name}")
         add_multilingual_section(report, run)
-        report.write(tmp, data={"sets": run.sets, "effects": run.effects, "facts": run.facts})
+        data = {"sets": run.sets, "effects": run.effects, "facts": run.facts}
+        if studied:
+            add_interactions_section(report, studied)
+            data["interactions"] = interactions_pairs(studied)
+        report.write(tmp, data=data)
         write_json_atomic(tmp / MARKER, config)
 
     _write_dir(out, write)

@@ -118,7 +118,11 @@ def mean_probabilities(kn, prompts: Sequence[str], answer: str, sets: Sequence[S
 
 def top_neurons(kn, prompts: Sequence[str], answer: str, k: int = DEFAULT_TOP, steps: int = 20) -> list[Neuron]:
     """The fact's k neurons of highest integrated-gradients score summed over its prompts."""
-    results = kn.attribute(list(prompts), answer, steps=steps)
+    return top_of_results(kn.attribute(list(prompts), answer, steps=steps), k)
+
+
+def top_of_results(results, k: int = DEFAULT_TOP) -> list[Neuron]:
+    """The k neurons of highest score summed over attribution results (one fact's prompts)."""
     total = sum(r.scores.double() for r in results)
     flat = torch.topk(total.flatten(), min(k, total.numel())).indices.tolist()
     width = total.shape[1]
@@ -185,4 +189,5 @@ __all__ = [
     "mean_probabilities",
     "neuron_interactions",
     "top_neurons",
+    "top_of_results",
 ]

@@ -21,6 +21,7 @@ does to the others.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ class MultilingualRun:
     effects: pd.DataFrame  # cross_lingual_effects rows, plus fact
     facts: pd.DataFrame  # per fact: languages, neurons per language, shared (both definitions), skipped and why
     settings: dict = field(default_factory=dict)
+    found: dict[int, MultilingualNeurons] = field(default_factory=dict, repr=False)  # fact -> its result
 
     def matrix(self, control: str = "kn") -> pd.DataFrame:
         return effect_matrix(self.effects, control) if len(self.effects) else pd.DataFrame()
@@ -232,21 +234,39 @@ def usable_prompts(kn, fact) -> tuple[dict[str, list[str]], str]:
     return prompts, ""
 
 
-def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progress=None, **options) -> MultilingualRun:
-    """`find_multilingual_neurons` and `cross_lingual_effects` over many facts (`MultilingualFact`s).
+def fact_interactions(kn, run: MultilingualRun, top: int = 20, **options) -> list[tuple[str, object]]:
+    """`neuron_interactions` of every analysed fact in every language, on the language's top `top`
+    neurons by the run's own attributions (no attribution is recomputed)."""
+    from kneuron.experiments.interactions import neuron_interactions, top_of_results
+
+    out = []
+    for i, found in run.found.items():
+        subject = run.facts.loc[run.facts["fact"] == i, "subject"].iloc[0]
+        for lang, results in found.results.items():
+            neurons = top_of_results(results, top)
+            res = neuron_interactions(kn, found.prompts[lang], found.answers[lang], neurons, top=top, **options)
+            out.append((f"{subject} [{lang}]", res))
+    return out
+
+
+def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progress=None,
+                     **options) -> MultilingualRun:
+    """`find_multilingual_neurons` and `cross_lingual_effects` over many facts (`MultilingualFact`s);
+    `progress(i, fact, row)` after each.
 
     Both definitions of `shared` come from the same attributions; the one not chosen is also
     suppressed (row "shared:<definition>") so the two can be compared.  Fact i's random neurons
     are drawn with seed + i.
     """
     other = next(m for m in SHARED_METHODS if m != shared)
-    set_rows, effect_frames, fact_rows = [], [], []
+    set_rows, effect_frames, fact_rows, kept = [], [], [], {}
     for i, fact in enumerate(facts):
         prompts, why = usable_prompts(kn, fact)
         row = {"fact": i, "relation": fact.relation, "subject": fact.subject, "languages": ",".join(prompts),
                "skipped": why}
+        t0 = time.perf_counter()
         if not why:
-            found = find_multilingual_neurons(kn, prompts, fact.answers, shared=shared, **options)
+            found = kept[i] = find_multilingual_neurons(kn, prompts, fact.answers, shared=shared, **options)
             alt = shared_neurons(found.by_language, found.shares, other, found.settings["p"])
             for lang, ns in found.by_language.items():
                 row[f"neurons_{lang}"] = len(ns)
@@ -259,6 +279,7 @@ def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progre
             effects = cross_lingual_effects(kn, found, seed=seed + i, extra={f"shared:{other}": alt})
             effects.insert(0, "fact", i)
             effect_frames.append(effects)
+            row["seconds"] = round(time.perf_counter() - t0, 2)
         fact_rows.append(row)
         if progress is not None:
             progress(i, fact, row)
@@ -268,11 +289,12 @@ def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progre
     sets["neuron"] = sets["neuron"].map(str)
     effects = pd.concat(effect_frames, ignore_index=True) if effect_frames else pd.DataFrame()
     settings = {"shared": shared, "seed": seed, **options}
-    return MultilingualRun(sets, effects, pd.DataFrame(fact_rows), settings)
+    return MultilingualRun(sets, effects, pd.DataFrame(fact_rows), settings, kept)
 
 
 __all__ = [
     "MultilingualRun",
+    "fact_interactions",
     "run_multilingual",
     "usable_prompts",
     "SHARED_METHODS",

@@ -95,7 +95,7 @@ def add_multilingual_section(report, run, title: str = "Multilingual knowledge n
                 "(the other definition is the row `shared:<name>`). A cell is the change of the mean gold "
                 "probability in the column's language when the row's neurons are suppressed, "
                 "(mean p_suppressed - mean p) / mean p over every analysed fact's prompts.")
-    counts = done.drop(columns=["fact", "relation", "subject", "languages", "skipped"], errors="ignore")
+    counts = done.drop(columns=["fact", "relation", "subject", "languages", "skipped", "seconds"], errors="ignore")
     if len(counts.columns):
         means = counts.mean(numeric_only=True).rename("mean per fact").reset_index()
         means.columns = ["count", "mean per fact"]
@@ -115,9 +115,8 @@ def add_multilingual_section(report, run, title: str = "Multilingual knowledge n
                       "Cross-lingual suppression effects: knowledge neurons (left) and random neurons (right).")
 
 
-def add_interactions_section(report, results, title: str = "Neuron interactions") -> None:
-    """Per fact: the neurons studied, degenerate pairs, the strongest interactions and the greedy set."""
-    report.section(title, "interactions")
+def interactions_summary(results) -> pd.DataFrame:
+    """One row per studied fact: p, strongest single effect, degenerate pairs, greedy set."""
     rows = []
     for name, res in results:
         table = res.table()
@@ -127,15 +126,28 @@ def add_interactions_section(report, results, title: str = "Neuron interactions"
                      "degenerate_pairs": int(table["degenerate"].sum()) if len(table) else 0,
                      "most_negative_interaction": float(table["interaction"].min()) if len(table) else float("nan"),
                      "greedy_set_size": greedy.get("size"), "greedy_kept": greedy.get("kept")})
-    report.table("interactions_summary", pd.DataFrame(rows),
+    return pd.DataFrame(rows)
+
+
+def interactions_pairs(results) -> pd.DataFrame:
+    """Every pair of every studied fact (row-level data)."""
+    frames = [res.table().assign(fact=name) for name, res in results]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def add_interactions_section(report, results, title: str = "Neuron interactions", max_figures: int = 6) -> None:
+    """Per fact: the neurons studied, degenerate pairs, the strongest interactions and the greedy set;
+    heatmaps of the first `max_figures` facts."""
+    report.section(title, "interactions")
+    report.table("interactions_summary", interactions_summary(results),
                  "Per fact: mean gold probability p; the largest single suppression effect; AMIG's degenerate "
                  "pairs (each alone keeps >= 80%, both < 75%); the most negative interaction (joint effect "
                  "minus the sum of singles); the greedy set of individually dispensable neurons that removes "
                  "most of the gold probability (size empty: not reached) and the share it keeps.")
-    for name, res in results:
-        report.figure(f"interactions_{len(report.figures)}", interaction_figure(res, f"{name}: interactions"),
+    for k, (name, res) in enumerate(results[:max_figures]):
+        report.figure(f"interactions_{k}", interaction_figure(res, f"{name}: interactions"),
                       f"{name}: interaction matrix (outlined: degenerate pairs).")
 
 
 __all__ = ["add_interactions_section", "add_multilingual_section", "cross_lingual_figure", "interaction_figure",
-           "suppression_summary"]
+           "interactions_pairs", "interactions_summary", "suppression_summary"]
