@@ -89,3 +89,11 @@ def test_builtin_names_and_cache_directories(tmp_path, monkeypatch):
     assert BUILTIN_MODELS["world-multilingual"] == "masked" and BUILTIN_MODELS["world-multilingual-causal"] == "causal"
     assert default_world_dir(0, "causal", multilingual=True).name == "v1-seed0-multilingual-causal"
     assert default_world_dir(0, "masked").name == "v1-seed0"
+
+
+def test_the_multilingual_bert_trains_longer_and_the_english_one_does_not_change():
+    from kneuron.world.store import MULTILINGUAL_MASKED_EPOCHS, _default_train_config
+
+    assert _default_train_config("masked", 0, multilingual=True).epochs == MULTILINGUAL_MASKED_EPOCHS
+    assert _default_train_config("masked", 0) == TrainConfig(seed=0)
+    assert _default_train_config("causal", 0, multilingual=True) == _default_train_config("causal", 0)
