@@ -16,7 +16,14 @@ import torch
 
 from kneuron.data.facts import MASK, ends_at_blank
 from kneuron.errors import KneuronError, PromptError
-from kneuron.models.tokens import answer_token_ids, fill_mask_token
+from kneuron.models.tokens import (
+    answer_context_mismatch,
+    answer_token_ids,
+    fill_mask_token,
+    prompt_token_ids,
+    show_tokens,
+    token_texts,
+)
 from kneuron.neurons import Neuron, as_neurons
 
 
@@ -48,6 +55,7 @@ class KnowledgeModel:
         self.multi_token = (adapter.objective == "causal") if multi_token is None else bool(multi_token)
         self._encode_cache: dict[tuple, Encoded] = {}
         self._answer_cache: dict[str, tuple[int, ...]] = {}
+        self._context_checked: set[str] = set()  # answers already checked (and warned about) in context
         self._blanks = None  # (rows, cols) of the batch being run by this object, for interventions
 
     def __repr__(self) -> str:
@@ -72,7 +80,7 @@ class KnowledgeModel:
             raise PromptError(f"empty answer: {answer!r}")
         ids = tuple(answer_token_ids(self.tokenizer, answer))
         unk = getattr(self.tokenizer, "unk_token_id", None)
-        pieces = self.tokenizer.convert_ids_to_tokens(list(ids))
+        pieces = show_tokens(self.tokenizer, ids)
         if not ids or (unk is not None and unk in ids and unk not in (self.tokenizer.eos_token_id,)):
             raise PromptError(f"answer {answer!r} has tokens unknown to this tokenizer: {pieces}")
         if len(ids) != 1 and not self.multi_token:
@@ -85,8 +93,7 @@ class KnowledgeModel:
         """The single vocabulary id of `answer` (an error if it has several tokens)."""
         ids = self.answer_ids(answer)
         if len(ids) != 1:
-            raise PromptError(f"answer {answer!r} is not a single token: "
-                              f"{self.tokenizer.convert_ids_to_tokens(list(ids))}")
+            raise PromptError(f"answer {answer!r} is not a single token: {show_tokens(self.tokenizer, ids)}")
         return ids[0]
 
     def _check_blank(self, prompt: str) -> None:
@@ -123,14 +130,31 @@ class KnowledgeModel:
             if not self.ends_at_blank(prompt):
                 raise PromptError(f"causal LM prompt must end at the blank: {prompt!r}")
             text = prompt.partition(MASK)[0].rstrip() if MASK in prompt else prompt
-            ids = list(self.tokenizer(text)["input_ids"])
+            ids = prompt_token_ids(self.tokenizer, text)
             if not ids:
                 raise PromptError(f"prompt has no tokens before the blank: {prompt!r}")
+            if gold:
+                self._check_answer_in_context(text, answer, gold)
             b = len(ids) - 1
             ids += list(gold[:-1])
             enc = Encoded(prompt, answer, tuple(ids), (b,), tuple(range(b, b + len(gold))), gold)
         self._encode_cache[key] = enc
         return enc
+
+    def _check_answer_in_context(self, text: str, answer: str, gold: tuple[int, ...]) -> None:
+        """Warn (once per answer) when the answer's tokens after the prompt differ from the answer's
+        tokens alone, which kneuron scores: the model would not write it the way it is scored."""
+        if answer in self._context_checked:
+            return
+        self._context_checked.add(answer)
+        seen = answer_context_mismatch(self.tokenizer, text, answer, gold)
+        if seen is not None:
+            import warnings
+
+            warnings.warn(f"answer {answer!r} is tokenized {show_tokens(self.tokenizer, gold)} alone (as kneuron "
+                          f"scores it) but {show_tokens(self.tokenizer, seen)} after the prompt {text!r}; "
+                          "its probability is that of a spelling the model would not write here",
+                          UserWarning, stacklevel=3)
 
     def blank_positions(self, input_ids: torch.Tensor, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, cols) of the blanks in a batch.
@@ -253,10 +277,10 @@ class KnowledgeModel:
         return torch.stack(self._run(encoded, lambda e, logits: logits[e.blank[0]].float()))
 
     def predict(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+        """The k most likely tokens at the blank, as text (" Tokyo", not the piece "ĠTokyo")."""
         probs = torch.softmax(self.blank_logits([prompt])[0], dim=-1)
         top = torch.topk(probs, k)
-        tokens = self.tokenizer.convert_ids_to_tokens(top.indices.tolist())
-        return list(zip(tokens, top.values.tolist()))
+        return list(zip(token_texts(self.tokenizer, top.indices.tolist()), top.values.tolist()))
 
     @torch.no_grad()
     def activations(self, prompt: str, answer: str | None = None) -> torch.Tensor:

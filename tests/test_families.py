@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_decoders import family_configs, save_tiny_decoder
+from tiny_decoders import family_configs, save_tiny_decoder, structural_configs
 from tiny_models import save_tiny_bert
 
 import kneuron
@@ -10,7 +10,7 @@ from kneuron.attribution.reference import reference_attribution
 from kneuron.errors import PromptError
 from kneuron.models.replay import as_3d
 
-DECODERS = list(family_configs(100))
+DECODERS = list(family_configs(100)) + list(structural_configs(100))
 ENCODERS = ["bert", "distilbert"]
 
 
@@ -49,9 +49,9 @@ def test_mlp_output_is_sum_of_activation_times_value_slot(kn):
 
 
 def test_gated_neuron_is_act_gate_times_up(kn):
-    if kn.adapter.family != "llama":
+    mlp = getattr(kn.adapter.blocks(kn.model)[0], "mlp", None)
+    if not hasattr(mlp, "gate_proj"):
         pytest.skip("gated MLPs only")
-    mlp = kn.adapter.blocks(kn.model)[0].mlp
     seen = {}
     h = mlp.register_forward_hook(lambda m, a, o: seen.update(inp=a[0].detach()))
     x, _ = capture_mlp(kn, 0, "The capital of Ireland is [MASK].")
@@ -118,6 +118,41 @@ def test_suppress_amplify_match_manual_and_restore(kn, answer):
         assert abs(ours - p) > 1e-6 * p
     assert kn.probability(prompt, answer) == p
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in kn.model.modules())
+
+
+LONG_PROMPT = "Berlin is the capital of Germany. She speaks French and the capital of Ireland is"
+
+
+def test_prefix_cache_gives_the_full_forward_logits(kn):
+    """The causal engine runs answers after a cached prefix; sliding-window layers (Gemma 2/3,
+    windows of 4 tokens here) must see the same context as in one full pass."""
+    if kn.is_masked:
+        pytest.skip("causal LMs only")
+    from kneuron.models.replay import compute_prefix, run_after_prefix
+
+    ids = torch.tensor([kn.encode(LONG_PROMPT, "Paris Texas").ids])
+    assert ids.shape[1] > 12
+    with torch.no_grad():
+        full = kn.model(input_ids=ids).logits[0]
+        for cut in (1, 6, ids.shape[1] - 2):
+            tail = run_after_prefix(kn.model, compute_prefix(kn.model, ids[:, :cut]), ids[:, cut:].repeat(3, 1))
+            assert torch.allclose(tail, full[cut:].expand(3, -1, -1), atol=1e-4, rtol=1e-4), cut
+
+
+def test_sliding_window_is_in_force(kn):
+    """Guard for the test above: with a window of 4, distant tokens must not reach sliding layers."""
+    window = getattr(kn.model.config, "sliding_window", None)
+    if "sliding_attention" not in (getattr(kn.model.config, "layer_types", None) or []) or window is None:
+        pytest.skip("no sliding-window layers")
+    ids = torch.tensor([kn.encode(LONG_PROMPT).ids])
+    with torch.no_grad():
+        slid = kn.model(input_ids=ids).logits[0, -1]
+        kn.model.config.sliding_window = 10_000
+        try:
+            wide = kn.model(input_ids=ids).logits[0, -1]
+        finally:
+            kn.model.config.sliding_window = window
+    assert not torch.allclose(slid, wide, atol=1e-4)
 
 
 def test_causal_prompt_must_end_at_blank(kn):

@@ -27,6 +27,8 @@ def _tokenizer(out: Path):
 
 def family_configs(vocab: int) -> dict:
     from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
         GemmaConfig,
         GPT2Config,
         GPTJConfig,
@@ -57,6 +59,27 @@ def family_configs(vocab: int) -> dict:
         "qwen2": Qwen2Config(**llama_like),
         "qwen3": Qwen3Config(head_dim=8, **llama_like),
         "gemma": GemmaConfig(head_dim=8, **llama_like),
+        # Windows of 4 tokens, shorter than the test prompts, so that sliding layers really slide.
+        "gemma2": Gemma2Config(head_dim=8, sliding_window=4, **llama_like),
+        "gemma3_text": Gemma3TextConfig(head_dim=8, sliding_window=4,
+                                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                        **llama_like),
+    }
+
+
+def structural_configs(vocab: int) -> dict:
+    """Families kneuron has no adapter for: found from their structure (kneuron.models.structural)."""
+    from transformers import GraniteConfig, Phi3Config, Starcoder2Config
+
+    small = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    llama_like = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, **small)
+    return {
+        "phi3": Phi3Config(**llama_like),  # fused gate_up_proj, then mlp.down_proj
+        "starcoder2": Starcoder2Config(**llama_like),  # mlp.c_fc -> GELU -> mlp.c_proj, with biases
+        # Embedding, residual and logit multipliers that a hand-written adapter would have to know.
+        "granite": GraniteConfig(embedding_multiplier=3.0, residual_multiplier=0.5, logits_scaling=2.0,
+                                 **llama_like),
     }
 
 
@@ -65,7 +88,7 @@ def save_tiny_decoder(family: str, out: Path, seed: int = 0) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(out)
-    cfg = family_configs(len(tok))[family]
+    cfg = {**family_configs(len(tok)), **structural_configs(len(tok))}[family]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     spread_init(model, 0.3)

@@ -1,7 +1,8 @@
 """The `kneuron` command: a thin layer over the public API.
 
 Each command group lives in its own module and exposes a `typer.Typer` named `app`.  `main()`
-turns any `KneuronError` into one line on stderr and a non-zero exit code; `--debug` shows the
+turns any `KneuronError`, and any usage error of click's (a bad or out-of-range option value, see
+`kneuron.cli.options`), into one line on stderr and a non-zero exit code; `--debug` shows the
 traceback instead.
 """
 
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kneuron.cli.options import POSITIVE, ranged
 from kneuron.errors import KneuronError
 
 app = typer.Typer(
@@ -29,12 +31,10 @@ _state = {"debug": False}
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    threads: int = ranged(None, "--threads", within=POSITIVE, help="CPU threads for torch (default: torch's choice)."),
 ) -> None:
     _state["debug"] = debug
     if threads is not None:
-        if threads < 1:
-            raise KneuronError(f"--threads must be >= 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
@@ -68,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer/click exits
         return int(exc.code or 0)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        # typer vendors its own click (typer._click), so match click's classes by name, not identity.
+        kinds = {c.__name__ for c in type(exc).__mro__}
+        if "ClickException" in kinds:  # a bad or out-of-range option value, a missing argument: one line
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(hint)}",
+                              highlight=False, soft_wrap=True)
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if "Abort" in kinds:
             return 1
         if debug:
             raise

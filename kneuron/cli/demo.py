@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import POSITIVE, SEED, ranged
 
 console = Console()
 
@@ -19,8 +20,8 @@ console = Console()
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
-    seed: int = typer.Option(0, help="Seed of the world and of the random control."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts per relation."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the world and of the random control."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts per relation."),
     causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import NON_NEGATIVE, POSITIVE, SEED, ranged
 
 console = Console()
 
@@ -24,11 +25,11 @@ def discover(
     data: str = typer.Option("world", "--data", "-d", help="'world', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
     relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids, e.g. P19,P36."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts of each relation."),
-    steps: int = typer.Option(20, help="Integration points m."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
+    steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m."),
     method: str = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
-    seed: int = typer.Option(0, help="Seed for every random choice (recorded in config.json)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed for every random choice (recorded in config.json)."),
     device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps."),
     tf32: bool = typer.Option(False, "--tf32/--no-tf32",
                               help="TF32 matmuls on CUDA (Ampere+): faster, ~1e-3 relative error; no effect on CPU."),
@@ -36,11 +37,13 @@ def discover(
     address: str = typer.Option(None, "--address",
                                 help="(ray) existing cluster (auto, host:6379, ray://host:10001); "
                                      "default: a local cluster for this run."),
-    workers: int = typer.Option(None, "--workers", help="(ray) number of workers (default: as many as fit)."),
-    worker_threads: int = typer.Option(1, "--worker-threads", help="(ray) torch threads (and CPUs) per worker."),
-    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker",
-                                          help="(ray) GPUs per worker (default: 1 if the cluster has GPUs, else 0)."),
-    facts_per_batch: int = typer.Option(8, "--facts-per-batch", help="Facts per attribution call (and Ray task)."),
+    workers: int = ranged(None, "--workers", within=POSITIVE, help="(ray) number of workers (default: as many as fit)."),
+    worker_threads: int = ranged(1, "--worker-threads", within=POSITIVE,
+                                 help="(ray) torch threads (and CPUs) per worker."),
+    gpus_per_worker: float = ranged(None, "--gpus-per-worker", within=NON_NEGATIVE,
+                                    help="(ray) GPUs per worker (default: 1 if the cluster has GPUs, else 0)."),
+    facts_per_batch: int = ranged(8, "--facts-per-batch", within=POSITIVE,
+                                  help="Facts per attribution call (and Ray task)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
@@ -73,8 +76,6 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
     backend = backend.lower()
     if backend not in BACKENDS:
         raise KneuronError(f"unknown --backend {backend!r}; use one of: {', '.join(BACKENDS)}")
-    if facts_per_batch < 1:
-        raise KneuronError(f"--facts-per-batch must be >= 1, got {facts_per_batch}")
     if backend == "local":
         given = [name for name, value in (("--address", address), ("--workers", workers),
                                           ("--gpus-per-worker", gpus_per_worker)) if value is not None]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
 from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.errors import KneuronError
 
@@ -40,7 +41,7 @@ def _prediction_table(kn, prompts, answers, run) -> Table:
     for a in answers:
         table.add_column(f"P({escape(a)})", justify="right")
     for prompt, (t0, p0), (t1, p1) in zip(prompts, before, after):
-        table.add_row(escape(prompt), f"{escape(t0)} -> {escape(t1)}",
+        table.add_row(escape(prompt), f"{escape(repr(t0))} -> {escape(repr(t1))}",
                       *(f"{x:.3f} -> {y:.3f}" for x, y in zip(p0, p1)))
     return table
 
@@ -77,15 +78,15 @@ def update(
     run_dir: Path = RUN,
     subject: str = typer.Option(None, "--subject", help="(with --run) the fact's subject."),
     relation: str = typer.Option(None, "--relation", help="(with --run) the fact's relation, if the subject has several."),
-    share: float = typer.Option(0.1, "--share", help="(with --run) skip neurons held by more than this share of the "
-                                "relation's facts (paper code: 0.1)."),
+    share: float = ranged(0.1, "--share", within=FRACTION, help="(with --run) skip neurons held by more than this "
+                          "share of the relation's facts (paper code: 0.1)."),
     model: str = MODEL,
     neurons: str = typer.Option(None, "--neurons", help="(without --run) neurons to edit, e.g. 3:120,3:7."),
     original: str = typer.Option(None, "--from", help="(without --run) the answer to replace."),
     prompts: list[str] = typer.Option(None, "--prompt", help="Prompts to check before and after (repeatable; "
                                       "default with --run: the fact's prompts)."),
-    lambda1: float = typer.Option(1.0, "--lambda1", help="Weight of the removed answer's embedding."),
-    lambda2: float = typer.Option(8.0, "--lambda2", help="Weight of the added answer's embedding."),
+    lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="Weight of the removed answer's embedding."),
+    lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="Weight of the added answer's embedding."),
     scaling: str = typer.Option("norm", help="norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
@@ -148,12 +149,13 @@ def erase(
     run_dir: Path = typer.Option(..., "--run", help="A discovery run: the model and the relation's neurons come from it."),
     relation: str = typer.Option(..., "--relation", help="The relation to erase, e.g. P19."),
     out: Path = OUT,
-    top_k: int = typer.Option(20, "--top-k", help="Most frequent neurons of the relation's facts (paper code: 20)."),
+    top_k: int = ranged(20, "--top-k", within=POSITIVE,
+                        help="Most frequent neurons of the relation's facts (paper code: 20)."),
     replacement: str = typer.Option("zero", help="zero (paper code) | unk (the [UNK] embedding)."),
     model: str = MODEL,
-    max_prompts: int = typer.Option(2000, "--max-prompts",
-                                    help="Measure accuracy and PPL on at most this many prompts per group (seeded sample)."),
-    seed: int = typer.Option(0, help="Seed of the prompt sample (recorded in the edit file)."),
+    max_prompts: int = ranged(2000, "--max-prompts", within=POSITIVE,
+                              help="Measure accuracy and PPL on at most this many prompts per group (seeded sample)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the prompt sample (recorded in the edit file)."),
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
@@ -165,8 +167,6 @@ def erase(
     from kneuron.experiments.rundata import RunData
 
     _check_out(out)
-    if top_k < 1:
-        raise KneuronError(f"--top-k must be >= 1, got {top_k}")
     run = RunData.load(run_dir)
     if relation not in run.universe:
         raise KneuronError(f"relation {relation!r} is not in the run {run_dir} (it has {', '.join(run.relations)})")

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from kneuron.cli import app
+from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
 
 console = Console()
 
@@ -55,19 +56,19 @@ def set_threads(kn, ctx: typer.Context | None = None) -> int:
 
 
 # Options shared with `kneuron reproduce` (typer needs them spelled out per command).
-SEED = typer.Option(42, help="Seed of every random choice (the authors used 42); recorded in config.json.")
+SEED_OPTION = ranged(42, "--seed", within=SEED, help="Seed of every random choice (the authors used 42); recorded in config.json.")
 BINGREL = typer.Option(None, "--bingrel", help="BINGREL folder for prompt types (default: the data's own).")
 ESCAPE = typer.Option("paper", help="Entity regex escaping for T1/T2: paper (only ( ) $ .) | full.")
-EDITS = typer.Option(10, "--edits-per-relation", help="Valid edits per relation (updating).")
-TRIES = typer.Option(10000, "--max-tries", help="Sampling attempts per relation (updating).")
-SHARE = typer.Option(0.1, "--share", help="Updating: neurons held by more than this share of the relation's facts "
+EDITS = ranged(10, "--edits-per-relation", within=POSITIVE, help="Valid edits per relation (updating).")
+TRIES = ranged(10000, "--max-tries", within=POSITIVE, help="Sampling attempts per relation (updating).")
+SHARE = ranged(0.1, "--share", within=FRACTION, help="Updating: neurons held by more than this share of the relation's facts "
                      "are not edited (paper code: 0.1).")
 SCALING = typer.Option("norm", help="Updating lambdas: norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text).")
-LAMBDA1 = typer.Option(1.0, "--lambda1", help="Weight of the removed original-answer embedding.")
-LAMBDA2 = typer.Option(8.0, "--lambda2", help="Weight of the added target-answer embedding.")
+LAMBDA1 = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="Weight of the removed original-answer embedding.")
+LAMBDA2 = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="Weight of the added target-answer embedding.")
 ERASE_RELS = typer.Option(None, "--erase-relations",
                           help="Relations to erase (default: P19,P27,P106,P937 if present, else all).")
-TOP_K = typer.Option(20, "--top-k", help="Most frequent neurons erased per relation.")
+TOP_K = ranged(20, "--top-k", within=POSITIVE, help="Most frequent neurons erased per relation.")
 REPLACEMENT = typer.Option("zero", help="Erased value slots become: zero (paper code) | unk ([UNK] embedding).")
 
 
@@ -77,7 +78,7 @@ def experiment(
     run_dir: Path = typer.Argument(..., help="A finished discovery run (from `kneuron discover` or `reproduce`)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default RUN_DIR/experiments/NAME)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    seed: int = SEED, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
+    seed: int = SEED_OPTION, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
     max_tries: int = TRIES, share: float = SHARE, scaling: str = SCALING, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2,
     erase_relations: str = ERASE_RELS, top_k: int = TOP_K, replacement: str = REPLACEMENT,
     ctx: typer.Context = None,

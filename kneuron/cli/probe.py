@@ -16,13 +16,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
 from kneuron.errors import KneuronError
 
 console = Console()
 
 MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, or 'world'.")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
-STEPS = typer.Option(20, help="Integration points m.")
+STEPS = ranged(20, "--steps", within=POSITIVE, help="Integration points m.")
 METHOD = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre.")
 MULTI = typer.Option(None, "--multi-token/--single-token",
                      help="Score answers of several tokens (default: causal LMs yes, masked LMs no, as in the paper).")
@@ -68,20 +69,18 @@ def predict(
     ctx: typer.Context,
     prompt: str = typer.Argument(..., help="A prompt with a blank ([MASK] for masked LMs; the end for causal LMs)."),
     model: str = MODEL,
-    k: int = typer.Option(5, "-k", help="How many tokens to show."),
+    k: int = ranged(5, "-k", within=POSITIVE, help="How many tokens to show."),
     answer: str = typer.Option(None, "--answer", "-a", help="Also print this answer's probability."),
     device: str = DEVICE,
 ) -> None:
     """The model's top-k fillers for the blank (e.g. to check an edited model)."""
-    if k < 1:
-        raise KneuronError(f"-k must be >= 1, got {k}")
     kn = load_model(model, device, ctx)
     table = Table(title=escape(prompt))
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("probability", justify="right")
     for rank, (token, prob) in enumerate(kn.predict(prompt, k=k), 1):
-        table.add_row(str(rank), escape(token), f"{prob:.4f}")
+        table.add_row(str(rank), escape(repr(token)), f"{prob:.4f}")  # quoted: a leading space shows
     console.print(table)
     if answer is not None:
         console.print(f"P({escape(answer)}) = {kn.probability(prompt, answer):.4f}")
@@ -93,8 +92,9 @@ def attribute(
     prompt: str = typer.Argument(None, help="A prompt with a blank."),
     answer: str = typer.Argument(None, help="The gold answer."),
     model: str = MODEL,
-    top: int = typer.Option(10, "--top", help="How many neurons to list."),
-    threshold: float = typer.Option(0.2, help="Coarse-set threshold, relative to the maximum score."),
+    top: int = ranged(10, "--top", within=POSITIVE, help="How many neurons to list."),
+    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+                              help="Coarse-set threshold, relative to the maximum score."),
     steps: int = STEPS,
     method: str = METHOD,
     layers: str = typer.Option(None, help="Only these layers, e.g. 9,10,11 (default all)."),
@@ -108,8 +108,6 @@ def attribute(
     """Integrated-gradients scores of every neuron for one prompt: the top neurons and the coarse set."""
     from kneuron.attribution import AttributionResult
 
-    if top < 1:
-        raise KneuronError(f"--top must be >= 1, got {top}")
     if load is not None:
         if prompt is not None:
             raise KneuronError("give either PROMPT ANSWER or --load FILE, not both")
@@ -153,11 +151,13 @@ def neurons(
     prompts: list[str] = typer.Argument(None, help="Paraphrased prompts of the fact, each with a blank."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line (instead of PROMPTS)."),
     model: str = MODEL,
-    threshold: float = typer.Option(0.2, help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = typer.Option(0.7, "-p", help="Share of prompts that must hold a neuron (refinement)."),
-    min_prompts: int = typer.Option(3, "--min-prompts", help="...and at least this many prompts (paper code: 3)."),
-    factor: float = typer.Option(2.0, help="Amplification factor."),
-    seed: int = typer.Option(0, help="Seed of the random-neuron control."),
+    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+                              help="Coarse-set threshold, relative to each prompt's maximum."),
+    p: float = ranged(0.7, "-p", within=FRACTION, help="Share of prompts that must hold a neuron (refinement)."),
+    min_prompts: int = ranged(3, "--min-prompts", within=POSITIVE,
+                              help="...and at least this many prompts (paper code: 3)."),
+    factor: float = ranged(2.0, "--factor", within=NON_NEGATIVE, help="Amplification factor."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the random-neuron control."),
     steps: int = STEPS,
     method: str = METHOD,
     json_out: Path = typer.Option(None, "--json", help="Write neurons, settings and per-prompt effects here."),

@@ -27,7 +27,7 @@ from kneuron.cli.experiment import (
     LAMBDA2,
     REPLACEMENT,
     SCALING,
-    SEED,
+    SEED_OPTION,
     SHARE,
     TOP_K,
     TRIES,
@@ -35,6 +35,7 @@ from kneuron.cli.experiment import (
     set_threads,
     settings_from_options,
 )
+from kneuron.cli.options import POSITIVE, ranged
 
 console = Console()
 
@@ -46,12 +47,12 @@ def reproduce(
                              help="'world', a fact-world folder, 'pararel', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (discovery resumes from OUT/run)."),
     relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids (default: all)."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts of each relation."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
     experiments: str = typer.Option(None, "--experiments",
                                     help="Comma-separated subset of: statistics,suppression,prompt-types,update,erase."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    seed: int = SEED, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
+    seed: int = SEED_OPTION, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
     max_tries: int = TRIES, share: float = SHARE, scaling: str = SCALING, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2,
     erase_relations: str = ERASE_RELS, top_k: int = TOP_K, replacement: str = REPLACEMENT,
     ctx: typer.Context = None,

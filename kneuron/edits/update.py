@@ -27,6 +27,7 @@ import torch
 
 from kneuron.edits.value_slots import Edit, make_edit, slot
 from kneuron.errors import KneuronError
+from kneuron.models.tokens import token_text
 from kneuron.neurons import Neuron, as_neurons
 
 SCALINGS = ("norm", "raw")
@@ -96,8 +97,8 @@ def plan_update(kn, neurons, original: str | int, target: str | int, *, lambda1:
         v = v - e_old.to(v.device, v.dtype) * l1.to(v.device)
         return v + e_new.to(v.device, v.dtype) * l2.to(v.device)
 
-    tok = kn.tokenizer.convert_ids_to_tokens
-    info = {"original": tok(old_id), "target": tok(new_id), "original_id": int(old_id), "target_id": int(new_id),
+    info = {"original": token_text(kn.tokenizer, old_id).strip(), "target": token_text(kn.tokenizer, new_id).strip(),
+            "original_id": int(old_id), "target_id": int(new_id),
             "lambda1": float(lambda1), "lambda2": float(lambda2), "scaling": scaling,
             "lambdas": [[float(a), float(b)] for a, b in lambdas]}
     return make_edit(kn, "update_fact", neurons, compute, info)

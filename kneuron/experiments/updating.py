@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from kneuron.edits import plan_update, select_update_neurons
+from kneuron.models.tokens import token_text
 from kneuron.neurons import Neuron
 
 METHODS = ("kn", "random")
@@ -154,7 +155,7 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
                     "method": method, "relation": rel, "fact": idx[pos], "subject": fact.subject,
                     "original": fact.object, "target": target, "prompt": prompt, "neurons": len(neurons),
                     "neuron_list": " ".join(str(x) for x in edit.neurons), "try": counts["tries"],
-                    "new_top1": kn.tokenizer.convert_ids_to_tokens(new_top1),
+                    "new_top1": token_text(kn.tokenizer, new_top1),
                     "success": int(new_top1 == target_id), "changed": int(new_top1 != top1),
                     "success_top5": int(rank_after <= 5),
                     "p_target_orig": float(p_before[target_id]), "p_target_new": float(p_after[target_id]),

@@ -175,3 +175,16 @@ register_adapter(Adapter(
     objective="causal", layers="model.layers", down_proj="mlp.down_proj", embeddings="model.embed_tokens",
     notes="Gated MLPs: neuron = act(gate_proj(x)) * up_proj(x), the input of down_proj.",
 ))
+
+# Gemma 3's text decoder: the same gated MLP (GELU-tanh gate), sliding-window attention on five
+# layers of six, and input embeddings multiplied by sqrt(hidden_size) inside `embed_tokens`.  That
+# scale lives in the module's forward, not in its weight: `word_embeddings` returns the unscaled
+# matrix, which is also the (tied) output head, so an edit adding lambda * E[answer] to a value slot
+# pushes along the direction the head reads; with the default norm scaling the magnitude of E does
+# not matter at all.  Attribution acts on MLP inputs and never sees the embedding scale.
+register_adapter(Adapter(
+    family="gemma3", model_types=("gemma3_text",),
+    objective="causal", layers="model.layers", down_proj="mlp.down_proj", embeddings="model.embed_tokens",
+    notes="Gemma 3 (text): neuron = gelu_tanh(gate_proj(x)) * up_proj(x); embeddings scaled by sqrt(hidden) "
+          "in the forward (word_embeddings is the unscaled, tied matrix).",
+))

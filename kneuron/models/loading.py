@@ -11,6 +11,7 @@ import torch
 
 from kneuron.errors import ModelError
 from kneuron.models.adapters import adapter_for_type, registered_adapters
+from kneuron.models.structural import objective_for_config, structural_adapter
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -111,16 +112,18 @@ def load_hf(name_or_path: str, device="auto", dtype=None):
         where = "local directory" if local.exists() else "hub name (no such local directory)"
         raise ModelError(f"cannot load model {name_or_path!r} as a {where}: {_short(exc)}") from None
     adapter = adapter_for_type(config.model_type)
-    if adapter is None:
+    objective = adapter.objective if adapter is not None else objective_for_config(config)
+    if objective != "causal" and adapter is None:  # the structural adapter covers causal LMs only
         raise ModelError(
             f"no kneuron adapter for model_type {config.model_type!r} "
-            f"({', '.join(getattr(config, 'architectures', None) or ['unknown class'])}); supported: "
-            f"{', '.join(sorted(registered_adapters()))}; add one with kneuron.register_adapter(Adapter(...))"
+            f"({', '.join(getattr(config, 'architectures', None) or ['unknown class'])}), and only causal LMs get "
+            f"one from their structure; supported: {', '.join(sorted(registered_adapters()))}; "
+            "add one with kneuron.register_adapter(Adapter(...))"
         )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # kneuron draws its own progress; keep loads quiet
-    auto = AutoModelForMaskedLM if adapter.objective == "masked" else AutoModelForCausalLM
+    auto = AutoModelForMaskedLM if objective == "masked" else AutoModelForCausalLM
     torch_dtype = resolve_dtype(dtype)
     try:
         model = auto.from_pretrained(source, dtype=torch_dtype)
@@ -130,4 +133,6 @@ def load_hf(name_or_path: str, device="auto", dtype=None):
     model.to(resolve_device(device))
     model.eval()
     model.requires_grad_(False)  # attribution needs input gradients only
+    if adapter is None:
+        adapter = structural_adapter(model)  # found, then checked on the model's own logits
     return model, tokenizer, adapter

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from kneuron.neurons import Neuron
+from kneuron.ranges import FRACTION
 
 KN_THRESHOLD = 0.2
 BASELINE_THRESHOLD = 0.5
@@ -20,6 +21,7 @@ BASELINE_THRESHOLD = 0.5
 
 def coarse_neurons(scores: torch.Tensor, threshold: float = KN_THRESHOLD) -> list[Neuron]:
     """Neurons whose score is >= threshold x max(scores); `scores` is (layers, neurons)."""
+    FRACTION.check("threshold", threshold)
     cutoff = threshold * scores.max()
     layer, index = torch.nonzero(scores >= cutoff, as_tuple=True)
     return [Neuron(int(a), int(b)) for a, b in zip(layer.tolist(), index.tolist())]

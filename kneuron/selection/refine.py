@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kneuron.neurons import Neuron
+from kneuron.ranges import FRACTION, POSITIVE
 
 P_START = 0.7
 P_STEP = 0.05
@@ -26,6 +27,8 @@ MIN_PROMPTS = 3
 
 def refine(coarse_sets: Sequence[Sequence[Neuron]], p: float = P_START, min_prompts: int = MIN_PROMPTS) -> list[Neuron]:
     """Neurons shared by at least max(p * n, min_prompts) of the n prompts' coarse sets."""
+    FRACTION.check("p", p)
+    POSITIVE.check("min_prompts", min_prompts)
     counts: Counter = Counter()
     for neurons in coarse_sets:
         for n in neurons:

@@ -1,0 +1,93 @@
+"""Decoder tokenization: the tokenizer's BOS is kept, a trailing EOS is not, answers are checked in
+context, and tokens are shown as text."""
+
+import warnings
+
+import pytest
+import torch
+from tiny_decoders import save_tiny_decoder
+
+import kneuron
+from kneuron.errors import PromptError
+from kneuron.models.tokens import leading_special_ids, show_tokens, token_texts
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_decoder("llama", tmp_path_factory.mktemp("llama"))
+
+
+def with_template(kn, single: str):
+    """Give the tokenizer a post-processor, as Gemma's (BOS) or BERT-like ones (BOS ... EOS)."""
+    from tokenizers.processors import TemplateProcessing
+
+    specials = [("<|endoftext|>", kn.tokenizer.convert_tokens_to_ids("<|endoftext|>")),
+                ("<pad>", kn.tokenizer.convert_tokens_to_ids("<pad>"))]
+    kn.tokenizer._tokenizer.post_processor = TemplateProcessing(single=single, special_tokens=specials)
+    return kn
+
+
+def manual_probability(kn, ids, answer_id):
+    with torch.no_grad():
+        logits = kn.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    return float(torch.softmax(logits, -1)[answer_id])
+
+
+def test_no_special_tokens_when_the_tokenizer_adds_none(model_dir):
+    kn = kneuron.load(str(model_dir), device="cpu")  # like SmolLM2: nothing added
+    assert leading_special_ids(kn.tokenizer) == []
+    enc = kn.encode("The capital of Ireland is", "Dublin")
+    prompt = kn.tokenizer("The capital of Ireland is", add_special_tokens=False)["input_ids"]
+    assert list(enc.ids[:enc.blank[0] + 1]) == prompt
+
+
+@pytest.mark.parametrize("template", ["<|endoftext|> $A", "<|endoftext|> $A <pad>"])
+def test_bos_is_kept_and_eos_dropped(model_dir, template):
+    kn = with_template(kneuron.load(str(model_dir), device="cpu"), template)
+    bos, eos = kn.tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<pad>"])
+    text = "The capital of Ireland is"
+    assert kn.tokenizer(text)["input_ids"][0] == bos  # the tokenizer's own setting
+    enc = kn.encode(text + " [MASK].", "Dublin")
+    plain = kn.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert list(enc.ids[:enc.blank[0] + 1]) == [bos] + plain and eos not in enc.ids
+    first = kn.answer_ids("Dublin")[0]
+    ours = kn.probability(text, "Dublin", target="first")
+    assert ours == pytest.approx(manual_probability(kn, [bos] + plain, first), rel=1e-5)
+    # ... and BOS matters to this model, so dropping it would be seen.
+    assert manual_probability(kn, plain, first) != pytest.approx(ours, rel=1e-3)
+
+
+def test_answer_split_differently_in_context_warns_once(model_dir):
+    kn = kneuron.load(str(model_dir), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kn.encode("The capital of Ireland is", "Dublin")  # same tokens alone and in context: silent
+    # Digits are not in the tiny vocabulary: " 1984" alone drops its lone "Ġ", in context it stays.
+    with pytest.warns(UserWarning, match=r"answer '1984' is tokenized .* alone .* after the prompt") as seen:
+        kn.encode("Rome is in", "1984")
+        kn.encode("The capital of France is", "1984")
+    assert len([w for w in seen if "1984" in str(w.message)]) == 1  # once per answer
+
+
+def test_tokens_are_shown_as_text(model_dir):
+    kn = kneuron.load(str(model_dir), device="cpu")
+    dublin = kn.answer_ids("Dublin")
+    assert kn.tokenizer.convert_ids_to_tokens(list(dublin)) == ["ĠDu", "blin"]
+    assert token_texts(kn.tokenizer, dublin) == [" Du", "blin"]
+    assert show_tokens(kn.tokenizer, dublin) == "[' Du', 'blin']"
+    top = kn.predict("The capital of Ireland is", k=5)
+    assert all("Ġ" not in token for token, _ in top)
+    ids = kn.tokenizer.convert_tokens_to_ids(kn.tokenizer.tokenize(top[0][0]))
+    assert token_texts(kn.tokenizer, ids) == [top[0][0]]  # the shown text maps back to the token
+    kn.multi_token = False
+    with pytest.raises(PromptError, match=r"not a single token for this tokenizer: \[' Pa', 'ris', ' ', 'T'"):
+        kn.answer_ids("Paris Texas")
+
+
+def test_cli_predict_shows_the_leading_space(model_dir, capsys):
+    from kneuron.cli import main
+
+    assert main(["--threads", "1", "predict", "The capital of Ireland is", "-m", str(model_dir), "--device", "cpu",
+                 "-k", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "Ġ" not in out and "' " in out
