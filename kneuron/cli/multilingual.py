@@ -123,6 +123,8 @@ def multilingual(
     if len(run.effects):
         console.print(_matrix_table("knowledge neurons: change of mean gold probability", run.matrix("kn")))
         console.print(_matrix_table("random neurons, same counts", run.matrix("random")))
+        if (run.effects["control"] == "kn@other").any():
+            console.print(_matrix_table("knowledge neurons measured on another fact", run.matrix("kn@other")))
     studied = fact_interactions(kn, run, top=top) if with_interactions else []
     if studied:
         from kneuron.reports.multilingual import interactions_summary

@@ -160,31 +160,39 @@ def suppression_sets(kn, found: MultilingualNeurons, seed: int = 0,
 
 
 def cross_lingual_effects(kn, found: MultilingualNeurons, seed: int = 0, batch: int = 256,
-                          extra: Mapping[str, Sequence[Neuron]] | None = None) -> pd.DataFrame:
+                          extra: Mapping[str, Sequence[Neuron]] | None = None,
+                          other_fact: tuple[Mapping[str, Sequence[str]], Mapping[str, str]] | None = None) -> pd.DataFrame:
     """Suppress each row's set (a language's neurons, `shared`, or as many random neurons) and measure
     the gold probability of every language's prompts; all (set, prompt) pairs in batched passes.
 
+    `other_fact` = (prompts by language, answers) of another fact: the knowledge neurons' sets are
+    also measured there (control "kn@other": a neuron that moves every fact carries none in particular).
     One row per (control, suppressed, language, prompt): `p` before, `p_suppressed` after.
     """
     from kneuron.interventions.activations import scaled_probabilities
 
     sets = suppression_sets(kn, found, seed, extra)
+    targets = {"kn": (found.prompts, found.answers), "random": (found.prompts, found.answers)}
+    if other_fact is not None:
+        sets["kn@other"] = sets["kn"]
+        targets["kn@other"] = other_fact
     prompts, answers, neuron_sets, rows = [], [], [], []
     for control, named in sets.items():
+        by_lang, golds = targets[control]
         for name, neurons in named.items():
-            for lang, ps in found.prompts.items():
+            for lang, ps in by_lang.items():
                 for prompt in ps:
                     prompts.append(prompt)
-                    answers.append(found.answers[lang])
+                    answers.append(golds[lang])
                     neuron_sets.append(neurons)
                     rows.append({"control": control, "suppressed": name, "neurons": len(neurons),
-                                 "language": lang, "prompt": prompt})
-    flat = [(lang, prompt) for lang, ps in found.prompts.items() for prompt in ps]
-    base = kn.probabilities([q for _, q in flat], [found.answers[lang] for lang, _ in flat])
+                                 "language": lang, "prompt": prompt, "answer": golds[lang]})
+    flat = list(dict.fromkeys(zip(prompts, answers)))
+    base = kn.probabilities([q for q, _ in flat], [a for _, a in flat])
     before = {key: float(v) for key, v in zip(flat, base)}
     after = scaled_probabilities(kn, prompts, answers, neuron_sets, 0.0, batch=batch)
     for row, value in zip(rows, after):
-        row["p"] = before[(row["language"], row["prompt"])]
+        row["p"] = before[(row["prompt"], row["answer"])]
         row["p_suppressed"] = float(value)
     return pd.DataFrame(rows)
 
@@ -256,12 +264,15 @@ def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progre
 
     Both definitions of `shared` come from the same attributions; the one not chosen is also
     suppressed (row "shared:<definition>") so the two can be compared.  Fact i's random neurons
-    are drawn with seed + i.
+    are drawn with seed + i; its neuron sets are also measured on the next analysed fact of another
+    subject (control "kn@other").
     """
     other = next(m for m in SHARED_METHODS if m != shared)
     set_rows, effect_frames, fact_rows, kept = [], [], [], {}
+    usable = [usable_prompts(kn, fact) for fact in facts]
+    ok = [i for i, (_, why) in enumerate(usable) if not why]
     for i, fact in enumerate(facts):
-        prompts, why = usable_prompts(kn, fact)
+        prompts, why = usable[i]
         row = {"fact": i, "relation": fact.relation, "subject": fact.subject, "languages": ",".join(prompts),
                "skipped": why}
         t0 = time.perf_counter()
@@ -276,7 +287,11 @@ def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progre
             row[f"shared_{shared}"], row[f"shared_{other}"] = len(found.shared), len(alt)
             set_rows += [(i, fact.relation, fact.subject, "shared", shared, "", n) for n in found.shared]
             set_rows += [(i, fact.relation, fact.subject, "shared", other, "", n) for n in alt]
-            effects = cross_lingual_effects(kn, found, seed=seed + i, extra={f"shared:{other}": alt})
+            j = next((k for k in ok[ok.index(i) + 1:] + ok[:ok.index(i)] if facts[k].subject != fact.subject), None)
+            control = None if j is None else ({lang: usable[j][0][lang] for lang in prompts if lang in usable[j][0]},
+                                              facts[j].answers)
+            effects = cross_lingual_effects(kn, found, seed=seed + i, extra={f"shared:{other}": alt},
+                                            other_fact=control)
             effects.insert(0, "fact", i)
             effect_frames.append(effects)
             row["seconds"] = round(time.perf_counter() - t0, 2)

@@ -31,19 +31,23 @@ def _heatmap(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], t
     return im
 
 
-def cross_lingual_figure(matrix: pd.DataFrame, random_matrix: pd.DataFrame, title: str = "") -> Figure:
-    """Two heatmaps side by side: knowledge neurons and random neurons of the same counts.
+def cross_lingual_figure(matrix: pd.DataFrame, random_matrix: pd.DataFrame, title: str = "",
+                         other_matrix: pd.DataFrame | None = None) -> Figure:
+    """Heatmaps side by side: knowledge neurons, random neurons of the same counts, and (when given)
+    the knowledge neurons measured on another fact.
 
     Row = the set suppressed (a language's refined neurons, `shared`), column = the language whose
     gold probability is measured; cell = relative change of the mean gold probability.
     """
-    both = np.concatenate([matrix.to_numpy(dtype=float).ravel(), random_matrix.to_numpy(dtype=float).ravel()])
-    finite = both[np.isfinite(both)]
+    panels = [(matrix, "knowledge neurons, own fact"), (random_matrix, "random neurons (same counts)")]
+    if other_matrix is not None and len(other_matrix):
+        panels.append((other_matrix, "knowledge neurons, another fact"))
+    values = np.concatenate([f.to_numpy(dtype=float).ravel() for f, _ in panels])
+    finite = values[np.isfinite(values)]
     limit = max(0.05, float(np.abs(finite).max()) if finite.size else 1.0)
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(matrix.columns) * 2, 1.5 + 0.5 * len(matrix.index)),
-                             constrained_layout=True)
-    for ax, frame, name in [(axes[0], matrix, "knowledge neurons suppressed"),
-                            (axes[1], random_matrix, "random neurons (same counts)")]:
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 1.3 * len(matrix.columns) * len(panels),
+                                                      1.5 + 0.5 * len(matrix.index)), constrained_layout=True)
+    for ax, (frame, name) in zip(axes, panels):
         im = _heatmap(ax, frame.to_numpy(dtype=float), [str(r) for r in frame.index], list(frame.columns), name, limit)
         ax.set_xlabel("language measured")
     axes[0].set_ylabel("neurons suppressed (found in)")
@@ -107,12 +111,18 @@ def add_multilingual_section(report, run, title: str = "Multilingual knowledge n
                         ", ".join(f"{c.removeprefix('shared_')} {100 * v:.0f}%" for c, v in empty) + ".")
     if len(run.effects):
         matrix, random_matrix = run.matrix("kn"), run.matrix("random")
+        other = run.matrix("kn@other") if (run.effects["control"] == "kn@other").any() else None
         report.table("cross_lingual_matrix", matrix.reset_index(names="suppressed"),
                      "Knowledge neurons: suppress the row's neurons, measure the column's language.")
         report.table("cross_lingual_matrix_random", random_matrix.reset_index(names="suppressed"),
                      "Random neurons of the same counts (seeded).")
-        report.figure("cross_lingual", cross_lingual_figure(matrix, random_matrix),
-                      "Cross-lingual suppression effects: knowledge neurons (left) and random neurons (right).")
+        if other is not None:
+            report.table("cross_lingual_matrix_other_fact", other.reset_index(names="suppressed"),
+                         "The same knowledge neurons measured on another fact (the next analysed fact of "
+                         "another subject): what they do beyond their own fact.")
+        report.figure("cross_lingual", cross_lingual_figure(matrix, random_matrix, other_matrix=other),
+                      "Cross-lingual suppression effects: knowledge neurons on their own fact (left), random "
+                      "neurons (middle), the knowledge neurons on another fact (right).")
 
 
 def interactions_summary(results) -> pd.DataFrame:
