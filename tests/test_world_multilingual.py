@@ -97,3 +97,9 @@ def test_the_multilingual_bert_trains_longer_and_the_english_one_does_not_change
     assert _default_train_config("masked", 0, multilingual=True).epochs == MULTILINGUAL_MASKED_EPOCHS
     assert _default_train_config("masked", 0) == TrainConfig(seed=0)
     assert _default_train_config("causal", 0, multilingual=True) == _default_train_config("causal", 0)
+
+
+def test_data_specs_name_every_builtin_world():
+    from kneuron.data import WORLD_SPECS
+
+    assert set(WORLD_SPECS) == set(BUILTIN_MODELS)

@@ -15,10 +15,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
+from kneuron.cli.options import FRACTION, POSITIVE, SEED, ranged
 from kneuron.cli.probe import DEVICE, MODEL, STEPS, load_model, parse_neurons
 from kneuron.errors import KneuronError
+from kneuron.ranges import Range
 
 console = Console()
+TOP = Range(2, integer=True)  # interactions need a pair
 MARKER = "multilingual.json"  # config of a finished output directory; an existing one may be replaced
 
 
@@ -64,14 +67,16 @@ def multilingual(
     shared: str = typer.Option("pooled", help="Definition of `shared`: pooled (default) | intersection (AMIG)."),
     relations: str = typer.Option(None, help="Comma-separated relation ids to keep."),
     languages: str = typer.Option(None, help="Comma-separated languages to keep (at least two)."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Keep the first N facts of each relation."),
-    threshold: float = typer.Option(0.2, help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = typer.Option(0.7, "-p", help="Share of a language's prompts that must hold a neuron."),
-    min_prompts: int = typer.Option(3, "--min-prompts", help="...and at least this many prompts (paper code: 3)."),
-    seed: int = typer.Option(0, help="Seed of the random neurons (fact i uses seed + i)."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Keep the first N facts of each relation."),
+    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+                              help="Coarse-set threshold, relative to each prompt's maximum."),
+    p: float = ranged(0.7, "-p", within=FRACTION, help="Share of a language's prompts that must hold a neuron."),
+    min_prompts: int = ranged(3, "--min-prompts", within=POSITIVE,
+                              help="...and at least this many prompts (paper code: 3)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the random neurons (fact i uses seed + i)."),
     with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
                                            "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
-    top: int = typer.Option(20, help="Neurons per fact and language for --interactions."),
+    top: int = ranged(20, "--top", within=TOP, help="Neurons per fact and language for --interactions."),
     steps: int = STEPS,
     device: str = DEVICE,
 ) -> None:
@@ -102,8 +107,6 @@ def multilingual(
         raise KneuronError(f"no fact of {data!r} has prompts in two or more languages"
                            + (f" among {languages}" if languages else ""))
     if limit_facts is not None:
-        if limit_facts < 1:
-            raise KneuronError(f"--limit-facts must be >= 1, got {limit_facts}")
         seen: dict[str, int] = {}
         facts = [f for f in facts if (seen.__setitem__(f.relation, seen.get(f.relation, 0) + 1) or seen[f.relation]) <= limit_facts]
     kn = load_model(model, device, ctx)
@@ -158,10 +161,12 @@ def interactions(
     model: str = MODEL,
     neurons: str = typer.Option(None, "--neurons", help="Neurons to study, e.g. 3:120,L3.7 (default: the top "
                                 "--top by integrated gradients)."),
-    top: int = typer.Option(20, help="How many top-IG neurons to study when --neurons is not given."),
-    keep_alone: float = typer.Option(0.8, "--keep-alone", help="Degenerate pair: each alone keeps >= this share."),
-    drop_joint: float = typer.Option(0.75, "--drop-joint", help="Degenerate pair: both together keep < this share."),
-    remove: float = typer.Option(0.5, help="Greedy set: joint suppression keeps < this share."),
+    top: int = ranged(20, "--top", within=TOP, help="How many top-IG neurons to study when --neurons is not given."),
+    keep_alone: float = ranged(0.8, "--keep-alone", within=FRACTION,
+                               help="Degenerate pair: each alone keeps >= this share."),
+    drop_joint: float = ranged(0.75, "--drop-joint", within=FRACTION,
+                               help="Degenerate pair: both together keep < this share."),
+    remove: float = ranged(0.5, "--remove", within=FRACTION, help="Greedy set: joint suppression keeps < this share."),
     steps: int = STEPS,
     json_out: Path = typer.Option(None, "--json", help="Write every single, pair and set effect here."),
     figure: Path = typer.Option(None, "--figure", help="Write the interaction heatmap (PNG) here."),
@@ -172,11 +177,6 @@ def interactions(
     from kneuron.reports.multilingual import interaction_figure
     from kneuron.runs.store import write_json_atomic
 
-    for name, value in (("--keep-alone", keep_alone), ("--drop-joint", drop_joint), ("--remove", remove)):
-        if not 0 < value <= 1.5:
-            raise KneuronError(f"{name} must be a share of the gold probability in (0, 1.5], got {value}")
-    if top < 2:
-        raise KneuronError(f"--top must be >= 2, got {top}")
     kn = load_model(model, device, ctx)
     chosen = parse_neurons(neurons) if neurons else None
     res = kn.neuron_interactions(list(prompts), answer, chosen, top=top, steps=steps, keep_alone=keep_alone,

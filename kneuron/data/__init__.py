@@ -32,6 +32,10 @@ __all__ = [
     "single_token_coverage",
 ]
 
+# The built-in worlds' names (`kneuron.world.BUILTIN_MODELS`), spelled here so that reading other
+# data never imports the world package.
+WORLD_SPECS = ("world", "world-causal", "world-multilingual", "world-multilingual-causal")
+
 SPECS_HELP = (
     "'world', 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
     "a PARAREL directory (containing raw/patterns), a fact-world directory (`kneuron world build --out DIR`) "
@@ -42,10 +46,12 @@ SPECS_HELP = (
 def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
     """The fact set named by `spec`: one of `SPECS_HELP`; `relations` keeps only those relations."""
     text = str(spec)
-    from kneuron.world import BUILTIN_MODELS, builtin_model_dir, load_world_facts
+    if text in WORLD_SPECS:  # a built-in world's facts (the same whichever model it was built with)
+        from kneuron.world import ensure_world, load_world_facts  # imported only when asked for
 
-    if text in BUILTIN_MODELS:  # a built-in world's facts (the same whichever model it was built with)
-        facts = load_world_facts(builtin_model_dir(text))
+        variant = {} if text == "world" else {"kind": "causal" if text.endswith("-causal") else "masked",
+                                              "multilingual": text.startswith("world-multilingual")}
+        facts = load_world_facts(ensure_world(**variant))
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):
