@@ -1,6 +1,6 @@
 """Write kneuron/data/multilingual/capitals.jsonl: capitals in en, fr, es, de (hand-written table).
 
-    python benchmarks/make_capitals.py kneuron/data/multilingual/capitals.jsonl [--all]
+    python scripts/make_capitals.py kneuron/data/multilingual/capitals.jsonl [--all]
 
 
 Each row: English country, French "de" form, French subject form, Spanish country, German "von"/genitive

@@ -1,6 +1,6 @@
 """What a model knows of a multilingual facts file: per fact and language, P(gold) and top-1.
 
-    python benchmarks/check_multilingual_facts.py MODEL FACTS.jsonl [--out knowledge.json]
+    python scripts/check_multilingual_facts.py MODEL FACTS.jsonl [--out knowledge.json]
 
 P(gold) is the answer's probability (product over its tokens, teacher-forced for a decoder), averaged
 over the fact's prompts in that language; top-1 is the share of prompts whose greedy first token is
