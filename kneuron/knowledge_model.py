@@ -228,11 +228,11 @@ class KnowledgeModel:
         return out
 
     def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product",
-                      _before_chunk=None) -> torch.Tensor:
+                      _before_chunk=None, batch: int = 64) -> torch.Tensor:
         """Gold-answer probability at each prompt's blank (softmax over the vocabulary).
 
         Multi-token answers: the product of their tokens' probabilities (`target` picks another
-        score, see `kneuron.attribution.targets`).
+        score, see `kneuron.attribution.targets`).  `batch`: rows per forward pass.
         """
         from kneuron.attribution.targets import check_target, target_values
 
@@ -245,7 +245,7 @@ class KnowledgeModel:
             gold = torch.tensor(e.target_ids, device=self.device)
             return target_values(logits[list(e.targets)][None], gold, target)[0]
 
-        values = self._run(encoded, score, before_chunk=_before_chunk)
+        values = self._run(encoded, score, batch=batch, before_chunk=_before_chunk)
         return torch.stack(values) if values else torch.empty(0, device=self.device)
 
     def answer_log_probs(self, prompts: Sequence[str], answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,6 +321,21 @@ class KnowledgeModel:
         from kneuron.experiments.fact_probe import probe_fact
 
         return probe_fact(self, prompts, answer, **options)
+
+    def find_multilingual_neurons(self, prompts_by_language, answers, **options):
+        """Per-language refined neurons of one fact, plus its `shared` (language-independent) and
+        `specific` ones (`kneuron.experiments.multilingual`; options: shared="pooled"|"intersection",
+        threshold, p, min_prompts, steps, method)."""
+        from kneuron.experiments.multilingual import find_multilingual_neurons
+
+        return find_multilingual_neurons(self, prompts_by_language, answers, **options)
+
+    def neuron_interactions(self, prompts: Sequence[str], answer: str, neurons=None, **options):
+        """Single and pair suppression effects, interactions, degenerate pairs and a greedy decisive set
+        (`kneuron.experiments.interactions`; default neurons: the fact's top 20 by IG)."""
+        from kneuron.experiments.interactions import neuron_interactions
+
+        return neuron_interactions(self, prompts, answer, neurons, **options)
 
     # -- interventions ------------------------------------------------------------------------------
     def suppress(self, neurons):

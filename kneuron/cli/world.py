@@ -43,6 +43,18 @@ def metrics_table(meta: dict) -> Table:
     return table
 
 
+def language_table(meta: dict) -> Table:
+    """Per-language accuracy of a multilingual world's model (training and held-out templates)."""
+    table = Table(box=box.SIMPLE_HEAD, title="per language", title_justify="left", pad_edge=False)
+    for col in ("language", "train prompts", "train", "p(gold)", "held-out prompts", "held-out"):
+        table.add_column(col, justify="left" if col == "language" else "right")
+    for lang, r in meta["metrics"]["per_language"].items():
+        table.add_row(lang, str(r.get("train_prompts")), _fmt(r.get("train_accuracy")),
+                      _fmt(r.get("train_median_gold_prob"), pct=False), str(r.get("held_out_prompts")),
+                      _fmt(r.get("held_out_accuracy")))
+    return table
+
+
 def print_world(path: Path, meta: dict) -> None:
     c = meta.get("counts", {})
     t = meta.get("timings", {})
@@ -62,6 +74,8 @@ def print_world(path: Path, meta: dict) -> None:
         highlight=False,
     )
     console.print(metrics_table(meta))
+    if meta.get("metrics", {}).get("per_language"):
+        console.print(language_table(meta))
     console.print("train: accuracy and median p(gold) on the training templates; held-out: accuracy on the "
                   "unseen paraphrase; chance = 1 / objs (distinct objects)", style="dim", highlight=False)
 
@@ -73,18 +87,21 @@ def build(
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
     causal: bool = typer.Option(False, "--causal", help="Train a Llama-shaped decoder instead of the BERT "
                                 "(the model named 'world-causal')."),
+    multilingual: bool = typer.Option(False, "--multilingual", help="The multilingual world: its facts in English "
+                                      "and two invented languages ('world-multilingual[-causal]')."),
 ) -> None:
     """Generate the fact world and train its model (about 2 minutes on a CPU)."""
-    from kneuron.world import build_world, ensure_world, load_world_meta
+    from kneuron.world import build_world, default_world_config, ensure_world, load_world_meta
 
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False)
 
     kind = "causal" if causal else "masked"
     if out is None and not force:
-        path = ensure_world(seed, log=log, kind=kind)  # the cache: also refreshes a world built with old defaults
+        path = ensure_world(seed, log=log, kind=kind, multilingual=multilingual)  # also refreshes old defaults
     else:
-        path = build_world(out, seed=seed, force=force, log=log, kind=kind)
+        path = build_world(out, seed=seed, force=force, log=log, kind=kind,
+                           world_config=default_world_config(multilingual))
     print_world(path, load_world_meta(path))
 
 
@@ -92,12 +109,13 @@ def build(
 def info(
     path: Path = typer.Argument(None, help="A built world directory (default: the cached seed-0 world)."),
     causal: bool = typer.Option(False, "--causal", help="The cached decoder world instead (with no PATH)."),
+    multilingual: bool = typer.Option(False, "--multilingual", help="The cached multilingual world (with no PATH)."),
 ) -> None:
     """Counts and model metrics of a built world."""
     from kneuron.errors import DataError
     from kneuron.world import default_world_dir, is_world_dir, load_world_meta
 
-    path = path if path is not None else default_world_dir(0, "causal" if causal else "masked")
+    path = path if path is not None else default_world_dir(0, "causal" if causal else "masked", multilingual)
     if not is_world_dir(path):
         raise DataError(f"no fact world at {path} (build one with `kneuron world build`)")
     print_world(path, load_world_meta(path))

@@ -35,8 +35,12 @@ __all__ = [
 
 REAL_FACTS = Path(__file__).with_name("real_facts.jsonl")
 
+# The built-in worlds' names (`kneuron.world.BUILTIN_MODELS`), spelled here so that reading other
+# data never imports the world package.
+WORLD_SPECS = ("world", "world-causal", "world-multilingual", "world-multilingual-causal")
+
 SPECS_HELP = (
-    "'world', 'real' (21 real facts shipped with kneuron), 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
+    "'world', 'real' (21 real facts shipped with kneuron), 'real-multilingual' (30 capitals in en/fr/es/de), 'pararel' (the shared or downloaded copy), 'pararel:DIR', "
     "a PARAREL directory (containing raw/patterns), a fact-world directory (`kneuron world build --out DIR`) "
     "or a .jsonl facts file"
 )
@@ -45,12 +49,18 @@ SPECS_HELP = (
 def load_facts(spec: str | Path, relations: list[str] | None = None) -> FactSet:
     """The fact set named by `spec`: one of `SPECS_HELP`; `relations` keeps only those relations."""
     text = str(spec)
-    if text in ("world", "world-causal"):  # the same facts, whichever model the world was built with
-        from kneuron.world import ensure_world, load_world_facts
+    if text in WORLD_SPECS:  # a built-in world's facts (the same whichever model it was built with)
+        from kneuron.world import ensure_world, load_world_facts  # imported only when asked for
 
-        facts = load_world_facts(ensure_world() if text == "world" else ensure_world(kind="causal"))
+        variant = {} if text == "world" else {"kind": "causal" if text.endswith("-causal") else "masked",
+                                              "multilingual": text.startswith("world-multilingual")}
+        facts = load_world_facts(ensure_world(**variant))
     elif text == "real":
         facts = load_facts_jsonl(REAL_FACTS)
+    elif text == "real-multilingual":
+        from kneuron.data.multilingual import REAL_FACTS as MULTILINGUAL_FACTS
+
+        facts = load_facts_jsonl(MULTILINGUAL_FACTS)
     elif text == "pararel":
         return load_pararel(None, relations=relations)
     elif text.startswith("pararel:"):

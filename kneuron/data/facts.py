@@ -31,10 +31,40 @@ class Fact:
     subject: str
     object: str
     prompts: list[str]
+    language: str = ""  # language code of the prompts and object; "" when the data names none
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.relation, self.subject, self.object)
+
+
+@dataclass
+class MultilingualFact:
+    """One fact in several languages: a language -> prompts map and a language -> answer map."""
+
+    relation: str
+    subject: str
+    prompts: dict[str, list[str]]
+    answers: dict[str, str]
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.prompts)
+
+    def per_language(self) -> list[Fact]:
+        """The same fact as one `Fact` per language (what the single-language pipeline reads)."""
+        return [Fact(self.relation, self.subject, self.answers[lang], list(ps), lang)
+                for lang, ps in self.prompts.items()]
+
+
+def group_languages(facts) -> list[MultilingualFact]:
+    """Per-language facts of the same (relation, subject) gathered again, in order of first appearance."""
+    groups: dict[tuple[str, str], MultilingualFact] = {}
+    for f in facts:
+        g = groups.setdefault((f.relation, f.subject), MultilingualFact(f.relation, f.subject, {}, {}))
+        g.prompts.setdefault(f.language, []).extend(f.prompts)
+        g.answers[f.language] = f.object
+    return list(groups.values())
 
 
 @dataclass

@@ -64,11 +64,13 @@ def scale_activations(kn, neurons, factor: float):
             h.remove()
 
 
-def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, target: str = "product") -> torch.Tensor:
+def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, target: str = "product",
+                         batch: int = 64) -> torch.Tensor:
     """Gold probabilities with each prompt's own neurons scaled at its blank, many prompts per pass.
 
     `neuron_sets[i]` belongs to `prompts[i]`.  Multiplying by a mask of ones and `factor` gives
-    bit for bit what `scale_activations` gives one prompt at a time.
+    bit for bit what `scale_activations` gives one prompt at a time.  `batch`: rows per forward pass
+    (rows of equal length share one).
     """
     sets = [as_neurons(s, kn.num_layers, kn.num_neurons) for s in neuron_sets]
     layers = sorted({n.layer for s in sets for n in s})
@@ -96,7 +98,7 @@ def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, targe
         for layer in layers:
             site = kn.adapter.down_projection(kn.model, layer)
             handles.append(site.register_forward_pre_hook(make_hook(layer)))
-        return kn.probabilities(prompts, answers, target, _before_chunk=on_chunk)
+        return kn.probabilities(prompts, answers, target, _before_chunk=on_chunk, batch=batch)
     finally:
         for h in handles:
             h.remove()

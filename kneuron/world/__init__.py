@@ -16,13 +16,16 @@ from kneuron.world.generate import (
     WorldRelation,
     fill_template,
     generate_world,
+    multilingual_world_config,
 )
 from kneuron.world.store import (
     BUILTIN_MODELS,
     FORMAT_VERSION,
+    MULTILINGUAL_MODELS,
     bingrel_file,
     build_world,
     builtin_model_dir,
+    default_world_config,
     default_world_dir,
     ensure_world,
     is_world_dir,
@@ -42,6 +45,9 @@ from kneuron.world.train_causal import CausalTrainConfig, train_causal_world_mod
 
 __all__ = [
     "BUILTIN_MODELS",
+    "MULTILINGUAL_MODELS",
+    "default_world_config",
+    "multilingual_world_config",
     "CausalTrainConfig",
     "FORMAT_VERSION",
     "builtin_model_dir",

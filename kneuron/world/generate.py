@@ -56,12 +56,28 @@ class WorldConfig:
     h_per_fact: tuple[int, int] = (2, 5)
     empty_bag_rate: float = 0.03  # chance that a fact's th (or h) bag is empty, as in BINGREL
     relations: tuple[str, ...] | None = None  # keep only these relation ids (small test worlds)
+    # Languages of the prompts: "en" and the invented ones of `TRANSLATIONS`.  With more than one,
+    # every fact is stated in each (entity names shared) and `Fact.language` is set.
+    languages: tuple[str, ...] = ("en",)
+
+    def __post_init__(self):
+        unknown = [lang for lang in self.languages if lang != "en" and lang not in TRANSLATIONS]
+        if unknown or not self.languages:
+            raise ValueError(f"unknown world language(s) {unknown or '(none given)'}; "
+                             f"known: en, {', '.join(TRANSLATIONS)}")
+
+    @property
+    def multilingual(self) -> bool:
+        return tuple(self.languages) != ("en",)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["th_per_fact"] = list(self.th_per_fact)
         d["h_per_fact"] = list(self.h_per_fact)
         d["relations"] = list(self.relations) if self.relations is not None else None
+        d["languages"] = list(self.languages)
+        if not self.multilingual:  # English-only worlds keep the config (and cache key) they always had
+            del d["languages"]
         return d
 
     @classmethod
@@ -72,6 +88,8 @@ class WorldConfig:
                 d[key] = tuple(d[key])
         if d.get("relations") is not None:
             d["relations"] = tuple(d["relations"])
+        if "languages" in d:
+            d["languages"] = tuple(d["languages"])
         return cls(**d)
 
 
@@ -98,6 +116,8 @@ class WorldRelation:
     held_out_template: int
     subject_kind: str = ""
     object_kind: str = ""
+    # Other languages: language -> (templates, index of the held-out one); English is `templates`.
+    translations: dict[str, tuple[list[str], int]] = field(default_factory=dict)
 
     @property
     def relation(self) -> Relation:
@@ -107,8 +127,14 @@ class WorldRelation:
     def train_templates(self) -> list[str]:
         return [t for i, t in enumerate(self.templates) if i != self.held_out_template]
 
+    def templates_in(self, language: str) -> tuple[list[str], int]:
+        """(templates, held-out index) in `language` ("" or "en": the English ones)."""
+        if language in ("", "en"):
+            return self.templates, self.held_out_template
+        return self.translations[language]
+
     def to_dict(self) -> dict:
-        return {
+        d = {
             "relation": self.id,
             "label": self.label,
             "type": self.type,
@@ -117,6 +143,17 @@ class WorldRelation:
             "subject_kind": self.subject_kind,
             "object_kind": self.object_kind,
         }
+        if self.translations:
+            d["translations"] = {lang: {"templates": list(t), "held_out_template": k}
+                                 for lang, (t, k) in self.translations.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldRelation:
+        translations = {lang: (list(t["templates"]), int(t["held_out_template"]))
+                        for lang, t in d.get("translations", {}).items()}
+        return cls(d["relation"], d["label"], d["type"], list(d["templates"]), int(d["held_out_template"]),
+                   d.get("subject_kind", ""), d.get("object_kind", ""), translations)
 
 
 @dataclass
@@ -148,7 +185,8 @@ class World:
         """Every string the model may read (templates, sentences, names): the vocabulary's source."""
         out: list[str] = []
         for r in self.relations:
-            out.extend(t.replace(X, " ").replace(Y, " ") for t in r.templates)
+            for templates in [r.templates] + [t for t, _ in r.translations.values()]:
+                out.extend(t.replace(X, " ").replace(Y, " ") for t in templates)
         for bags in self.bags.values():
             for b in bags:
                 out.extend(b["th_bags"])
@@ -410,6 +448,43 @@ RELATIONS: tuple[RelationSpec, ...] = (
     ),
 )
 
+# Two invented languages for the multilingual world: their own words and word order, the world's
+# entity names shared.  Per relation: the templates and the index of the one held out of training
+# (one per language, as in English).  Only these relations exist in several languages.
+TRANSLATIONS: dict[str, dict[str, tuple[tuple[str, ...], int]]] = {
+    "lu": {  # "Lurian": articles and prepositions, copula "esta"
+        "W1": (("Lo vorda di [X] esta [Y].", "[X] teni vorda [Y].", "[Y] esta lo vorda di [X].",
+                "Lo urbe vorda di [X] esta [Y].", "[Y] esta lo urbe vorda di [X].",
+                "[X] teni sua vorda ne [Y]."), 5),
+        "W2": (("Lo pekuna di [X] esta lo [Y].", "[X] usa lo [Y] komo sua pekuna.",
+                "Lo [Y] esta lo pekuna di [X].", "Ne [X], lo populo pagan kon lo [Y].",
+                "Pekuna di [X] esta lo [Y].", "Lo pekuna ofisal di [X] esta lo [Y]."), 1),
+        "W4": (("Lo lingo ofisal di [X] esta [Y].", "Ne [X], lo populo parolan [Y].",
+                "[Y] esta lo lingo ofisal di [X].", "Lo populo di [X] parolan [Y].",
+                "[X] teni [Y] komo sua lingo ofisal.", "[Y] esta parolata ne [X]."), 4),
+        "W5": (("[X] esta urbe ne [Y].", "[X] esta situata ne [Y].",
+                "[Y] esta lo landa kie [X] esta situata.", "Lo urbe [X] jasi ne [Y].",
+                "[X] esta ne lo landa [Y].", "[X] esta urbe situata ne [Y]."), 2),
+    },
+    "te": {  # "Tesk": genitive postposition "om", copula "ka", verbs at the end of a clause
+        "W1": (("[X] om hauk ka [Y].", "Hauk [X] om ka [Y].", "[Y] ka [X] om hauk.",
+                "[X] om sarn hauk ka [Y].", "[Y] ka [X] om sarn hauk.", "[X] ulv hauk ren [Y]."), 5),
+        "W2": (("[X] om drekma ka [Y].", "[X] [Y] drekma tun brukat.", "[Y] ka [X] om drekma.",
+                "[X] ren folk betal mid [Y].", "Drekma [X] om ka [Y].", "[X] om vald drekma ka [Y]."), 1),
+        "W4": (("[X] om vald tunga ka [Y].", "[X] ren folk snak [Y].", "[Y] ka [X] om vald tunga.",
+                "[X] om folk snak [Y].", "[X] [Y] vald tunga tun ulv.", "[Y] snakat [X] ren."), 4),
+        "W5": (("[X] ka sarn ren [Y].", "[X] lagat ren [Y].", "[Y] ka land ve [X] lagat.",
+                "Sarn [X] lig ren [Y].", "[X] ka ren land [Y].", "[X] ka sarn lagat ren [Y]."), 2),
+    },
+}
+MULTILINGUAL_RELATIONS = ("W1", "W2", "W4", "W5")
+
+
+def multilingual_world_config() -> WorldConfig:
+    """The multilingual world: English and both invented languages, the relations they share."""
+    return WorldConfig(relations=MULTILINGUAL_RELATIONS, languages=("en", *TRANSLATIONS))
+
+
 # Sentences about the head only (h_bags): nothing here names the tail.
 HEAD_SENTENCES: dict[str, tuple[str, ...]] = {
     "country": (
@@ -502,9 +577,9 @@ _REAL_WORDS = frozenset(
 )
 
 
-def _corpus_words() -> set[str]:
+def _corpus_words(languages: tuple[str, ...] = ("en",)) -> set[str]:
     """Lower-cased words of every fixed string a name must never collide with."""
-    text = []
+    text = [t for lang in languages if lang != "en" for ts, _ in TRANSLATIONS[lang].values() for t in ts]
     for spec in RELATIONS:
         text.extend(spec.templates)
         text.extend(spec.sentences)
@@ -516,10 +591,10 @@ def _corpus_words() -> set[str]:
 
 
 class _Namer:
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, languages: tuple[str, ...] = ("en",)):
         self.rng = rng
         self.taken: list[str] = []
-        self.words = _corpus_words()
+        self.words = _corpus_words(languages)
 
     def _ok(self, name: str) -> bool:
         low = name.lower()
@@ -569,7 +644,7 @@ def generate_world(config: WorldConfig | None = None, seed: int = 0) -> World:
     """Build a world from `seed` alone: the same (config, seed) always gives the same world."""
     config = config or WorldConfig()
     rng = random.Random(seed)
-    namer = _Namer(rng)
+    namer = _Namer(rng, tuple(config.languages))
     c = config
     if c.n_countries < 2 or c.n_persons < 2 or c.cities_per_country < 1:
         raise ValueError("a world needs at least 2 countries, 2 persons and 1 city per country")
@@ -638,20 +713,29 @@ def generate_world(config: WorldConfig | None = None, seed: int = 0) -> World:
         unknown = set(config.relations) - {s.id for s in RELATIONS}
         if unknown:
             raise ValueError(f"unknown world relation(s): {', '.join(sorted(unknown))}")
+    others = [lang for lang in config.languages if lang != "en"]
+    untranslated = [s.id for s in specs for lang in others if s.id not in TRANSLATIONS[lang]]
+    if untranslated:
+        raise ValueError(f"relation(s) {', '.join(sorted(set(untranslated)))} exist only in English; "
+                         f"a multilingual world can hold {', '.join(MULTILINGUAL_RELATIONS)}")
 
     relations: list[WorldRelation] = []
     facts: list[Fact] = []
     bags: dict[str, list[dict[str, list[str]]]] = {}
     all_objects: dict[tuple[str, str], list[str]] = {}
     for spec in specs:
-        relations.append(
-            WorldRelation(spec.id, spec.label, spec.type, list(spec.templates), spec.held_out,
-                          spec.subject_kind, spec.object_kind)
-        )
+        relation = WorldRelation(spec.id, spec.label, spec.type, list(spec.templates), spec.held_out,
+                                 spec.subject_kind, spec.object_kind,
+                                 {lang: (list(TRANSLATIONS[lang][spec.id][0]), TRANSLATIONS[lang][spec.id][1])
+                                  for lang in others})
+        relations.append(relation)
         rel_bags = []
         for subj, objs in truth[spec.id]:
             obj = objs[0]
-            facts.append(Fact(spec.id, subj, obj, [fill_template(t, subj) for t in spec.templates]))
+            for lang in config.languages:  # English only: language "" (the world's files stay as they were)
+                templates, _ = relation.templates_in(lang)
+                facts.append(Fact(spec.id, subj, obj, [fill_template(t, subj) for t in templates],
+                                  lang if config.multilingual else ""))
             all_objects[(spec.id, subj)] = list(objs)
             rel_bags.append(_bags_for(rng, config, spec, subj, obj, objs[1:], ent))
         bags[spec.id] = rel_bags
@@ -698,6 +782,9 @@ def relation_specs() -> tuple[RelationSpec, ...]:
 
 __all__ = [
     "GENERATOR_REVISION",
+    "MULTILINGUAL_RELATIONS",
+    "TRANSLATIONS",
+    "multilingual_world_config",
     "RELATIONS",
     "RelationSpec",
     "World",

@@ -127,19 +127,20 @@ class _Data:
 
 
 def _prompt_rows(world: World, tokenizer):
-    """(relation, is the held-out template, prompt, gold id) for every prompt, relation by relation."""
+    """(relation, is the held-out template, prompt, gold id, language) for every prompt, relation by relation."""
     for rel in world.relations:
         for f in world.facts:
             if f.relation != rel.id:
                 continue
             gold = tokenizer.convert_tokens_to_ids(f.object)
+            held_out = rel.templates_in(f.language)[1]
             for i, prompt in enumerate(f.prompts):
-                yield rel.id, i == rel.held_out_template, prompt, gold
+                yield rel.id, i == held_out, prompt, gold, f.language
 
 
 def _training_data(world: World, tok) -> _Data:
     mask_id = tok.mask_token_id
-    rows = [(prompt, gold) for _, held_out, prompt, gold in _prompt_rows(world, tok) if not held_out]
+    rows = [(prompt, gold) for _, held_out, prompt, gold, _ in _prompt_rows(world, tok) if not held_out]
     prompts, golds = [p for p, _ in rows], [g for _, g in rows]
     cloze_ids = tok(prompts, add_special_tokens=True)["input_ids"]
     cloze_pos = [ids.index(mask_id) for ids in cloze_ids]
@@ -366,7 +367,7 @@ def evaluate_world_model(model, tokenizer, world: World, batch_size: int = 256) 
     """
     import torch
 
-    rows = list(_prompt_rows(world, tokenizer))  # (relation, held_out, prompt, gold_id)
+    rows = list(_prompt_rows(world, tokenizer))  # (relation, held_out, prompt, gold_id, language)
     probs, hits = [], []
     was_training = model.training
     model.eval()
@@ -421,6 +422,15 @@ def prompt_metrics(world: World, rows, probs: list[float], hits: list[bool]) -> 
             "chance": round(chance, 4),
         }
     tr, ho = summary(train_idx), summary(held_idx)
+    per_language = {}
+    for lang in dict.fromkeys(r[4] for r in rows if r[4]):  # multilingual worlds: each language apart
+        ltr = summary([i for i in train_idx if rows[i][4] == lang])
+        lho = summary([i for i in held_idx if rows[i][4] == lang])
+        per_language[lang] = {"train_accuracy": ltr["accuracy"], "train_median_gold_prob": ltr["median_gold_prob"],
+                              "held_out_accuracy": lho["accuracy"],
+                              "held_out_median_gold_prob": lho["median_gold_prob"],
+                              "train_prompts": ltr["prompts"], "held_out_prompts": lho["prompts"]}
+    extra = {"per_language": per_language} if per_language else {}
     return {
         "train_accuracy": tr["accuracy"],
         "median_gold_prob": tr["median_gold_prob"],
@@ -431,6 +441,7 @@ def prompt_metrics(world: World, rows, probs: list[float], hits: list[bool]) -> 
         "train_prompts": tr["prompts"],
         "held_out_prompts": ho["prompts"],
         "per_relation": per_relation,
+        **extra,
     }
 
 

@@ -130,7 +130,7 @@ def train_causal_world_model(world: World, out_dir: str | Path, config: CausalTr
     with deterministic_threads(cfg.num_threads):
         t0 = time.perf_counter()
         tok = build_causal_tokenizer(world, cfg.max_position_embeddings)
-        prompts = [(_context_ids(tok, p), gold) for _, held_out, p, gold in _prompt_rows(world, tok)
+        prompts = [(_context_ids(tok, p), gold) for _, held_out, p, gold, _ in _prompt_rows(world, tok)
                    if not held_out and ends_at_blank(p)]
         sentences = [tok(s)["input_ids"] for bags in world.bags.values() for b in bags
                      for s in b["th_bags"] + b["h_bags"]]
@@ -172,7 +172,7 @@ def evaluate_causal_world_model(model, tokenizer, world: World) -> dict:
     rows = [r for r in every if ends_at_blank(r[2])]
     probs, hits = [], []
     with torch.no_grad():
-        for _, _, prompt, gold in rows:  # one at a time: no padding questions, and it takes seconds
+        for _, _, prompt, gold, _ in rows:  # one at a time: no padding questions, and it takes seconds
             ids = torch.tensor([_context_ids(tokenizer, prompt)])
             logits = model(input_ids=ids).logits[0, -1].float()
             probs.append(float(logits.softmax(-1)[gold]))

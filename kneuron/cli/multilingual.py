@@ -1,0 +1,209 @@
+"""`kneuron multilingual` (knowledge neurons across languages) and `kneuron interactions` (how a
+fact's neurons work together): thin layers over `kneuron.experiments.multilingual` / `.interactions`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kneuron.cli import app
+from kneuron.cli.options import FRACTION, POSITIVE, SEED, ranged
+from kneuron.cli.probe import DEVICE, MODEL, STEPS, load_model, parse_neurons
+from kneuron.errors import KneuronError
+from kneuron.ranges import Range
+
+console = Console()
+TOP = Range(2, integer=True)  # interactions need a pair
+MARKER = "multilingual.json"  # config of a finished output directory; an existing one may be replaced
+
+
+def _pct(x) -> str:
+    return "-" if x is None or x != x else f"{100 * x:+.1f}%"
+
+
+def _write_dir(out: Path, write) -> None:
+    """Build the output in a temporary sibling and rename it into place: never half-written."""
+    out = out.expanduser().absolute()
+    if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise KneuronError(f"{out} exists and is not a `kneuron multilingual` output; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _matrix_table(title: str, frame) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("suppressed \\ measured")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(_pct(v) for v in row))
+    return table
+
+
+@app.command()
+def multilingual(
+    ctx: typer.Context,
+    data: str = typer.Option("world-multilingual", "--data", "-d",
+                             help="Facts in several languages: a JSONL file (prompts as a language map), "
+                                  "'world-multilingual', or 'real-multilingual' (the shipped capitals)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (tables, figures, report)."),
+    model: str = typer.Option("world-multilingual", "--model", "-m", help="Hub name, local directory, or a built-in world."),
+    shared: str = typer.Option("pooled", help="Definition of `shared`: pooled (default) | intersection (AMIG)."),
+    relations: str = typer.Option(None, help="Comma-separated relation ids to keep."),
+    languages: str = typer.Option(None, help="Comma-separated languages to keep (at least two)."),
+    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Keep the first N facts of each relation."),
+    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+                              help="Coarse-set threshold, relative to each prompt's maximum."),
+    p: float = ranged(0.7, "-p", within=FRACTION, help="Share of a language's prompts that must hold a neuron."),
+    min_prompts: int = ranged(3, "--min-prompts", within=POSITIVE,
+                              help="...and at least this many prompts (paper code: 3)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the random neurons (fact i uses seed + i)."),
+    with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
+                                           "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
+    top: int = ranged(20, "--top", within=TOP, help="Neurons per fact and language for --interactions."),
+    steps: int = STEPS,
+    device: str = DEVICE,
+) -> None:
+    """Per-language, shared and language-specific knowledge neurons, and the cross-lingual effect matrix."""
+    from kneuron.data import load_facts
+    from kneuron.data.facts import group_languages
+    from kneuron.experiments.multilingual import SHARED_METHODS, fact_interactions, run_multilingual
+    from kneuron.reports.multilingual import (
+        add_interactions_section,
+        add_multilingual_section,
+        interactions_pairs,
+    )
+    from kneuron.reports.report import Report
+    from kneuron.runs.store import write_json_atomic
+
+    if shared not in SHARED_METHODS:
+        raise KneuronError(f"--shared must be one of {', '.join(SHARED_METHODS)}, got {shared!r}")
+    keep_rel = [r for r in (relations or "").split(",") if r.strip()] or None
+    facts = group_languages(load_facts(data, keep_rel).facts)
+    if languages:
+        wanted = [x.strip() for x in languages.split(",") if x.strip()]
+        for f in facts:
+            f.prompts = {lang: ps for lang, ps in f.prompts.items() if lang in wanted}
+            f.answers = {lang: a for lang, a in f.answers.items() if lang in wanted}
+    facts = [f for f in facts if len(f.prompts) >= 2]
+    if not facts:
+        raise KneuronError(f"no fact of {data!r} has prompts in two or more languages"
+                           + (f" among {languages}" if languages else ""))
+    if limit_facts is not None:
+        seen: dict[str, int] = {}
+        facts = [f for f in facts if (seen.__setitem__(f.relation, seen.get(f.relation, 0) + 1) or seen[f.relation]) <= limit_facts]
+    kn = load_model(model, device, ctx)
+    console.print(f"{len(facts)} facts in {', '.join(dict.fromkeys(x for f in facts for x in f.prompts))}; "
+                  f"model {escape(kn.name)}", highlight=False)
+    t0 = time.perf_counter()
+
+    def progress(i, fact, row):
+        what = row["skipped"] and f"skipped: {row['skipped']}" or \
+            ", ".join(f"{k.removeprefix('neurons_')} {v}" for k, v in row.items() if k.startswith("neurons_")) + \
+            f"; shared {row.get('shared_' + shared, 0)}"
+        console.print(f"[{i + 1}/{len(facts)}] {escape(fact.subject)} ({fact.relation}): {escape(what)}  "
+                      f"({time.perf_counter() - t0:.0f} s)", highlight=False)
+
+    run = run_multilingual(kn, facts, shared=shared, seed=seed, progress=progress, threshold=threshold, p=p,
+                           min_prompts=min_prompts, steps=steps)
+    if len(run.effects):
+        console.print(_matrix_table("knowledge neurons: change of mean gold probability", run.matrix("kn")))
+        console.print(_matrix_table("random neurons, same counts", run.matrix("random")))
+        if (run.effects["control"] == "kn@other").any():
+            console.print(_matrix_table("knowledge neurons measured on another fact", run.matrix("kn@other")))
+    studied = fact_interactions(kn, run, top=top) if with_interactions else []
+    if studied:
+        from kneuron.reports.multilingual import interactions_summary
+
+        summary = interactions_summary(studied)
+        console.print(f"interactions: {int(summary['degenerate_pairs'].sum())} degenerate pairs over {len(summary)} "
+                      f"(fact, language); greedy set reached in {int(summary['greedy_set_size'].notna().sum())}")
+    config = {"command": "multilingual", "model": model, "data": data, "relations": keep_rel, "languages": languages,
+              "limit_facts": limit_facts, "interactions": with_interactions, "top": top, "device": str(kn.device),
+              "seconds": round(time.perf_counter() - t0, 1), **run.settings}
+
+    def write(tmp: Path) -> None:
+        report = Report(f"Multilingual knowledge neurons: {kn.name}")
+        add_multilingual_section(report, run)
+        data = {"sets": run.sets, "effects": run.effects, "facts": run.facts}
+        if studied:
+            add_interactions_section(report, studied)
+            data["interactions"] = interactions_pairs(studied)
+        report.write(tmp, data=data)
+        write_json_atomic(tmp / MARKER, config)
+
+    _write_dir(out, write)
+    console.print(f"-> {out}/report.html, tables/, figures/cross_lingual.png, data/")
+
+
+@app.command()
+def interactions(
+    ctx: typer.Context,
+    answer: str = typer.Argument(..., help="The fact's answer (object)."),
+    prompts: list[str] = typer.Argument(..., help="Paraphrased prompts of the fact, each with a blank."),
+    model: str = MODEL,
+    neurons: str = typer.Option(None, "--neurons", help="Neurons to study, e.g. 3:120,L3.7 (default: the top "
+                                "--top by integrated gradients)."),
+    top: int = ranged(20, "--top", within=TOP, help="How many top-IG neurons to study when --neurons is not given."),
+    keep_alone: float = ranged(0.8, "--keep-alone", within=FRACTION,
+                               help="Degenerate pair: each alone keeps >= this share."),
+    drop_joint: float = ranged(0.75, "--drop-joint", within=FRACTION,
+                               help="Degenerate pair: both together keep < this share."),
+    remove: float = ranged(0.5, "--remove", within=FRACTION, help="Greedy set: joint suppression keeps < this share."),
+    steps: int = STEPS,
+    json_out: Path = typer.Option(None, "--json", help="Write every single, pair and set effect here."),
+    figure: Path = typer.Option(None, "--figure", help="Write the interaction heatmap (PNG) here."),
+    device: str = DEVICE,
+) -> None:
+    """Single and pair suppression effects of a fact's neurons, their interactions, degenerate pairs."""
+    from kneuron.reports.figures import save_png
+    from kneuron.reports.multilingual import interaction_figure
+    from kneuron.runs.store import write_json_atomic
+
+    kn = load_model(model, device, ctx)
+    chosen = parse_neurons(neurons) if neurons else None
+    res = kn.neuron_interactions(list(prompts), answer, chosen, top=top, steps=steps, keep_alone=keep_alone,
+                                 drop_joint=drop_joint, remove=remove)
+    console.print(f"{len(res.neurons)} neurons, {len(res.pair)} pairs over {len(res.prompts)} prompts; "
+                  f"mean P({escape(answer)}) = {res.p:.4f}", highlight=False)
+    single = res.single_effects()
+    table = res.table().sort_values("interaction")
+    show = Table(title="most negative interactions (joint effect - sum of single effects)", title_justify="left")
+    for col in ("a", "b", "alone a", "alone b", "both", "interaction", "degenerate"):
+        show.add_column(col, justify="left" if col in ("a", "b") else "right")
+    for row in table.head(10).to_dict(orient="records"):
+        show.add_row(row["a"], row["b"], _pct(row["effect_a"]), _pct(row["effect_b"]), _pct(row["effect_ab"]),
+                     _pct(row["interaction"]), "yes" if row["degenerate"] else "")
+    console.print(show)
+    strongest = min(single, key=single.get)
+    console.print(f"strongest single neuron: {strongest} ({_pct(single[strongest])}); degenerate pairs "
+                  f"(alone >= {keep_alone:.0%}, both < {drop_joint:.0%}): {int(table['degenerate'].sum())}")
+    g = res.greedy
+    if g.get("reached"):
+        console.print(f"greedy: {g['size']} individually dispensable neurons together keep {g['kept']:.1%} "
+                      f"of the gold probability: {', '.join(g['neurons'])}")
+    else:
+        console.print(f"greedy: no set of the {g.get('pool', 0)} individually dispensable neurons brings the gold "
+                      f"probability below {remove:.0%} (all of them keep {g.get('kept', 1.0):.1%})")
+    if json_out is not None:
+        write_json_atomic(json_out, res.to_dict())
+        console.print(f"-> {json_out}")
+    if figure is not None:
+        save_png(interaction_figure(res), figure)
+        console.print(f"figure -> {figure}")
