@@ -14,21 +14,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from kneuron.errors import KneuronError
-from kneuron.runs.store import FactLog, write_json_atomic
+from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
 
 RESUME_FREE = {"kneuron_version"}
 
 
 def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
-    tmp = Path(str(path) + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 class CompareDir:

@@ -25,14 +25,13 @@ discovery files, so a cached extra can always be deleted and rebuilt.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kneuron.errors import KneuronError
 from kneuron.runs.config import RESUME_FREE, DiscoveryConfig
-from kneuron.runs.store import FactLog, write_json_atomic
+from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,9 +42,7 @@ _EXTRA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def write_parquet_atomic(path: Path, table: pd.DataFrame) -> None:
-    tmp = Path(str(path) + ".tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 class RunDir:

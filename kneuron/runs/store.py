@@ -67,6 +67,13 @@ class FactLog:
             self._fh = None
 
 
+def write_atomic(path: Path, write) -> None:
+    """`write(tmp_path)`, then rename over `path`: readers see the old file or the new, never half of one."""
+    tmp = Path(str(path) + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, obj) -> None:
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
