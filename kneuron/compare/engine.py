@@ -347,7 +347,8 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
                                               [facts.facts[i].object for i, _ in needed]).double().cpu().tolist()))
     effects = out.effect_log()
     try:
-        for (method, budget), sets in selection.sets.items():
+        # The variable-size rows first: they are the ones a short session most needs.
+        for (method, budget), sets in sorted(selection.sets.items(), key=lambda kv: kv[0][1] != 0):
             key = f"{method}@{budget}"
             if key in effects:
                 continue
