@@ -303,16 +303,30 @@ class KnowledgeModel:
         return results[0] if isinstance(prompt, str) else results
 
     def find_neurons(self, prompts: Sequence[str], answer: str, threshold: float = 0.2, p: float = 0.7,
-                     min_prompts: int = 3, steps: int = 20, method: str = "riemann_left") -> list[Neuron]:
-        """Refined knowledge neurons of one fact (spec sections 2-3, fixed p)."""
-        from kneuron.selection import coarse_neurons, refine
+                     min_prompts: int = 3, steps: int = 20, method: str = "riemann_left",
+                     specific_against: Sequence[tuple[Sequence[str], str]] | None = None) -> list[Neuron]:
+        """Refined knowledge neurons of one fact (spec sections 2-3, fixed p).
 
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not prompts:
-            raise KneuronError("find_neurons needs at least one prompt")
-        results = self.attribute(list(prompts), answer, steps=steps, method=method)
-        return refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts)
+        `specific_against`: facts of other relations, as (prompts, answer) pairs.  When given (a
+        named deviation from the paper, rule "other_relations" of `kneuron.selection.specific`),
+        the neurons that are also in one of their refined sets, found with the same settings, are
+        dropped: they are generic, not this fact's.
+        """
+        from kneuron.selection import coarse_neurons, refine, specific_sets
+
+        def refined(prompts, answer):
+            if isinstance(prompts, str):
+                prompts = [prompts]
+            if not prompts:
+                raise KneuronError("find_neurons needs at least one prompt")
+            results = self.attribute(list(prompts), answer, steps=steps, method=method)
+            return refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts)
+
+        own = refined(prompts, answer)
+        if specific_against is None:
+            return own
+        others = [refined(ps, a) for ps, a in specific_against]
+        return specific_sets(["own"] + ["other"] * len(others), [own, *others])[0]
 
     def probe_fact(self, prompts: Sequence[str], answer: str, **options):
         """Refined neurons of one fact plus their suppress / amplify effects beside the baseline and a

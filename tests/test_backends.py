@@ -21,10 +21,9 @@ from kneuron.data import load_facts_jsonl
 from kneuron.errors import KneuronError
 from kneuron.runs import DiscoveryConfig, discover
 from kneuron.runs import backends as backends_module
+from kneuron.runs import fact_records as discover_module
 from kneuron.runs.backends import LocalBackend, RayBackend, make_backend, torch_settings
 from kneuron.runs.store import FactLog
-
-discover_module = sys.modules["kneuron.runs.discover"]
 
 
 def _have_ray() -> bool:
@@ -102,13 +101,13 @@ def test_local_backend_object_and_lazy_model(setup, tmp_path, local_run):
 
 def test_tf32_setting(setup, tmp_path, monkeypatch):
     seen = []
-    real = discover_module._attribute_facts
+    real = discover_module.attribute_facts
 
     def spy(*args, **kw):
         seen.append((torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()))
         return real(*args, **kw)
 
-    monkeypatch.setattr(discover_module, "_attribute_facts", spy)
+    monkeypatch.setattr(discover_module, "attribute_facts", spy)
     before = torch.backends.cuda.matmul.allow_tf32
     _, model_dir, path = setup
     kn = kneuron.load(str(model_dir), device="cpu")

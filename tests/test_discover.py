@@ -16,9 +16,7 @@ from kneuron.data import load_facts_jsonl, save_facts_jsonl
 from kneuron.data.facts import Fact, FactSet
 from kneuron.errors import KneuronError
 from kneuron.runs import DiscoveryConfig, discover, load_run
-
-discover_module = sys.modules["kneuron.runs.discover"]
-
+from kneuron.runs import fact_records as discover_module
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_deterministic_and_config_guard(setup, tmp_path):
 
 def test_ctrl_c_resume_identical(setup, tmp_path, monkeypatch):
     full = run(setup, tmp_path / "full").neurons
-    real = discover_module._attribute_facts
+    real = discover_module.attribute_facts
     calls = {"n": 0}
 
     def interrupted(*args, **kw):
@@ -93,12 +91,12 @@ def test_ctrl_c_resume_identical(setup, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(discover_module, "_attribute_facts", interrupted)
+    monkeypatch.setattr(discover_module, "attribute_facts", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(setup, tmp_path / "resumed")
     lines = (tmp_path / "resumed" / "attributions.jsonl").read_text().splitlines()
     assert len(lines) == 4  # two batches of two facts were finished
-    monkeypatch.setattr(discover_module, "_attribute_facts", real)
+    monkeypatch.setattr(discover_module, "attribute_facts", real)
     res = run(setup, tmp_path / "resumed")
     assert res.resumed_facts == 4
     assert res.neurons.equals(full)

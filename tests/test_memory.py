@@ -200,7 +200,8 @@ def test_gpu_paths_use_free_memory(monkeypatch):
     from types import SimpleNamespace
 
     from kneuron.knowledge_model import KnowledgeModel
-    from kneuron.runs.discover import DiscoveryConfig, _internal_batch_size
+    from kneuron.runs.config import DiscoveryConfig
+    from kneuron.runs.fact_records import internal_batch_size as _internal_batch_size
 
     cost = memory.RowCost(seq_len=16, num_layers=4, top=1000, block=500, method="peak")
     seen = []

@@ -45,6 +45,9 @@ def discover(
     facts_per_batch: int = ranged(8, "--facts-per-batch", within=POSITIVE,
                                   help="Facts per attribution call (and Ray task)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    specific: str = typer.Option("none", "--specific",
+                                 help="none (paper) | other_relations: also write method kn_specific, the refined "
+                                      "sets minus neurons in other relations' sets (a deviation)."),
 ) -> None:
     """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
 
@@ -54,7 +57,7 @@ def discover(
 
     try:
         _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
-                  address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress)
+                  address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific)
     except KneuronError as exc:
         from kneuron.cli import _state, err_console
 
@@ -66,7 +69,7 @@ def discover(
 
 
 def _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
-              address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress) -> None:
+              address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific="none") -> None:
     from kneuron.data import load_facts
     from kneuron.errors import KneuronError
     from kneuron.runs import DiscoveryConfig
@@ -82,7 +85,8 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
         if given:
             raise KneuronError(f"{', '.join(given)} only apply to --backend ray")
     config = DiscoveryConfig(model=model, data=data, relations=_relations(relations), limit_facts=limit_facts,
-                             steps=steps, method=method, precision=precision, seed=seed, tf32=tf32)
+                             steps=steps, method=method, precision=precision, seed=seed, tf32=tf32,
+                             specific=specific)
     if backend == "ray":
         runner = RayBackend(address=address, workers=workers, threads_per_worker=worker_threads,
                             gpus_per_worker=gpus_per_worker, device=device)  # fails early without Ray

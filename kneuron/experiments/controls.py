@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kneuron.runs.discover import neuron_sets
+from kneuron.runs.rundir import neuron_sets
 from kneuron.selection import random_like
 
 

@@ -1,8 +1,8 @@
 """A finished discovery run, ready for the experiments: neuron sets, the facts, BINGREL.
 
 The experiments never recompute attributions: they read the run directory written by
-`kneuron.runs.discover` (config.json, attributions.jsonl, neurons.parquet, relations.json) and
-reload the facts named in its config, checking that they are the facts the run saw.
+`kneuron.runs.discover` through its one owner, `kneuron.runs.rundir.RunDir`, and reload the
+facts named in its config, checking that they are the facts the run saw.
 
 The *fact universe* of a run is its facts minus those discovery skipped (an answer that is not a
 single token for the model).  In the paper's setting nothing is skipped; elsewhere, skipped facts
@@ -22,6 +22,8 @@ import pandas as pd
 from kneuron.data.facts import Fact, FactSet
 from kneuron.errors import DataError, KneuronError
 from kneuron.neurons import Neuron
+from kneuron.runs.config import DiscoveryConfig, fingerprint, select_facts
+from kneuron.runs.rundir import RunDir
 
 
 def _world_dir_of(data: str) -> Path | None:
@@ -110,7 +112,7 @@ class RunData:
     """A discovery run plus its facts; `table["fact"]` indexes `facts.facts`."""
 
     run_dir: Path
-    config: object  # DiscoveryConfig
+    config: DiscoveryConfig
     table: pd.DataFrame
     summary: dict
     facts: FactSet
@@ -119,17 +121,15 @@ class RunData:
 
     @classmethod
     def load(cls, run_dir, facts: FactSet | None = None) -> RunData:
-        from kneuron.runs.discover import fingerprint, load_records, load_run, select_facts
-
         run_dir = Path(run_dir)
-        config, table, summary = load_run(run_dir)
+        config, table, summary = RunDir(run_dir).load()
         if facts is None:
             facts = resolve_facts(config.data)
         facts = select_facts(facts, config.relations, config.limit_facts)
         if config.facts_fingerprint and fingerprint(facts) != config.facts_fingerprint:
             raise KneuronError(f"the facts of {config.data!r} are not those the run in {run_dir} was made "
                                "with (fingerprint differs); rerun discovery")
-        records = load_records(run_dir) if (run_dir / "attributions.jsonl").exists() else {}
+        records = RunDir(run_dir).records()
         facts = FactSet([_used(f, records.get(i, {})) for i, f in enumerate(facts.facts)], facts.relations, facts.source)
         universe: dict[str, list[int]] = {}
         for i, f in enumerate(facts.facts):

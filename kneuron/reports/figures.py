@@ -256,3 +256,24 @@ def save_png(fig: Figure, path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return data
+
+
+def deletion_curve_figure(methods: pd.DataFrame, title: str = "") -> Figure:
+    """Suppression (% change of the gold probability) against budget, one line per method; the
+    variable-size rows (budget 0) as markers at their mean size."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for method, rows in methods.groupby("method", sort=False):
+        rows = rows.sort_values("budget")
+        if (rows["budget"] > 0).any():
+            ax.plot(rows["budget"], rows["suppress"], marker="o", label=method)
+        else:
+            ax.scatter(rows["neurons_per_fact"].clip(lower=0.5), rows["suppress"], marker="*", s=140, zorder=3,
+                       label=f"{method} (mean size)")
+    ax.set_xscale("log", base=2)
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set_xlabel("neurons suppressed per fact (budget)")
+    ax.set_ylabel("change of P(answer) on own prompts (%)")
+    ax.set_title(title or "Deletion curves: suppressing each method's top neurons")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig

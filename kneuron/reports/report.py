@@ -223,3 +223,17 @@ def write_config(out_dir, config: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def compare_section(report: Report, methods: pd.DataFrame, deletion_png: bytes, config: dict) -> Section:
+    """The `kneuron compare` section: the methods table and the deletion curves."""
+    section = report.section("Comparing localization methods", "compare")
+    report.text(f"Model `{config.get('model')}`, data `{config.get('data')}`, seed {config.get('seed')}. "
+                "Suppress/amplify: the paper's metric in percent (per relation, change of the mean gold "
+                "probability over the mean original, then the mean over relations), each fact's neurons x0/x2 at "
+                "the blank; other_relations_suppress: the same on prompts of other relations' facts (collateral "
+                "damage); consistency: Jaccard of the sets chosen on two halves of each fact's prompts. Rows with "
+                "budget 0 have variable size (neurons_per_fact).")
+    report.table("compare_methods", methods, "Methods by budget")
+    report.figure("deletion_curve", deletion_png, "Suppression against budget, one line per method")
+    return section

@@ -1,7 +1,7 @@
 """Where a discovery run does its attribution: in this process, or on the workers of a Ray cluster.
 
 Both backends turn batches of fact indices into fact records with the same function
-(`kneuron.runs.discover._attribute_facts`) and hand every record to the driver, whose `FactLog`
+(`kneuron.runs.fact_records.attribute_facts`) and hand every record to the driver, whose `FactLog`
 is the run directory's only writer.  So the run directory, its resumption and its final table are
 the same whichever backend computed the records.
 
@@ -19,7 +19,6 @@ one-line error saying how to install it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -34,18 +33,13 @@ from types import SimpleNamespace
 import torch
 
 from kneuron.errors import KneuronError
+from kneuron.runs import fact_records  # looked up at call time, so tests can wrap it
 
 RAY_INSTALL_HINT = "install it with: pip install 'kneuron[ray]'  (or: pip install 'ray>=2.9')"
 BACKENDS = ("local", "ray")
 
 Emit = Callable[[dict], None]
 Advance = Callable[[int], None]
-
-
-def _discover_module():
-    # Looked up at call time so that tests (and users) can wrap `_attribute_facts`.  (The package
-    # attribute `kneuron.runs.discover` is the function, hence the import by name.)
-    return importlib.import_module("kneuron.runs.discover")
 
 
 def _slow_facts_for_tests() -> float:
@@ -114,7 +108,7 @@ class LocalBackend:
         pause = _slow_facts_for_tests()  # lets tests kill a run mid-way
         with torch_settings(self.threads, getattr(config, "tf32", None)):
             for batch in batches(todo, facts_per_batch):
-                for rec in _discover_module()._attribute_facts(kn, facts, batch, config):
+                for rec in fact_records.attribute_facts(kn, facts, batch, config):
                     emit(rec)
                     time.sleep(pause)
                 advance(_prompts(facts, batch))
@@ -147,7 +141,7 @@ class _Worker:
         if self.kn is None:
             raise KneuronError(f"worker could not load the model: {self.error}")
         view = SimpleNamespace(facts=dict(items))
-        records = _discover_module()._attribute_facts(self.kn, view, [i for i, _ in items], config)
+        records = fact_records.attribute_facts(self.kn, view, [i for i, _ in items], config)
         if pause:
             time.sleep(pause * len(records))
         return os.getpid(), records

@@ -7,6 +7,9 @@ A run directory holds:
   knowledge-neuron and baseline sets with their scores), fsynced as it goes (see `FactLog`).
 - `neurons.parquet`: the tidy result, one row per (fact, neuron, method), method "kn" or "baseline".
 - `relations.json`: per relation and method, the adapted sharing threshold p and neurons per fact.
+The files are read and written only through `kneuron.runs.rundir.RunDir`.
+With `specific="other_relations"` (a named deviation, see `kneuron.selection.specific`) the table
+also has method "kn_specific": each fact's refined set minus the neurons of other relations' sets.
 Refinement runs per relation once every fact is attributed; it is cheap and fully determined by
 the records, so a resumed run ends with the same table as an uninterrupted one.
 
@@ -17,148 +20,24 @@ writer of the run directory, so the directory, resumption and final table do not
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import kneuron
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
-from kneuron.runs.store import FactLog, write_json_atomic
-from kneuron.selection import adapt_p, baseline_neurons, coarse_neurons
+from kneuron.runs.backends import make_backend
+from kneuron.runs.config import SPECIFIC_RULES, DiscoveryConfig, fingerprint, select_facts
+from kneuron.runs.rundir import RunDir, neuron_sets
+from kneuron.selection import adapt_p, specific_sets
 
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with kneuron.runs
     import pandas as pd
 
 TABLE_COLUMNS = ["relation", "fact", "subject", "object", "layer", "index", "method"]
-
-
-@dataclass
-class DiscoveryConfig:
-    model: str = "world"
-    data: str = "world"
-    relations: list[str] | None = None
-    limit_facts: int | None = None  # first N facts per relation (quick looks); None = all
-    steps: int = 20
-    method: str = "riemann_left"
-    precision: str = "fp32"
-    threshold: float = 0.2
-    baseline_threshold: float = 0.5
-    p_start: float = 0.7
-    p_step: float = 0.05
-    max_tries: int = 6
-    target: tuple[float, float] = (2.0, 5.0)
-    min_prompts: int = 3
-    seed: int = 0
-    tf32: bool = False  # TF32 matmuls on CUDA (Ampere+); no effect on CPU
-    facts_fingerprint: str = ""
-    kneuron_version: str = field(default=kneuron.__version__)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["target"] = list(self.target)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> DiscoveryConfig:
-        d = dict(d)
-        d["target"] = tuple(d.get("target", (2.0, 5.0)))
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# Keys that may differ on resume without changing the result.
-_RESUME_FREE = {"kneuron_version"}
-
-
-def fingerprint(facts: FactSet) -> str:
-    h = hashlib.sha256()
-    for f in facts.facts:
-        h.update(json.dumps([f.relation, f.subject, f.object, f.prompts]).encode())
-    return h.hexdigest()[:16]
-
-
-def select_facts(facts: FactSet, relations, limit: int | None) -> FactSet:
-    facts = facts.subset(relations)
-    if limit is None:
-        return facts
-    kept = [f for group in facts.by_relation().values() for f in group[:limit]]
-    return FactSet(kept, facts.relations, facts.source)
-
-
-def _check_config(run_dir: Path, config: DiscoveryConfig) -> None:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return
-    # Missing keys (runs written by an older kneuron) take their defaults.
-    old = DiscoveryConfig.from_json(json.loads(path.read_text())).to_json()
-    new = config.to_json()
-    for key in sorted(set(old) | set(new)):
-        if key in _RESUME_FREE:
-            continue
-        if old.get(key) != new.get(key):
-            raise KneuronError(
-                f"{run_dir} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}; "
-                "use another --out or the same settings to resume")
-
-
-def _internal_batch_size(kn, prompts: list[str], config) -> int | None:
-    """On a GPU: as many path-point rows as fit in free memory for this batch's longest prompt."""
-    if kn.device.type not in ("cuda", "mps") or not prompts:
-        return None  # CPU: the engine's default (one prompt's staircase)
-    from kneuron.runs.memory import choose_internal_batch_size
-
-    longest = max(len(kn.encode(p).ids) for p in prompts)
-    return choose_internal_batch_size(kn, longest, config.steps, precision=config.precision)
-
-
-def _attribute_facts(kn, facts, indices, config):
-    """Records for the given fact indices (one attribution call, prompts batched by length).
-
-    `facts.facts[i]` must give fact i (a FactSet, or any object whose `facts` maps indices to facts).
-    """
-    prompts, answers, owner = [], [], []
-    records = {}
-    used: dict[int, list[int]] = {}
-    for i in indices:
-        f = facts.facts[i]
-        # A causal LM can only continue prompts that end at the blank; the others are skipped.
-        used[i] = [k for k, p in enumerate(f.prompts) if kn.is_masked or kn.ends_at_blank(p)]
-        try:
-            if not used[i]:
-                raise KneuronError("no prompt ends at the blank, as a causal LM needs")
-            for k in used[i]:
-                kn.encode(f.prompts[k], f.object)
-        except KneuronError as exc:
-            records[i] = {"fact": i, "relation": f.relation, "subject": f.subject, "object": f.object,
-                          "skipped": str(exc), "skipped_prompts": len(f.prompts) - len(used[i])}
-            continue
-        for k in used[i]:
-            prompts.append(f.prompts[k])
-            answers.append(f.object)
-            owner.append(i)
-    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method, precision=config.precision,
-                           internal_batch_size=_internal_batch_size(kn, prompts, config)) if prompts else []
-    for i in indices:
-        if i in records:
-            continue
-        f = facts.facts[i]
-        mine = [r for r, o in zip(results, owner) if o == i]
-        rec = {"fact": i, "relation": f.relation, "subject": f.subject, "object": f.object,
-               "prob": [round(r.probability, 8) for r in mine], "kn": [], "base": []}
-        if len(used[i]) < len(f.prompts):
-            rec["used_prompts"] = used[i]
-            rec["skipped_prompts"] = len(f.prompts) - len(used[i])
-        for r in mine:
-            kn_set = coarse_neurons(r.scores, config.threshold)
-            base_set = baseline_neurons(r.activations, config.baseline_threshold)
-            rec["kn"].append([[n.layer, n.index, float(r.scores[n.layer, n.index])] for n in kn_set])
-            rec["base"].append([[n.layer, n.index, float(r.activations[n.layer, n.index])] for n in base_set])
-        records[i] = rec
-    return [records[i] for i in indices]
+__all__ = ["TABLE_COLUMNS", "DiscoveryConfig", "DiscoveryResult", "discover", "fingerprint", "load_records",
+           "load_run", "neuron_sets", "refine_run", "select_facts"]
 
 
 def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig):
@@ -187,9 +66,28 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
             for i, neurons in zip(done, adapt.neurons):
                 f = facts.facts[i]
                 rows += [(rel, i, f.subject, f.object, n.layer, n.index, method) for n in neurons]
+    if getattr(config, "specific", "none") not in ("none", None):
+        rows += _specific_rows(rows, config.specific)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     table = table.astype({"fact": "int64", "layer": "int64", "index": "int64"})
     return table, summary
+
+
+def _specific_rows(rows: list[tuple], rule: str) -> list[tuple]:
+    """Rows of method "kn_specific": the "kn" rows that survive the named rule."""
+    if rule not in SPECIFIC_RULES:
+        raise KneuronError(f"unknown specific rule {rule!r}; use one of: {', '.join(SPECIFIC_RULES)}")
+    facts: dict[int, list[tuple]] = {}
+    for row in rows:
+        if row[-1] == "kn":
+            facts.setdefault(row[1], []).append(row)
+    order = list(facts)
+    kept = specific_sets([facts[i][0][0] for i in order], [[(r[4], r[5]) for r in facts[i]] for i in order])
+    out = []
+    for i, neurons in zip(order, kept):
+        keep = set(neurons)
+        out += [r[:-1] + ("kn_specific",) for r in facts[i] if (r[4], r[5]) in keep]
+    return out
 
 
 @dataclass
@@ -210,17 +108,17 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
     `config.model`), "ray" (a `RayBackend` with default settings), or a backend object from
     `kneuron.runs.backends` (e.g. `RayBackend(workers=4)`); the Ray backend needs no `kn` here.
     """
-    from kneuron.runs.backends import make_backend
-
     if backend is None or isinstance(backend, str):
         backend = make_backend(backend or "local", kn=kn)
+    if config.specific not in SPECIFIC_RULES:
+        raise KneuronError(f"unknown specific rule {config.specific!r}; use one of: {', '.join(SPECIFIC_RULES)}")
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     facts = select_facts(facts, config.relations, config.limit_facts)
     config.facts_fingerprint = fingerprint(facts)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(run_dir, config)
-    write_json_atomic(run_dir / "config.json", config.to_json())
-    log = FactLog(run_dir / "attributions.jsonl")
+    run.check_resumable(config)
+    run.write_config(config)
+    log = run.fact_log()
     resumed = sum(1 for i in range(len(facts)) if i in log)
     todo = [i for i in range(len(facts)) if i not in log]
     start = time.perf_counter()
@@ -236,10 +134,7 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
         raise KneuronError(f"{len(missing)} facts have no record (first: {missing[0]}); rerun to resume")
     records = {i: log.records[i] for i in range(len(facts))}
     table, summary = refine_run(records, facts, config)
-    tmp = run_dir / "neurons.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    tmp.replace(run_dir / "neurons.parquet")
-    write_json_atomic(run_dir / "relations.json", summary)
+    run.write_result(table, summary)
     return DiscoveryResult(run_dir, config, table, summary, resumed, time.perf_counter() - start)
 
 
@@ -275,24 +170,8 @@ class _progress:
 
 def load_run(run_dir) -> tuple[DiscoveryConfig, pd.DataFrame, dict]:
     """(config, neurons table, per-relation summary) of a finished run."""
-    run_dir = Path(run_dir)
-    path = run_dir / "neurons.parquet"
-    if not path.exists():
-        raise KneuronError(f"{run_dir} is not a finished discovery run (no neurons.parquet)")
-    import pandas as pd
-
-    config = DiscoveryConfig.from_json(json.loads((run_dir / "config.json").read_text()))
-    return config, pd.read_parquet(path), json.loads((run_dir / "relations.json").read_text())
+    return RunDir(run_dir).load()
 
 
 def load_records(run_dir) -> dict[int, dict]:
-    return FactLog(Path(run_dir) / "attributions.jsonl").records
-
-
-def neuron_sets(table: pd.DataFrame, method: str) -> dict[int, list[tuple[int, int]]]:
-    """{fact index: [(layer, index), ...]} for one method, in table order."""
-    sets: dict[int, list[tuple[int, int]]] = {}
-    sub = table[table["method"] == method]
-    for fact, layer, index in zip(sub["fact"], sub["layer"], sub["index"]):
-        sets.setdefault(int(fact), []).append((int(layer), int(index)))
-    return sets
+    return RunDir(run_dir).records()

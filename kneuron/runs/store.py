@@ -13,10 +13,13 @@ from pathlib import Path
 
 
 class FactLog:
-    def __init__(self, path: Path):
+    """The log; records are keyed by their integer `key` field ("fact" unless told otherwise)."""
+
+    def __init__(self, path: Path, key: str = "fact"):
         self.path = Path(path)
+        self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: dict[int, dict] = {}
+        self.records: dict = {}
         self._load()
         self._fh = None
 
@@ -35,29 +38,40 @@ class FactLog:
                 rec = json.loads(data[pos:end])
             except json.JSONDecodeError:
                 break
-            self.records.setdefault(int(rec["fact"]), rec)
+            self.records.setdefault(self._id(rec), rec)
             pos = good_end = end + 1
         if good_end < len(data):
             with self.path.open("r+b") as fh:
                 fh.truncate(good_end)
 
-    def __contains__(self, fact: int) -> bool:
+    def _id(self, rec: dict):
+        value = rec[self.key]
+        return int(value) if isinstance(value, (int, float)) else str(value)
+
+    def __contains__(self, fact) -> bool:
         return fact in self.records
 
     def append(self, rec: dict) -> None:
-        if int(rec["fact"]) in self.records:
+        if self._id(rec) in self.records:
             return
         if self._fh is None:
             self._fh = self.path.open("a", encoding="utf-8")
         self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self.records[int(rec["fact"])] = rec
+        self.records[self._id(rec)] = rec
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def write_atomic(path: Path, write) -> None:
+    """`write(tmp_path)`, then rename over `path`: readers see the old file or the new, never half of one."""
+    tmp = Path(str(path) + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -1,0 +1,103 @@
+"""`kneuron compare`: which localization method holds up under causal tests (`kneuron.compare`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kneuron.cli import app
+from kneuron.errors import KneuronError
+
+console = Console()
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command("compare")
+def compare_cmd(
+    ctx: typer.Context,
+    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, 'world' or 'world-causal'."),
+    data: str = typer.Option(None, "--data", "-d",
+                             help="'world', 'pararel:DIR', FILE.jsonl, ... (default: world, or the --run's data)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (an existing one is resumed)."),
+    relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids."),
+    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts of each relation."),
+    prompts_per_fact: int = typer.Option(None, "--prompts-per-fact", help="A seeded sample of N prompts per fact."),
+    methods: str = typer.Option("ig,activation,grad_x_act,ig_1step,atp,random", "--methods",
+                                help="Comma-separated: ig, activation, grad_x_act, ig_1step, atp, random."),
+    budgets: str = typer.Option("1,2,4,8,16,32", "--budgets", help="Comma-separated neurons per fact (integers >= 1)."),
+    other_prompts: int = typer.Option(10, "--other-prompts", help="Prompts of other relations per fact (collateral)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (recorded in config.json)."),
+    run: Path = typer.Option(None, "--run", help="A discovery run whose IG to reuse (same model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score every neuron by each method, keep each fact's top-k, and test them causally: own-prompt
+    suppress/amplify, other relations' collateral damage, split-half consistency; writes methods.csv,
+    neurons.csv, config.json, deletion_curve.png and report.html to OUT (resumable)."""
+    import kneuron
+    from kneuron.cli.experiment import set_threads
+    from kneuron.compare import CompareConfig, check_budgets, check_methods, compare
+    from kneuron.data import load_facts
+
+    config = CompareConfig(model=model, data=data or "world", relations=_split(relations), limit_facts=limit_facts,
+                           methods=check_methods(methods.split(",")), budgets=check_budgets(budgets.split(",")),
+                           seed=seed, other_prompts=other_prompts, prompts_per_fact=prompts_per_fact)
+    if limit_facts is not None and limit_facts < 1:
+        raise KneuronError(f"--limit-facts must be >= 1, got {limit_facts}")
+    rundata = None
+    if run is not None:
+        rundata = _load_run(run, config, data, relations, limit_facts)
+    kn = kneuron.load(model, device=device)
+    set_threads(kn, ctx)
+    facts = None if rundata is not None else load_facts(config.data)
+    say = (lambda text: console.print(f"[dim]{escape(text)}[/]")) if progress else None
+    result = compare(kn, facts, out, config, progress=say, run=rundata)
+    print_methods(result.methods)
+    console.print(f"-> {out / 'methods.csv'}, {out / 'neurons.csv'}, {out / 'deletion_curve.png'}, "
+                  f"{out / 'report.html'}" + (f" (resumed {result.resumed_facts} scored facts)"
+                                              if result.resumed_facts else ""))
+
+
+def _load_run(run: Path, config, data, relations, limit_facts):
+    """The discovery run to reuse; one line when it is of another model or other facts."""
+    from kneuron.experiments.rundata import RunData
+    from kneuron.runs import RunDir
+
+    run_config = RunDir(run).config()
+    if not _same_model(run_config.model, config.model):
+        raise KneuronError(f"--run {run} was made with the model {run_config.model!r}, not {config.model!r}")
+    for flag, given, theirs in (("--data", data, run_config.data), ("--relations", _split(relations),
+                                                                      run_config.relations),
+                                ("--limit-facts", limit_facts, run_config.limit_facts)):
+        if given is not None and given != theirs:
+            raise KneuronError(f"{flag} {given!r} differs from the run's {theirs!r}; leave it out with --run")
+    config.data, config.relations, config.limit_facts = run_config.data, run_config.relations, run_config.limit_facts
+    config.run = str(run)
+    return RunData.load(run)
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def print_methods(methods) -> None:
+    table = Table(title="localization methods under causal tests (% change of P(answer))")
+    cols = ["method", "budget", "suppress", "amplify", "other_relations_suppress", "consistency",
+            "seconds_per_prompt", "neurons_per_fact"]
+    heads = ["method", "k", "suppress", "amplify", "other rel.", "consist.", "s/prompt", "n/fact"]
+    for c, head in zip(cols, heads):
+        table.add_column(head, justify="left" if c == "method" else "right", no_wrap=c == "method")
+    for row in methods.itertuples(index=False):
+        d = row._asdict()
+        table.add_row(*[str(d[c]) if c in ("method", "budget") else f"{d[c]:.3g}" for c in cols])
+    console.print(table)

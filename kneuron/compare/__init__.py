@@ -1,0 +1,13 @@
+"""Comparing localization methods under causal tests (`kneuron compare`)."""
+
+from kneuron.compare.engine import (
+    COLUMNS,
+    CompareConfig,
+    CompareResult,
+    check_budgets,
+    check_methods,
+    compare,
+)
+from kneuron.compare.scores import METHODS
+
+__all__ = ["COLUMNS", "METHODS", "CompareConfig", "CompareResult", "check_budgets", "check_methods", "compare"]

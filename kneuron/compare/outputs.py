@@ -1,0 +1,75 @@
+"""The output directory of `kneuron compare`, the one reader and writer of its files.
+
+    config.json        every setting and seed (a resumed run must have the same)
+    scores.jsonl       journal: per fact, each method's top neurons (fsynced, see `FactLog`)
+    effects.jsonl      journal: per (method, budget) row, its measurements
+    methods.csv        method,budget,suppress,amplify,other_relations_suppress,consistency,
+                       seconds_per_prompt,neurons_per_fact,facts,prompts
+    neurons.csv        method,budget,relation,subject,layer,index: every selected neuron
+    selection.json     the refined rows' p per relation, the skipped facts
+    deletion_curve.png suppress against budget, one line per method
+    report.html/.md    the comparison section of the HTML report (with tables/ and figures/)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from kneuron.errors import KneuronError
+from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
+
+RESUME_FREE = {"kneuron_version"}
+
+
+def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+class CompareDir:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def start(self, config: dict) -> None:
+        """Create the directory, or check that the run in it was made with the same settings."""
+        path = self.path / "config.json"
+        if path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            for key in sorted(set(old) | set(config)):
+                if key not in RESUME_FREE and old.get(key) != config.get(key):
+                    raise KneuronError(f"{self.path} holds a comparison with {key}={old.get(key)!r}, not "
+                                       f"{config.get(key)!r}; use another --out or the same settings to resume")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, config)
+
+    def score_log(self) -> FactLog:
+        return FactLog(self.path / "scores.jsonl")
+
+    def effect_log(self) -> FactLog:
+        return FactLog(self.path / "effects.jsonl", key="row")
+
+    def finish(self, methods: pd.DataFrame, neurons: pd.DataFrame, selection: dict) -> None:
+        from kneuron.reports.figures import deletion_curve_figure, save_png
+        from kneuron.reports.report import Report, compare_section
+
+        write_csv_atomic(self.path / "methods.csv", methods)
+        write_csv_atomic(self.path / "neurons.csv", neurons)
+        write_json_atomic(self.path / "selection.json", {k: {str(a): b for a, b in v.items()} for k, v in selection.items()})
+        png = save_png(deletion_curve_figure(methods), self.path / "deletion_curve.png")
+        report = Report("kneuron compare: localization methods under causal tests")
+        compare_section(report, methods, png, self.config())
+        report.write(self.path)
+
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+    def methods(self) -> pd.DataFrame:
+        path = self.path / "methods.csv"
+        if not path.exists():
+            raise KneuronError(f"{self.path} is not a finished comparison (no methods.csv)")
+        return pd.read_csv(path)
+
+    def neurons(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "neurons.csv")
