@@ -46,7 +46,7 @@ def heatmap_svg(scores: dict[tuple[int, int], float], layers: int, columns: list
     if not columns:
         return "<p>(no neurons)</p>"
     cw, ch, left, top = 14, 14, 36, 18
-    width, height = left + cw * len(columns) + 10, top + ch * layers + 70
+    width, height = max(left + cw * len(columns) + 10, 420), top + ch * layers + 40
     vmax = max([abs(v) for v in scores.values()] or [1.0])
     out = [f'<svg class="heat" width="{width}" height="{height}" role="img"><title>{e(title)}</title>']
     for row in range(layers):
