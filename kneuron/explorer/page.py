@@ -51,16 +51,14 @@ def heatmap_svg(scores: dict[tuple[int, int], float], layers: int, columns: list
     out = [f'<svg class="heat" width="{width}" height="{height}" role="img"><title>{e(title)}</title>']
     for row in range(layers):
         out.append(f'<text x="{left - 4}" y="{top + ch * row + 11}" text-anchor="end" font-size="9">L{row}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{cw * len(columns)}" height="{ch * layers}" fill="#f4f4f4"/>')
     for c, (layer, index) in enumerate(columns):
-        x = left + cw * c
-        for row in range(layers):
-            fill = "#f4f4f4" if row != layer else ("#fff" if (layer, index) not in scores
-                                                   else _color(scores[(layer, index)], vmax))
-            tip = (f"L{layer}.{index}: {scores[(layer, index)]:.4g}" if row == layer and (layer, index) in scores
-                   else f"L{layer}.{index}: below the coarse threshold" if row == layer else "")
-            rect = (f'<rect x="{x}" y="{top + ch * row}" width="{cw - 1}" height="{ch - 1}" fill="{fill}">'
-                    f'{f"<title>{e(tip)}</title>" if tip else ""}</rect>')
-            out.append(f'<a href="#neuron/L{layer}.{index}">{rect}</a>' if row == layer else rect)
+        x = left + cw * c  # one cell per column, in the neuron's own layer
+        score = scores.get((layer, index))
+        fill, tip = (("#fff", f"L{layer}.{index}: below the coarse threshold") if score is None
+                     else (_color(score, vmax), f"L{layer}.{index}: {score:.4g}"))
+        out.append(f'<a href="#neuron/L{layer}.{index}"><rect x="{x}" y="{top + ch * layer}" width="{cw - 1}" '
+                   f'height="{ch - 1}" fill="{fill}"><title>{e(tip)}</title></rect></a>')
         out.append(f'<text transform="translate({x + 9},{top + ch * layers + 4}) rotate(60)" font-size="8">'
                    f'{index}</text>')
     out.append(f'<text x="{left}" y="12" font-size="10">{e(title)} (max |score| {vmax:.3g})</text></svg>')
