@@ -8,7 +8,9 @@ With the model (cached as the run's extra `explorer`, keyed by model and neuron 
 - each neuron's value slot projected through the output embedding (top/bottom tokens),
 - each neuron's activation at every token of every prompt of the run and of the world's or
   BINGREL's sentences (top/bottom sentences kept with per-token values; blank activations for
-  the histogram),
+  the histogram). Texts are ranked by their maximum over tokens after the first: the first
+  position ([CLS], or a decoder's attention sink) carries activations far larger than any other,
+  and would rank every text the same,
 - the gold probability of every prompt with its fact's refined set suppressed (x0) and amplified (x2).
 """
 
@@ -24,7 +26,7 @@ from kneuron.errors import KneuronError
 from kneuron.runs.rundir import RunDir
 
 EXTRA = "explorer"
-FORMAT = 1
+FORMAT = 2
 TOP_TOKENS = 20
 TOP_SENTENCES = 5
 MAX_SENTENCES = 2000  # BINGREL/world sentences scanned per run (first ones, relation by relation)
@@ -129,7 +131,7 @@ def _model_part(kn, run_part: dict, sentences: list[str]) -> dict:
         sel = acts[0][layers, :, index].float().cpu().numpy()  # (neurons, T)
         token_acts.append((ids, sel))
         for j, name in enumerate(names):
-            best[name].append(float(sel[j].max()))
+            best[name].append(float(sel[j, 1:].max() if sel.shape[1] > 1 else sel[j].max()))
             if blank is not None:
                 blank_acts[name].append(float(sel[j, blank].mean()))
     neurons = {}

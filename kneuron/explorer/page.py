@@ -200,7 +200,7 @@ def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
     src = mp.get("sentence_source") or "none"
     for name, entry in neurons.items():
         index.append([name, f"neuron/{name}", "neuron"])
-        vmax = max([abs(a) for side in ("top", "bottom") for it in entry[side] for a in it["acts"]] or [1.0])
+        vmax = max([abs(a) for side in ("top", "bottom") for it in entry[side] for a in it["acts"][1:]] or [1.0])
         vocab = _table(["top tokens", "logit", "bottom tokens", "logit"],
                        [[f"<code>{e(t)}</code>", f"{v:.3g}", f"<code>{e(b)}</code>", f"{w:.3g}"]
                         for (t, v), (b, w) in zip(entry["vocab"]["top"], entry["vocab"]["bottom"])], "vocab")
@@ -215,7 +215,8 @@ def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
             + "</p><h3>Value slot through the output embedding</h3><p class=note>Logits of the value slot times the "
               "output embedding, as LM-Debugger and the logit lens do it. An approximation: the model's final norm "
               "(and a masked LM's head transform) is left out.</p>" + vocab
-            + "<h3>Top-activating texts</h3><p class=note>Ranked by the maximum activation over tokens; prompts of "
+            + "<h3>Top-activating texts</h3><p class=note>Ranked by the maximum activation over the tokens after the "
+              "first (the first position, [CLS] or a decoder's attention sink, dwarfs the rest); prompts of "
               f"the run and sentences from <code>{e(src)}</code> ({mp.get('sentences', 0)} scanned). Red positive, "
               "blue negative.</p>"
             + '<table class="sents top">' + "".join(_sentence_html(it, vmax) for it in entry["top"]) + "</table>"
