@@ -49,7 +49,7 @@ def _register() -> None:
                             ("edit", "Edit value slots: update a fact, erase a relation, apply saved edits.")]:
         app.add_typer(importlib.import_module(f"kneuron.cli.{name}").app, name=name, help=help_text)
     # Modules that register their own commands on `app` when imported.
-    for name in ["probe", "discover", "demo", "reproduce", "experiment", "compare", "multilingual"]:
+    for name in ["probe", "discover", "demo", "reproduce", "experiment", "compare", "multilingual", "explore"]:
         importlib.import_module(f"kneuron.cli.{name}")
 
 

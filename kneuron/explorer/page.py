@@ -1,0 +1,293 @@
+"""The explorer page: every view pre-rendered in Python (HTML + SVG), JavaScript only navigates.
+
+The page is one file: a JSON object {fragment: view HTML} and a search index inlined in a
+<script type="application/json">, plus ~40 lines of JavaScript that show the view named by the
+URL fragment (#relations, #relation/R, #fact/N, #neuron/L3.71, #search/TEXT).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from kneuron.errors import KneuronError
+from kneuron.explorer.data import explorer_data
+
+e = html.escape
+
+
+def _link(frag: str, text: str, cls: str = "") -> str:
+    c = f' class="{cls}"' if cls else ""
+    return f'<a href="#{e(frag, quote=True)}"{c}>{e(text)}</a>'
+
+
+def _nlink(name: str) -> str:
+    return _link(f"neuron/{name}", name, "neuron")
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def _color(value: float, vmax: float) -> str:
+    """Red for positive, blue for negative, white at zero (scaled by vmax)."""
+    t = 0.0 if vmax <= 0 else max(-1.0, min(1.0, value / vmax))
+    if t >= 0:
+        g = int(255 * (1 - t))
+        return f"rgb(255,{g},{g})"
+    g = int(255 * (1 + t))
+    return f"rgb({g},{g},255)"
+
+
+def heatmap_svg(scores: dict[tuple[int, int], float], layers: int, columns: list[tuple[int, int]], title: str) -> str:
+    """Layer (rows) x neuron (columns) heatmap; a cell is filled only where the neuron lies in that layer."""
+    if not columns:
+        return "<p>(no neurons)</p>"
+    cw, ch, left, top = 14, 14, 36, 18
+    width, height = max(left + cw * len(columns) + 10, 420), top + ch * layers + 40
+    vmax = max([abs(v) for v in scores.values()] or [1.0])
+    out = [f'<svg class="heat" width="{width}" height="{height}" role="img"><title>{e(title)}</title>']
+    for row in range(layers):
+        out.append(f'<text x="{left - 4}" y="{top + ch * row + 11}" text-anchor="end" font-size="9">L{row}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{cw * len(columns)}" height="{ch * layers}" fill="#f4f4f4"/>')
+    for c, (layer, index) in enumerate(columns):
+        x = left + cw * c  # one cell per column, in the neuron's own layer
+        score = scores.get((layer, index))
+        fill, tip = (("#fff", f"L{layer}.{index}: below the coarse threshold") if score is None
+                     else (_color(score, vmax), f"L{layer}.{index}: {score:.4g}"))
+        out.append(f'<a href="#neuron/L{layer}.{index}"><rect x="{x}" y="{top + ch * layer}" width="{cw - 1}" '
+                   f'height="{ch - 1}" fill="{fill}"><title>{e(tip)}</title></rect></a>')
+        out.append(f'<text transform="translate({x + 9},{top + ch * layers + 4}) rotate(60)" font-size="8">'
+                   f'{index}</text>')
+    out.append(f'<text x="{left}" y="12" font-size="10">{e(title)} (max |score| {vmax:.3g})</text></svg>')
+    return "".join(out)
+
+
+def histogram_svg(hist: dict) -> str:
+    counts, edges = hist["counts"], hist["edges"]
+    if not counts or hist["n"] == 0:
+        return "<p>(no prompt activations)</p>"
+    w, h, left, bottom = 360, 120, 30, 20
+    bw, top = w / len(counts), max(counts)
+    bars = []
+    for i, c in enumerate(counts):
+        bh = (h - 10) * c / top if top else 0
+        bars.append(f'<rect x="{left + i * bw:.1f}" y="{h - bh:.1f}" width="{bw - 1:.1f}" height="{bh:.1f}" '
+                    f'fill="#4a78b5"><title>[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}</title></rect>')
+    axis = (f'<text x="{left}" y="{h + 14}" font-size="9">{edges[0]:.3g}</text>'
+            f'<text x="{left + w}" y="{h + 14}" font-size="9" text-anchor="end">{edges[-1]:.3g}</text>'
+            f'<text x="{left - 4}" y="12" font-size="9" text-anchor="end">{top}</text>')
+    return (f'<svg class="hist" width="{left + w + 10}" height="{h + bottom}" role="img">'
+            f'<title>activation at the blank over {hist["n"]} prompts</title>{"".join(bars)}{axis}</svg>')
+
+
+def _sentence_html(item: dict, vmax: float) -> str:
+    toks = "".join(f'<span class="tok" style="background:{_color(a, vmax)}" title="{a:.4g}">{e(t)}</span>'
+                   for t, a in zip(item["tokens"], item["acts"]))
+    src = item["source"]
+    where = _link(src, src) if src.startswith("fact/") else "sentence"
+    return f'<tr><td class="num">{item["max"]:.3g}</td><td>{where}</td><td class="sent">{toks}</td></tr>'
+
+
+def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _rel_change(after: list[float], before: list[float]) -> float | None:
+    pairs = [(a, b) for a, b in zip(after, before) if b > 0]
+    return _mean([(a - b) / b for a, b in pairs]) if pairs else None
+
+
+def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
+    """{fragment: HTML} for every view, and the search index [[text, fragment, kind]]."""
+    facts, mp = d["facts"], d["model_part"]
+    effects, neurons = mp["effects"], mp["neurons"]
+    layers = int(max([int(n[1:].split(".")[0]) for n in neurons] + [0])) + 1
+    layers = max(layers, max([c[0] for f in facts for p in f["coarse"] for c in p] + [0]) + 1)
+    by_rel: dict[str, list[dict]] = {}
+    for f in facts:
+        by_rel.setdefault(f["relation"], []).append(f)
+    owners: dict[str, list[int]] = {}
+    for f in facts:
+        for n in f["kn"]:
+            owners.setdefault(n, []).append(f["id"])
+    views, index = {}, []
+
+    # Relations
+    rows = []
+    for rel, fs in by_rel.items():
+        s = d["summary"].get(rel, {}).get("kn", {})
+        used = [f for f in fs if not f["skipped"]]
+        sup = _mean([_rel_change(effects.get(str(f["id"]), {}).get("suppress", []), f["prob"]) for f in used])
+        amp = _mean([_rel_change(effects.get(str(f["id"]), {}).get("amplify", []), f["prob"]) for f in used])
+        counts: dict[str, int] = {}
+        for f in used:
+            for n in f["kn"]:
+                counts[n] = counts.get(n, 0) + 1
+        shared = sorted((n for n, c in counts.items() if c >= 2), key=lambda n: -counts[n])
+        label = d["labels"].get(rel, "")
+        rows.append([_link(f"relation/{rel}", rel, "rel"), e(label), str(len(used)),
+                     _f(s.get("neurons_per_fact")), _f(s.get("p")),
+                     "–" if sup is None else f"{100 * sup:+.1f}%", "–" if amp is None else f"{100 * amp:+.1f}%",
+                     " ".join(f"{_nlink(n)}&times;{counts[n]}" for n in shared[:12]) or "none"])
+        index.append([f"{rel} {label}", f"relation/{rel}", "relation"])
+    cfg = d["config"]
+    views["relations"] = (
+        f"<h2>Relations</h2><p>Run <code>{e(d['run_dir'])}</code>, model <code>{e(str(mp.get('model')))}</code>, "
+        f"data <code>{e(str(cfg.get('data')))}</code>. Suppress/amplify: mean relative change of the gold "
+        "probability on a fact's own prompts when its refined neurons are set to 0 / doubled.</p>"
+        + _table(["relation", "label", "facts", "neurons per fact", "p", "suppress", "amplify",
+                  "shared neurons (facts)"], rows, "relations"))
+
+    for rel, fs in by_rel.items():
+        rows = [[_link(f"fact/{f['id']}", f["subject"], "fact"), e(f["object"]),
+                 str(len(f["prompts"])), _f(_mean(f["prob"])) if f["prob"] else "–",
+                 "skipped" if f["skipped"] else " ".join(_nlink(n) for n in f["kn"]) or "none"] for f in fs]
+        views[f"relation/{rel}"] = (f"<h2>Relation {e(rel)} {e(d['labels'].get(rel, ''))}</h2>"
+                                    + _table(["subject", "object", "prompts", "mean gold prob", "knowledge neurons"],
+                                             rows, "facts"))
+
+    for f in facts:
+        fid, eff = f["id"], effects.get(str(f["id"]), {})
+        index.append([f"{f['subject']} → {f['object']} ({f['relation']})", f"fact/{fid}", "fact"])
+        prows = []
+        for k, prompt in enumerate(f["prompts"]):
+            prob = f["prob"][k] if k < len(f["prob"]) else None
+            sup = eff.get("suppress", [None] * len(f["prompts"]))[k]
+            amp = eff.get("amplify", [None] * len(f["prompts"]))[k]
+            prows.append([str(k), e(prompt), _f(prob), _f(sup), _f(amp)])
+        share = {}
+        for p in f["coarse"]:
+            for layer, idx, _ in p:
+                share[f"L{layer}.{idx}"] = share.get(f"L{layer}.{idx}", 0) + 1
+        nrows = [[_nlink(n), str(share.get(n, 0)), " ".join(_link(f"fact/{o}", facts[o]["subject"]) for o in owners[n]
+                                                           if o != fid) or "none"] for n in f["kn"]]
+        columns = sorted({(layer, idx) for p in f["coarse"] for layer, idx, _ in p})
+        heat = []
+        for k, p in enumerate(f["coarse"]):
+            heat.append(heatmap_svg({(a, b): s for a, b, s in p}, layers, columns, f"prompt {k}"))
+        refined = [tuple(int(x) for x in n[1:].split(".")) for n in f["kn"]]
+        mean_scores = {}
+        for col in refined:
+            vals = [s for p in f["coarse"] for a, b, s in p if (a, b) == col]
+            mean_scores[col] = sum(vals) / len(f["coarse"]) if f["coarse"] else 0.0
+        related = sorted({o for n in f["kn"] for o in owners[n] if o != fid})
+        views[f"fact/{fid}"] = (
+            f"<h2>Fact {fid}: {e(f['subject'])} → {e(f['object'])} "
+            f"({_link('relation/' + f['relation'], f['relation'])})</h2>"
+            + ("<p><b>Skipped by discovery</b> (the answer is not one token for this model).</p>" if f["skipped"] else "")
+            + "<h3>Prompts</h3>" + _table(["#", "prompt", "gold prob", "suppressed (x0)", "amplified (x2)"],
+                                          prows, "prompts")
+            + "<h3>Knowledge neurons (refined set)</h3>"
+            + _table(["neuron", "prompts whose coarse set has it", "other facts with it"], nrows, "kn")
+            + "<p>Facts that share its neurons: " + (" ".join(_link(f"fact/{o}", facts[o]["subject"])
+                                                             for o in related) or "none") + "</p>"
+            + "<h3>Attribution heatmaps</h3><p class=note>Layer x neuron integrated-gradients scores. The run stores "
+              "only the coarse set of each prompt (scores >= threshold x max), so the columns are those neurons and "
+              "a white cell is below the threshold; click a cell to open the neuron.</p>"
+            + heatmap_svg(mean_scores, layers, refined, "refined set (mean score over prompts)")
+            + "".join(heat))
+
+    src = mp.get("sentence_source") or "none"
+    for name, entry in neurons.items():
+        index.append([name, f"neuron/{name}", "neuron"])
+        vmax = max([abs(a) for side in ("top", "bottom") for it in entry[side] for a in it["acts"][1:]] or [1.0])
+        vocab = _table(["top tokens", "logit", "bottom tokens", "logit"],
+                       [[f"<code>{e(t)}</code>", f"{v:.3g}", f"<code>{e(b)}</code>", f"{w:.3g}"]
+                        for (t, v), (b, w) in zip(entry["vocab"]["top"], entry["vocab"]["bottom"])], "vocab")
+        fact_links = " ".join(_link(f"fact/{o}", f"{facts[o]['subject']} → {facts[o]['object']}") for o in owners.get(name, []))
+        rels = sorted({facts[o]["relation"] for o in owners.get(name, [])})
+        base = [f["id"] for f in facts if name in f["baseline"]]
+        views[f"neuron/{name}"] = (
+            f"<h2>Neuron {e(name)}</h2>"
+            + f"<p>Knowledge neuron of: <span class=owners>{fact_links or 'no fact'}</span>. Relations: "
+            + (" ".join(_link(f"relation/{r}", r) for r in rels) or "none")
+            + (". Baseline set of: " + " ".join(_link(f"fact/{o}", facts[o]["subject"]) for o in base) if base else "")
+            + "</p><h3>Value slot through the output embedding</h3><p class=note>Logits of the value slot times the "
+              "output embedding, as LM-Debugger and the logit lens do it. An approximation: the model's final norm "
+              "(and a masked LM's head transform) is left out.</p>" + vocab
+            + "<h3>Top-activating texts</h3><p class=note>Ranked by the maximum activation over the tokens after the "
+              "first (the first position, [CLS] or a decoder's attention sink, dwarfs the rest); prompts of "
+              f"the run and sentences from <code>{e(src)}</code> ({mp.get('sentences', 0)} scanned). Red positive, "
+              "blue negative.</p>"
+            + '<table class="sents top">' + "".join(_sentence_html(it, vmax) for it in entry["top"]) + "</table>"
+            + "<h3>Bottom-activating texts</h3>"
+            + '<table class="sents bottom">' + "".join(_sentence_html(it, vmax) for it in entry["bottom"]) + "</table>"
+            + f"<h3>Activation at the blank ({entry['hist']['n']} prompts)</h3>" + histogram_svg(entry["hist"]))
+    return views, index
+
+
+_CSS = """body{font:14px system-ui,sans-serif;margin:0}header{background:#223;color:#fff;padding:8px 16px;display:flex;
+gap:16px;align-items:center}header a{color:#fff}main{padding:8px 16px}table{border-collapse:collapse;margin:6px 0}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}
+.tok{padding:0 1px;border-radius:2px}.note{color:#555;font-size:12px}a.neuron{font-family:monospace}
+#results li{margin:2px 0}svg{display:block;margin:6px 0}"""
+
+_JS = """
+const DATA = JSON.parse(document.getElementById('data').textContent);
+const main = document.getElementById('view');
+function show() {
+  const frag = decodeURIComponent(location.hash.slice(1)) || 'relations';
+  if (frag.startsWith('search/')) { search(frag.slice(7)); return; }
+  main.innerHTML = DATA.views[frag] || '<p class=missing>No view named <code></code>.</p>';
+  if (!DATA.views[frag]) main.querySelector('code').textContent = frag;
+  document.title = frag + ' - kneuron explorer';
+  window.scrollTo(0, 0);
+}
+function search(q) {
+  document.getElementById('q').value = q;
+  const words = q.toLowerCase().split(/\\s+/).filter(Boolean);
+  const hits = DATA.index.filter(([text]) => words.every(w => text.toLowerCase().includes(w)));
+  main.innerHTML = '<h2>Search</h2><p id=count></p><ul id=results></ul>';
+  document.getElementById('count').textContent = hits.length + ' result(s) for "' + q + '"';
+  const ul = document.getElementById('results');
+  for (const [text, frag, kind] of hits.slice(0, 500)) {
+    const li = document.createElement('li'), a = document.createElement('a');
+    a.href = '#' + frag; a.textContent = text; li.append(kind + ': ', a); ul.append(li);
+  }
+}
+document.getElementById('search').addEventListener('submit', ev => {
+  ev.preventDefault(); location.hash = 'search/' + encodeURIComponent(document.getElementById('q').value);
+});
+window.addEventListener('hashchange', show);
+show();
+"""
+
+
+def render_page(d: dict) -> str:
+    views, index = build_views(d)
+    payload = json.dumps({"views": views, "index": index}, separators=(",", ":")).replace("</", "<\\/")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>kneuron explorer</title><style>{_CSS}</style>"
+            f"</head><body><header><b>kneuron explorer</b><a href=\"#relations\">Relations</a>"
+            f"<form id=search><input id=q placeholder=\"subject, object, relation or L12.3071\" size=36>"
+            f"<button>Search</button></form></header><main id=view></main>"
+            f"<script type=\"application/json\" id=data>{payload}</script><script>{_JS}</script></body></html>")
+
+
+def build_explorer(run_dir, out=None, model=None, kn=None, log=print) -> Path:
+    """Write the explorer page for a run (default RUN_DIR/explorer.html) atomically; return its path."""
+    out = Path(out) if out is not None else Path(run_dir) / "explorer.html"
+    if out.exists() and out.is_dir():
+        raise KneuronError(f"cannot write {out}: it is a directory")
+    if not out.parent.is_dir():
+        raise KneuronError(f"cannot write {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise KneuronError(f"cannot write {out}: permission denied")
+    page = render_page(explorer_data(run_dir, model=model, kn=kn, log=log))
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KneuronError(f"cannot write {out}: {exc.strerror}") from None
+    return out

@@ -1,0 +1,185 @@
+"""`kneuron explore`: the page is built from a tiny-world run and checked in a real browser (Chromium).
+
+Everything shown is compared with the run's own tables (neurons.parquet, attributions.jsonl) and
+with an independent recomputation for the model part (vocabulary projection, activations).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import kneuron
+from kneuron.cli import main
+from kneuron.explorer.data import EXTRA
+from kneuron.runs.rundir import RunDir
+
+SHOTS = os.environ.get("KNEURON_EXPLORER_SHOTS")  # folder to save screenshots into (docs/ for the README)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore") / "run"
+    assert main(["discover", "--model", str(tiny_world), "--data", str(tiny_world), "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(run, tiny_world):
+    path = run.parent / "explorer.html"
+    assert main(["explore", str(run), "--out", str(path), "--model", str(tiny_world)]) == 0
+    return path
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no system Chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    exe = _chromium()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _shot(pg, name):
+    if SHOTS:
+        pg.screenshot(path=str(Path(SHOTS) / f"explorer-{name}.png"))
+
+
+def test_model_part_is_cached_and_matches_a_direct_computation(run, page, tiny_world):
+    rd = RunDir(run)
+    cached = rd.read_json(EXTRA)
+    kn = kneuron.load(str(tiny_world), device="cpu")
+    table = rd.neurons()
+    names = {f"L{a}.{b}" for a, b in zip(table["layer"], table["index"])}
+    assert set(cached["neurons"]) == names
+    name = sorted(names)[0]
+    layer, index = (int(x) for x in name[1:].split("."))
+    slot = kn.adapter.value_slots(kn.model, layer).detach()[:, index]
+    logits = kn.model.get_output_embeddings().weight.detach() @ slot
+    top = [kn.tokenizer.decode([int(t)]) for t in torch.topk(logits, 20).indices]
+    assert [t for t, _ in cached["neurons"][name]["vocab"]["top"]] == top
+    # the top text's per-token activations are the model's (recomputed here, prompt by prompt)
+    from kneuron.experiments.rundata import RunData
+    from kneuron.models.replay import read_activations
+
+    entry = cached["neurons"][name]
+    ranked = [it["max"] for it in entry["top"]]
+    assert ranked == sorted(ranked, reverse=True) and ranked[-1] >= max(it["max"] for it in entry["bottom"])
+    item = next(it for it in entry["top"] if it["source"].startswith("fact/"))
+    assert max(item["acts"][1:]) == pytest.approx(item["max"], abs=1e-4)  # ranked after the first token
+    fact = RunData.load(run).facts.facts[int(item["source"].split("/")[1])]
+    recomputed = []
+    for prompt in fact.prompts:
+        ids = torch.tensor([kn.encode(prompt).ids])
+        recomputed.append(read_activations(kn.model, kn.adapter, ids)[0][0, layer, :, index].tolist())
+    assert any(len(r) == len(item["acts"]) and r == pytest.approx(item["acts"], abs=1e-3) for r in recomputed)
+    # a second build reuses the cache (same model): same page, the extra is not rewritten
+    mtime = (run / "extras" / f"{EXTRA}.json").stat().st_mtime_ns
+    again = run.parent / "again.html"
+    assert main(["explore", str(run), "--out", str(again)]) == 0
+    assert again.read_text() == page.read_text()
+    assert (run / "extras" / f"{EXTRA}.json").stat().st_mtime_ns == mtime
+
+
+def test_click_through_search_links_and_fragment(page, run, browser):
+    table = RunDir(run).neurons()
+    kn_rows = table[table["method"] == "kn"]
+    rel = sorted(set(kn_rows["relation"]))[0]
+    row = kn_rows[kn_rows["relation"] == rel].iloc[0]
+    fact, subject, obj = int(row["fact"]), row["subject"], row["object"]
+    own = [f"L{a}.{b}" for a, b in zip(kn_rows[kn_rows["fact"] == fact]["layer"], kn_rows[kn_rows["fact"] == fact]["index"])]
+    records = RunDir(run).records()
+    pg = browser.new_page(viewport={"width": 1000, "height": 700})
+    pg.goto(page.as_uri())
+    # relations table: one row per relation with the run's facts count
+    rows = pg.locator("table.relations tbody tr")
+    relations = RunDir(run).relations()
+    assert rows.count() == len(relations)
+    _shot(pg, "relations")
+    pg.click(f"table.relations a.rel:text-is('{rel}')")
+    assert pg.evaluate("location.hash") == f"#relation/{rel}"
+    assert pg.locator("table.facts tbody tr").count() == int((table.drop_duplicates("fact")["relation"] == rel).sum())
+    pg.click(f"table.facts a.fact:text-is('{subject}')")
+    assert pg.evaluate("location.hash") == f"#fact/{fact}"
+    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    # prompts with their gold probabilities from attributions.jsonl
+    probs = records[fact]["prob"]
+    cells = pg.locator("table.prompts tbody tr td:nth-child(3)").all_inner_texts()
+    assert cells == [f"{p:.3g}" for p in probs]
+    shown = pg.locator("table.kn tbody tr td:first-child").all_inner_texts()
+    assert shown == own
+    assert pg.locator("svg.heat").count() == 1 + len(probs)
+    _shot(pg, "fact")
+    pg.click(f"table.kn a.neuron:text-is('{own[0]}')")
+    assert pg.evaluate("location.hash") == f"#neuron/{own[0]}"
+    assert pg.locator("h2").inner_text() == f"Neuron {own[0]}"
+    assert pg.locator("table.vocab tbody tr").count() == 20
+    assert pg.locator("table.sents.top .tok").count() > 0
+    assert pg.locator("svg.hist").count() == 1
+    _shot(pg, "neuron")
+    # the neuron's facts are exactly those whose refined set holds it
+    holders = kn_rows[(kn_rows["layer"] == int(own[0][1:].split(".")[0])) & (kn_rows["index"] == int(own[0].split(".")[1]))]
+    assert pg.locator(".owners a").count() == len(holders)
+    pg.go_back()
+    assert pg.evaluate("location.hash") == f"#fact/{fact}"
+    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    # from a neuron to a fact by a link
+    pg.goto(page.as_uri() + f"#neuron/{own[0]}")
+    pg.locator(".owners a").first.click()
+    assert pg.evaluate("location.hash").startswith("#fact/")
+    assert int(pg.evaluate("location.hash").split("/")[1]) in set(holders["fact"].astype(int))
+    # search by subject and by neuron name
+    pg.fill("#q", subject)
+    pg.click("#search button")
+    assert subject in pg.locator("#results").inner_text()
+    _shot(pg, "search")
+    pg.fill("#q", own[0])
+    pg.press("#q", "Enter")
+    pg.locator(f"#results a:text-is('{own[0]}')").click()
+    assert pg.locator("h2").inner_text() == f"Neuron {own[0]}"
+    # reload with a fragment keeps the view
+    pg.goto(page.as_uri() + f"#fact/{fact}")
+    pg.reload()
+    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    # the page makes no network request: everything is inlined
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.reload()
+    assert all(u.startswith("file:") for u in requests)
+    pg.close()
+
+
+def test_bad_input_gets_one_line(tmp_path, run, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["explore", str(empty)]) == 2
+    assert "is not a discovery run" in capsys.readouterr().err
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    import pandas as pd
+
+    pd.read_parquet(old / "neurons.parquet").drop(columns=["method"]).to_parquet(old / "neurons.parquet")
+    assert main(["explore", str(old)]) == 2
+    assert "older format" in capsys.readouterr().err
+    nomodel = tmp_path / "nomodel"
+    shutil.copytree(run, nomodel, ignore=shutil.ignore_patterns("extras"))
+    assert main(["explore", str(nomodel), "--model", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot load the run's model" in errors[0]
+    assert main(["explore", str(run), "--out", str(tmp_path / "missing" / "x.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
