@@ -168,6 +168,7 @@ def _model_objective(model: str) -> str:
     """'masked' or 'causal', from the model's config alone (no weights)."""
     from kneuron.models.adapters import adapter_for_type
     from kneuron.models.sources import resolve_model
+    from kneuron.models.structural import objective_for_config
 
     model = resolve_model(model)
     try:
@@ -178,9 +179,11 @@ def _model_objective(model: str) -> str:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise ModelError(f"cannot load the config of {model!r}: {first[:300]}") from None
     adapter = adapter_for_type(config.model_type)
-    if adapter is not None:
-        return adapter.objective
-    return "masked" if any("MaskedLM" in a for a in config.architectures or []) else "causal"
+    objective = adapter.objective if adapter is not None else objective_for_config(config)
+    if objective is None:
+        raise ModelError(f"{model!r} is neither a masked nor a causal language model "
+                         f"({', '.join(config.architectures or [config.model_type])})")
+    return objective
 
 
 @app.command("sample")
