@@ -43,10 +43,9 @@ import kneuron
 from kneuron.attribution.integrated_gradients import cpu_has_fast_bf16
 from kneuron.attribution.reference import reference_attribution
 from kneuron.attribution.targets import target_values
-from kneuron.models.adapters import Adapter, adapter_for_type, register_adapter
 from kneuron.models.replay import as_3d
 
-MODELS = {"smollm2": "/tmp/real/smollm2-135m", "gemma3": "/tmp/real/gemma3-270m"}
+MODELS = {"smollm2": "smollm2-135m", "gemma3": "gemma3-270m"}  # catalogue names: `kneuron models fetch NAME`
 CONTEXT = ("Tokyo is the largest city of Japan and its seat of government. The country lies in East Asia, "
            "in the Pacific Ocean, and its neighbours across the sea are Korea, China and Russia. Its main "
            "islands are Honshu, Hokkaido, Kyushu and Shikoku, and most of its people live on the coastal "
@@ -55,14 +54,6 @@ CONTEXT = ("Tokyo is the largest city of Japan and its seat of government. The c
            "thousand years before the court moved east in the nineteenth century. ")
 QUESTION = "The capital of Japan is [MASK]"
 ANSWER = "Tokyo"
-
-
-def ensure_gemma3_adapter():
-    """Gemma 3's adapter comes with another branch; until it lands, register the same definition here."""
-    if adapter_for_type("gemma3_text") is None:
-        register_adapter(Adapter(family="gemma3", model_types=("gemma3_text",), objective="causal",
-                                 layers="model.layers", down_proj="mlp.down_proj", embeddings="model.embed_tokens",
-                                 notes="Gemma 3 (text): gated MLP; registered by the benchmark"))
 
 
 def prompt_of_length(kn, tokens: int) -> str:
@@ -240,7 +231,6 @@ def main():
             with open(args.out, "a") as fh:
                 fh.write(line + "\n")
 
-    ensure_gemma3_adapter()
     peak = matmul_peak(1)
     log(f"# bench_causal: torch {torch.__version__}, {os.cpu_count()} CPUs, bf16 matmul instructions: "
         f"{cpu_has_fast_bf16()}; single-thread fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024^3)")

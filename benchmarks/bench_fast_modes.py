@@ -29,7 +29,7 @@ from kneuron.data import load_facts
 from kneuron.selection.coarse import coarse_neurons
 from kneuron.selection.refine import refine
 
-MODELS = {"smollm2": "/tmp/real/smollm2-135m", "world": "world"}
+MODELS = {"smollm2": "smollm2-135m", "world": "world"}  # catalogue names
 TRUTH = ("gauss_legendre", 64)
 
 

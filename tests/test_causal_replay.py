@@ -97,3 +97,18 @@ def test_real_smollm2_matches_reference():
     res = kn_real.attribute("The capital of Japan is [MASK]", "Tokyo", steps=2)
     ref, _ = reference_attribution(kn_real, "The capital of Japan is [MASK]", "Tokyo", steps=2)
     assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+def test_rows_attend_to_the_shared_prefix_without_copying_it(kn, monkeypatch):
+    """Families whose attention goes through transformers' AttentionInterface replay with
+    kneuron's shared-prefix attention (no per-row copy of the prefix); GPT-Neo, whose attention
+    does not, keeps the sdpa route.  Both match the reference."""
+    from kneuron.models import replay
+
+    copies = []
+    joined = replay.PrefixKeysValues.joined
+    monkeypatch.setattr(replay.PrefixKeysValues, "joined", lambda self, *a: copies.append(1) or joined(self, *a))
+    assert_matches_reference(kn, LONG, "Paris")
+    assert_matches_reference(kn, "The capital of France is [MASK]", "Paris is the capital")
+    shared = kn.adapter.family != "gpt_neo"
+    assert (len(copies) == 0) == shared

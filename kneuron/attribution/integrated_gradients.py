@@ -25,17 +25,20 @@ from contextlib import nullcontext
 
 import torch
 
+from kneuron.attribution.gold_head import fusable, gold_values
 from kneuron.attribution.paths import integration_points
 from kneuron.attribution.result import AttributionResult
 from kneuron.attribution.targets import check_target, target_values
-from kneuron.errors import KneuronError
+from kneuron.errors import KneuronError, ModelError
 from kneuron.models.replay import (
     as_3d,
     causal_trace,
     check_replay,
+    head_parts,
     hooked,
     output_head,
     run_block,
+    shared_prefix_attention,
     trace_forward,
 )
 
@@ -149,15 +152,29 @@ class IntegratedGradients:
         ids = torch.tensor([e.ids], device=kn.device)
         trace = causal_trace(kn.model, kn.adapter, ids, b0)
         head = output_head(kn.model, kn.adapter)
-        with torch.no_grad():
-            check_replay(trace, kn.adapter.blocks(kn.model), head, kn.adapter.family)
+        blocks = kn.adapter.blocks(kn.model)
+        shared = False  # rows attend to the prefix through kneuron's attention function, if it reproduces the logits
+        with torch.no_grad(), shared_prefix_attention(kn.model, blocks, trace.prefix) as switched:
+            if switched:
+                try:
+                    check_replay(trace, blocks, head, kn.adapter.family)
+                    shared = True
+                except (ModelError, RuntimeError):  # not reproduced: the sdpa route below
+                    pass
+        if not shared:
+            with torch.no_grad():
+                check_replay(trace, blocks, head, kn.adapter.family)
+        parts = head_parts(kn.model, kn.adapter)
+        if fusable(parts):
+            head = parts  # the gold value and its gradient in one fused pass (kneuron.attribution.gold_head)
         spots = [([p - b0 for p in e.blank], [p - b0 for p in e.targets], e.target_ids)]
         max_rows = self.max_rows
         if not self.sized_by_user:  # a long prompt or a large vocabulary: fewer rows per pass
             from kneuron.runs.memory import causal_rows
 
             max_rows = min(max_rows, causal_rows(kn, len(e.ids), len(e.targets), self.steps, self.precision))
-        return self._staircase(trace, spots, head, fast_last=False, max_rows=max_rows)[0]
+        with shared_prefix_attention(kn.model, blocks, trace.prefix) if shared else nullcontext():
+            return self._staircase(trace, spots, head, fast_last=False, max_rows=max_rows)[0]
 
     def _staircase(self, trace, spots, head, fast_last: bool, max_rows: int | None = None):
         """Scores of the prompts of one recorded clean pass; `spots[p]` = (blank positions, scored
@@ -219,12 +236,18 @@ class IntegratedGradients:
                  None if delta is None else delta[p]) for p in range(n_prompts)]
 
     def _head_values(self, done, order, golds, head):
-        """Target values (blocks, m) of the finished rows: one head matmul over all scored positions.
+        """Target values (blocks, m) of the finished rows: one head matmul over all scored positions,
+        or, given `HeadParts`, the fused gold head.
         (Splits, not slices: a slice's backward fills a zero tensor the size of all the logits.)"""
         m = self.steps
+        sizes = [x.shape[1] for x in done]
+        if not callable(head):
+            if len(set(sizes)) != 1:
+                raise KneuronError("the fused head needs one target length per pass")
+            gold = torch.cat([golds[p].expand(m, -1) for _, p in order])
+            return gold_values(head, torch.cat(done), gold, self.target).view(-1, m)
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in done])
         logits = head(flat).float()
-        sizes = [x.shape[1] for x in done]
         if len(set(sizes)) == 1:  # one target length: one call over every row
             gold = torch.cat([golds[p].expand(m, -1) for _, p in order])
             return target_values(logits.view(len(flat) // sizes[0], sizes[0], -1), gold, self.target).view(-1, m)
@@ -251,14 +274,3 @@ class IntegratedGradients:
         with hooked([handle]):
             return run_block(kn.adapter.blocks(kn.model)[layer], hidden, trace.layer_args[layer],
                              trace.layer_kwargs[layer])
-
-        def hook(module, args):
-            x = as_3d(args[0], 1)
-            x = x.expand(m, -1, -1).clone()
-            x[:, blank, :] = leaf.to(x.dtype)
-            return (x.reshape(m * x.shape[1], -1) if args[0].dim() == 2 else x,) + tuple(args[1:])
-
-        handle = kn.adapter.down_projection(kn.model, layer).register_forward_pre_hook(hook)
-        with hooked([handle]):
-            return run_block(kn.adapter.blocks(kn.model)[layer], trace.layer_inputs[layer][p:p + 1],
-                             trace.layer_args[layer], trace.layer_kwargs[layer])

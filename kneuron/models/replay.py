@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class Trace:
     activations: torch.Tensor  # (B, L, T, N) neuron activations at every position
     logits: torch.Tensor  # (B, T, V)
     flat_ffn: bool = False  # the down projections see (B*T, N) inputs (OPT): rows cannot fan out inside a block
+    prefix: PrefixKeysValues | None = None  # causal LMs: the cached prompt before the suffix the trace covers
 
 
 def _to_batch_one(value, batch: int):
@@ -132,18 +134,130 @@ class PrefixKeysValues:
     Each block's attention calls `update(keys, values, layer)` with the rows' own keys and values
     and attends to what it returns: here the prompt prefix's keys and values of that layer (shared
     by every row, broadcast without copying the cache) followed by the rows' own.  Nothing is
-    stored, so the same object serves every replay.
+    stored, so the same object serves every replay.  Inside `shared_prefix_attention` it returns
+    the rows' own keys and values only, and kneuron's attention function reads the prefix itself.
     """
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
         self.layers = layers
+        self.shared = False
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if self.shared:
+            return key_states, value_states
+        return self.joined(key_states, value_states, layer_idx)
+
+    def joined(self, key_states, value_states, layer_idx):
         keys, values = self.layers[layer_idx]
         rows = key_states.shape[0]
         keys = keys.to(key_states.dtype).expand(rows, *keys.shape[1:])
         values = values.to(value_states.dtype).expand(rows, *values.shape[1:])
         return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+
+SHARED_PREFIX_ATTENTION = "kneuron_shared_prefix"
+_ACTIVE_PREFIX: ContextVar[PrefixKeysValues | None] = ContextVar("kneuron_active_prefix", default=None)
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                             softcap=None, **kwargs):
+    """Attention of R rows, each with its own suffix keys and values, over one prefix they share.
+
+    The sdpa route (`PrefixKeysValues.joined`) copies the prefix's keys and values into every row
+    and, backwards, fills and computes their gradients, which nothing needs: at 60 tokens that is
+    most of the time outside the matmuls.  Here the scores against the prefix are one batched
+    matmul per key/value head against the unexpanded prefix, and the prefix gets no gradient.
+    Anything unusual (dropout, attention sinks, a mask of another length) takes the sdpa route.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    prefix = _ACTIVE_PREFIX.get()
+    layer = getattr(module, "layer_idx", None)
+    rows, q_heads, steps, dim = query.shape
+    kv_heads = key.shape[1]
+    plain = (prefix is not None and layer is not None and not dropout and kwargs.get("s_aux") is None
+             and kwargs.get("sinks") is None and q_heads % kv_heads == 0)
+    if plain:
+        prefix_keys, prefix_values = prefix.layers[layer]
+        known = prefix_keys.shape[-2]
+        plain = attention_mask is None or attention_mask.shape[-1] == known + steps
+    if not plain:
+        if prefix is not None and layer is not None:
+            key, value = prefix.joined(key, value, layer)
+        if softcap is not None:
+            from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+            return eager_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                           scaling=scaling, softcap=softcap, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    groups = q_heads // kv_heads
+    scaling = dim ** -0.5 if scaling is None else scaling
+    pk = prefix_keys[0].to(query.dtype)  # (kv_heads, known, dim)
+    pv = prefix_values[0].to(query.dtype)
+    q = query.view(rows, kv_heads, groups, steps, dim)
+    q_by_head = q.permute(1, 0, 2, 3, 4).reshape(kv_heads, rows * groups * steps, dim)
+    on_prefix = torch.matmul(q_by_head, pk.transpose(-1, -2))  # (kv_heads, rows*groups*steps, known)
+    on_prefix = on_prefix.view(kv_heads, rows, groups, steps, known).permute(1, 0, 2, 3, 4)
+    on_own = torch.matmul(q, key[:, :, None].transpose(-1, -2))  # (rows, kv_heads, groups, steps, steps)
+    scores = torch.cat([on_prefix, on_own], dim=-1) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is None:
+        if steps > 1:  # causal among the rows' own positions, as sdpa's is_causal
+            causal = torch.ones(steps, steps, dtype=torch.bool, device=query.device).tril()
+            scores = scores.masked_fill(~torch.cat([causal.new_ones(steps, known), causal], dim=-1), float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[:, :, None], float("-inf"))
+    else:
+        scores = scores + attention_mask[:, :, None]
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    w_prefix = weights[..., :known].permute(1, 0, 2, 3, 4).reshape(kv_heads, rows * groups * steps, known)
+    out = torch.matmul(w_prefix, pv).view(kv_heads, rows, groups, steps, dim).permute(1, 0, 2, 3, 4)
+    out = out + torch.matmul(weights[..., known:], value[:, :, None])
+    return out.reshape(rows, q_heads, steps, dim).transpose(1, 2).contiguous(), None
+
+
+def _register_shared_prefix_attention() -> bool:
+    try:
+        from transformers import AttentionInterface
+    except ImportError:
+        return False
+    AttentionInterface.register(SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
+    return True
+
+
+@contextmanager
+def shared_prefix_attention(model: nn.Module, blocks: nn.ModuleList, prefix: PrefixKeysValues | None):
+    """Blocks replayed inside attend through `_shared_prefix_attention` to `prefix`.
+
+    Switches the attention implementation of the blocks' configurations (the transformers
+    `AttentionInterface` route) and restores it on exit; yields whether it did.  It does not for a
+    model whose modelling code does not use that interface (transformers says which), and callers
+    run `check_replay` inside it before they rely on it.
+    """
+    can_switch = getattr(model, "_can_set_attn_implementation", None)
+    try:
+        supported = bool(can_switch()) if callable(can_switch) else False
+    except Exception:  # transformers reads the modelling file's source; anything odd means no
+        supported = False
+    configs = {id(m.config): m.config for m in blocks.modules()
+               if getattr(m, "config", None) is not None and hasattr(m.config, "_attn_implementation_internal")}
+    if prefix is None or not supported or not configs or not _register_shared_prefix_attention():
+        yield False
+        return
+    saved = {k: c._attn_implementation_internal for k, c in configs.items()}
+    token = _ACTIVE_PREFIX.set(prefix)
+    prefix.shared = True
+    try:
+        for c in configs.values():
+            c._attn_implementation_internal = SHARED_PREFIX_ATTENTION
+        yield True
+    finally:
+        prefix.shared = False
+        _ACTIVE_PREFIX.reset(token)
+        for k, c in configs.items():
+            c._attn_implementation_internal = saved[k]
 
 
 def _prefix_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -180,41 +294,64 @@ def causal_trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, st
 
         trace.layer_args = [tuple(swap(v) for v in args) for args in trace.layer_args]
         trace.layer_kwargs = [{k: swap(v) for k, v in kw.items()} for kw in trace.layer_kwargs]
+        trace.prefix = frozen
     return trace
 
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
 
 
-def output_head(model: nn.Module, adapter: Adapter):
-    """hidden states after the last block (R, H) -> logits (R, V).
+@dataclass
+class HeadParts:
+    """A causal LM's head taken apart: logits = cap(divide(vocab(pre(h)))).
 
-    The adapter's `head` when it has one; for causal LMs otherwise the module holding the blocks'
-    final norm (`norm`, `ln_f` or `final_layer_norm`), OPT's `project_out`, the output embeddings,
-    Granite's logit scaling and Gemma-2-style logit soft-capping.  `check_head` holds it to the model's own logits.
-    """
+    `pre` is everything before the vocabulary matmul (final norm, OPT's `project_out`), so that a
+    fused gold-probability head (`kneuron.attribution.gold_head`) can run the vocabulary-sized work
+    itself in cache-sized pieces."""
+
+    pre: object  # Callable[[Tensor], Tensor]
+    vocab: nn.Module  # the output embeddings; fusable when an nn.Linear
+    divide: float | None  # Granite's logits_scaling
+    cap: float | None  # Gemma-2-style final logit soft-capping
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        logits = self.vocab(self.pre(h))
+        if self.divide and self.divide != 1:
+            logits = logits / self.divide
+        if self.cap:
+            logits = torch.tanh(logits / self.cap) * self.cap
+        return logits
+
+
+def head_parts(model: nn.Module, adapter: Adapter) -> HeadParts | None:
+    """The parts of a causal LM's head (the module holding the blocks' final norm `norm`, `ln_f`
+    or `final_layer_norm`, OPT's `project_out`, the output embeddings, Granite's logit scaling,
+    Gemma-2-style soft-capping); None when the adapter brings its own `head`."""
     if adapter.head is not None:
-        return lambda h: adapter.head(model, h)
+        return None
+    out = model.get_output_embeddings()
     parent = get_module(model, adapter.layers.rpartition(".")[0])
     norm = next((getattr(parent, n) for n in _FINAL_NORMS if getattr(parent, n, None) is not None), None)
     project = getattr(parent, "project_out", None)
-    out = model.get_output_embeddings()
-    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-    divide = getattr(getattr(model, "config", None), "logits_scaling", None)  # Granite divides its logits
+    config = getattr(model, "config", None)
 
-    def head(h):
+    def pre(h):
         if norm is not None:
             h = norm(h)
         if project is not None:
             h = project(h)
-        logits = out(h)
-        if divide and divide != 1:
-            logits = logits / divide
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return h
 
-    return head
+    return HeadParts(pre, out, getattr(config, "logits_scaling", None),
+                     getattr(config, "final_logit_softcapping", None))
+
+
+def output_head(model: nn.Module, adapter: Adapter):
+    """hidden states after the last block (R, H) -> logits (R, V): the adapter's `head` when it has
+    one, otherwise `head_parts`.  `check_replay` holds it to the model's own logits."""
+    if adapter.head is not None:
+        return lambda h: adapter.head(model, h)
+    return head_parts(model, adapter).logits
 
 
 def check_replay(trace: Trace, blocks, head, family: str) -> None:
