@@ -183,3 +183,39 @@ def test_bad_input_gets_one_line(tmp_path, run, capsys):
     assert len(errors) == 1 and "cannot load the run's model" in errors[0]
     assert main(["explore", str(run), "--out", str(tmp_path / "missing" / "x.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_large_run_splits_views_into_chunks_loaded_on_demand(page, run, tmp_path, browser, tiny_world):
+    """Past --max-page-mb, fact and neuron views move to OUT_files/chunk-K.js and load when a
+    fragment names them; every view shows exactly what the one-file page shows."""
+    out = tmp_path / "chunked.html"
+    assert main(["explore", str(run), "--out", str(out), "--model", str(tiny_world), "--max-page-mb", "0.02"]) == 0
+    chunks = sorted((tmp_path / "chunked_files").glob("chunk-*.js"))
+    assert len(chunks) >= 3
+    assert out.stat().st_size < page.stat().st_size
+    table = RunDir(run).neurons()
+    kn_rows = table[table["method"] == "kn"]
+    frags = ["relations", f"fact/{int(kn_rows.iloc[0]['fact'])}", f"fact/{int(kn_rows.iloc[-1]['fact'])}",
+             f"neuron/L{kn_rows.iloc[0]['layer']}.{kn_rows.iloc[0]['index']}",
+             f"neuron/L{kn_rows.iloc[-1]['layer']}.{kn_rows.iloc[-1]['index']}"]
+    one, split = browser.new_page(), browser.new_page()
+    requests = []
+    split.on("request", lambda r: requests.append(r.url))
+    for frag in frags:
+        one.goto(page.as_uri() + "#" + frag)
+        split.goto(out.as_uri() + "#" + frag)
+        split.wait_for_function("!document.querySelector('#view .loading')")
+        assert split.inner_html("#view") == one.inner_html("#view"), frag
+    assert any("chunked_files/chunk-" in u for u in requests)
+    assert all(u.startswith("file:") for u in requests)
+    # navigating by link inside the split page reaches a chunked view too
+    split.goto(out.as_uri() + "#relations")
+    split.locator("table.relations a.rel").first.click()
+    split.locator("table.facts a.fact").first.click()
+    split.wait_for_function("!document.querySelector('#view .loading')")
+    assert "→" in split.locator("h2").inner_text()
+    one.close()
+    split.close()
+    # a rebuild that fits in one page removes the chunk folder
+    assert main(["explore", str(run), "--out", str(out), "--model", str(tiny_world)]) == 0
+    assert not (tmp_path / "chunked_files").exists()

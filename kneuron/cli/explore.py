@@ -1,4 +1,4 @@
-"""`kneuron explore RUN_DIR`: one self-contained HTML page to look at a run's knowledge neurons."""
+"""`kneuron explore RUN_DIR`: one offline HTML page (plus chunk files for a large run) to look at a run's knowledge neurons."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from kneuron.cli import app
+from kneuron.cli.options import ranged
+from kneuron.ranges import Range
 
 
 @app.command()
@@ -15,11 +17,15 @@ def explore(
     out: Path = typer.Option(None, "--out", help="Where to write the page (default RUN_DIR/explorer.html)."),
     model: str = typer.Option(None, "--model", help="Model to compute activations with (default: the run's)."),
     open_: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
+    max_page_mb: float = ranged(40.0, "--max-page-mb", within=Range(low=0, low_open=True),
+                                help="Views beyond this many MB go to OUT_files/chunk-K.js beside the page, "
+                                "loaded on demand."),
 ) -> None:
     """Write an offline explorer page: relations, facts, neurons, search. Computes missing data once."""
     from kneuron.explorer import build_explorer
 
-    path = build_explorer(run_dir, out=out, model=model, log=lambda m: typer.echo(m, err=True))
+    path = build_explorer(run_dir, out=out, model=model, log=lambda m: typer.echo(m, err=True),
+                          max_page_bytes=int(max_page_mb * (1 << 20)))
     typer.echo(str(path))
     if open_:
         import webbrowser

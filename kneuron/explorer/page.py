@@ -1,8 +1,13 @@
 """The explorer page: every view pre-rendered in Python (HTML + SVG), JavaScript only navigates.
 
 The page is one file: a JSON object {fragment: view HTML} and a search index inlined in a
-<script type="application/json">, plus ~40 lines of JavaScript that show the view named by the
+<script type="application/json">, plus ~50 lines of JavaScript that show the view named by the
 URL fragment (#relations, #relation/R, #fact/N, #neuron/L3.71, #search/TEXT).
+
+A run whose views exceed `max_page_bytes` (PARAREL-sized) keeps the relation views and the search
+index in the page and moves the fact and neuron views into `PAGE_files/chunk-K.js` beside it: each
+chunk is a script that hands its views to the page, added with a <script> element when a fragment
+names one of its views, so it works from file:// with no server and loads only what is looked at.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 from pathlib import Path
 
 from kneuron.errors import KneuronError
@@ -235,9 +241,24 @@ td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}t
 _JS = """
 const DATA = JSON.parse(document.getElementById('data').textContent);
 const main = document.getElementById('view');
+const asked = {};
+window.kneuronChunk = function (k, views) { Object.assign(DATA.views, views); asked[k] = 'done'; show(); };
 function show() {
   const frag = decodeURIComponent(location.hash.slice(1)) || 'relations';
   if (frag.startsWith('search/')) { search(frag.slice(7)); return; }
+  const k = (DATA.chunk || {})[frag];
+  if (!(frag in DATA.views) && k !== undefined && asked[k] !== 'done') {
+    main.innerHTML = '<p class=loading>Loading…</p>';
+    if (!asked[k]) {
+      asked[k] = 'asked';
+      const s = document.createElement('script');
+      s.src = DATA.chunkDir + '/chunk-' + k + '.js';
+      s.onerror = () => { main.innerHTML = '<p class=missing>Cannot read <code></code> (keep it beside the page).</p>';
+                          main.querySelector('code').textContent = s.src; };
+      document.body.append(s);
+    }
+    return;
+  }
   main.innerHTML = DATA.views[frag] || '<p class=missing>No view named <code></code>.</p>';
   if (!DATA.views[frag]) main.querySelector('code').textContent = frag;
   document.title = frag + ' - kneuron explorer';
@@ -263,18 +284,62 @@ show();
 """
 
 
-def render_page(d: dict) -> str:
+MAX_PAGE_BYTES = 40 << 20  # views beyond this go to chunk files beside the page
+CHUNK_BYTES = 8 << 20  # about this much of views per chunk file
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+
+
+def render_page(d: dict, max_page_bytes: int = MAX_PAGE_BYTES, chunk_dir: str = "explorer_files",
+                chunk_bytes: int | None = None) -> tuple[str, dict[str, str]]:
+    """(page HTML, {chunk file name: script}); no chunks when every view fits in `max_page_bytes`.
+    Chunks hold about `chunk_bytes` of views (default: CHUNK_BYTES, or a quarter of a smaller
+    `max_page_bytes`)."""
+    if chunk_bytes is None:
+        chunk_bytes = max(1, min(CHUNK_BYTES, max_page_bytes // 4))
     views, index = build_views(d)
-    payload = json.dumps({"views": views, "index": index}, separators=(",", ":")).replace("</", "<\\/")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>kneuron explorer</title><style>{_CSS}</style>"
+    chunks: dict[str, str] = {}
+    where: dict[str, int] = {}
+    if sum(len(v) for v in views.values()) > max_page_bytes:
+        kept, pending, size = {}, {}, 0
+
+        def flush():
+            nonlocal pending, size
+            if pending:
+                k = len(chunks)
+                chunks[f"chunk-{k}.js"] = f"kneuronChunk({k},{_json(pending)});\n"
+                where.update({frag: k for frag in pending})
+                pending, size = {}, 0
+
+        for frag, view in views.items():
+            if not frag.startswith(("fact/", "neuron/")):
+                kept[frag] = view
+                continue
+            pending[frag] = view
+            size += len(view)
+            if size >= chunk_bytes:
+                flush()
+        flush()
+        views = kept
+    data = {"views": views, "index": index}
+    if where:
+        data.update(chunk=where, chunkDir=chunk_dir)
+    payload = _json(data)
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>kneuron explorer</title><style>{_CSS}</style>"
             f"</head><body><header><b>kneuron explorer</b><a href=\"#relations\">Relations</a>"
             f"<form id=search><input id=q placeholder=\"subject, object, relation or L12.3071\" size=36>"
             f"<button>Search</button></form></header><main id=view></main>"
             f"<script type=\"application/json\" id=data>{payload}</script><script>{_JS}</script></body></html>")
+    return page, chunks
 
 
-def build_explorer(run_dir, out=None, model=None, kn=None, log=print) -> Path:
-    """Write the explorer page for a run (default RUN_DIR/explorer.html) atomically; return its path."""
+def build_explorer(run_dir, out=None, model=None, kn=None, log=print, max_page_bytes: int = MAX_PAGE_BYTES) -> Path:
+    """Write the explorer page for a run (default RUN_DIR/explorer.html) atomically; return its path.
+
+    A large run's fact and neuron views go to `OUT_files/` beside the page (see the module's
+    docstring); that folder is replaced as a whole, and removed when no longer needed."""
     out = Path(out) if out is not None else Path(run_dir) / "explorer.html"
     if out.exists() and out.is_dir():
         raise KneuronError(f"cannot write {out}: it is a directory")
@@ -282,12 +347,28 @@ def build_explorer(run_dir, out=None, model=None, kn=None, log=print) -> Path:
         raise KneuronError(f"cannot write {out}: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise KneuronError(f"cannot write {out}: permission denied")
-    page = render_page(explorer_data(run_dir, model=model, kn=kn, log=log))
+    chunk_dir = out.with_name(out.stem + "_files")
+    page, chunks = render_page(explorer_data(run_dir, model=model, kn=kn, log=log), max_page_bytes=max_page_bytes,
+                               chunk_dir=chunk_dir.name)
     tmp = out.with_name(out.name + ".tmp")
+    tmp_dir = chunk_dir.with_name(chunk_dir.name + ".tmp")
+    old_dir = chunk_dir.with_name(chunk_dir.name + ".old")
     try:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if chunks:
+            tmp_dir.mkdir()
+            for name, script in chunks.items():
+                (tmp_dir / name).write_text(script, encoding="utf-8")
         tmp.write_text(page, encoding="utf-8")
+        if chunk_dir.exists():  # swap the folders, then the page: a reader sees old or new, never a mix for long
+            shutil.rmtree(old_dir, ignore_errors=True)
+            os.replace(chunk_dir, old_dir)
+        if chunks:
+            os.replace(tmp_dir, chunk_dir)
         os.replace(tmp, out)
+        shutil.rmtree(old_dir, ignore_errors=True)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise KneuronError(f"cannot write {out}: {exc.strerror}") from None
     return out
