@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,39 @@ def test_model_part_is_cached_and_matches_a_direct_computation(run, page, tiny_w
     assert (run / "extras" / f"{EXTRA}.json").stat().st_mtime_ns == mtime
 
 
+def test_full_maps_are_the_runs_own_scores(run, page):
+    """The cached layer x neuron maps recomputed for the heatmaps give back every prompt's stored
+    coarse set and its scores (discovery kept only those), and the PNG pooling keeps the strongest."""
+    from kneuron.explorer.data import SCORES
+    from kneuron.explorer.page import map_png
+    from kneuron.selection import coarse_neurons
+
+    rd = RunDir(run)
+    arrays = rd.read_arrays(SCORES)
+    config = rd.config()
+    checked = 0
+    for fact, record in rd.records().items():
+        if "skipped" in record:
+            continue
+        maps = torch.from_numpy(arrays[f"fact_{fact}"].astype("float32") * arrays[f"scale_{fact}"][:, None, None])
+        assert maps.shape[0] == len(record["kn"])
+        for k, stored in enumerate(record["kn"]):
+            found = {(n.layer, n.index) for n in coarse_neurons(maps[k], config.threshold)}
+            stored_set = {(a, b) for a, b, _ in stored}
+            cut = config.threshold * float(maps[k].max())
+            border = {tuple(int(v) for v in c) for c in torch.nonzero((maps[k] - cut).abs() <= 0.01 * abs(cut))}
+            assert found and (found ^ stored_set) <= border  # fp16 rounding may only move cells at the threshold
+            for a, b, score in stored:
+                assert float(maps[k][a, b]) == pytest.approx(score, rel=3e-3)
+            checked += 1
+    assert checked > 0
+    # pooling keeps the largest |score| of each group of neurons
+    x = np.zeros((2, 2000), dtype=np.float32)
+    x[0, 5], x[1, 1999] = -3.0, 1.0
+    _, vmax, pool = map_png(x)
+    assert pool == 3 and vmax == 3.0
+
+
 def test_click_through_search_links_and_fragment(page, run, browser):
     table = RunDir(run).neurons()
     kn_rows = table[table["method"] == "kn"]
@@ -123,6 +157,8 @@ def test_click_through_search_links_and_fragment(page, run, browser):
     shown = pg.locator("table.kn tbody tr td:first-child").all_inner_texts()
     assert shown == own
     assert pg.locator("svg.heat").count() == 1 + len(probs)
+    assert pg.locator("figure.fullmap img").count() == 1 + len(probs)  # every neuron, mean and per prompt
+    assert pg.locator("figure.fullmap img").first.evaluate("i => i.complete && i.naturalWidth > 0")
     _shot(pg, "fact")
     pg.click(f"table.kn a.neuron:text-is('{own[0]}')")
     assert pg.evaluate("location.hash") == f"#neuron/{own[0]}"
@@ -183,6 +219,8 @@ def test_bad_input_gets_one_line(tmp_path, run, capsys):
     assert len(errors) == 1 and "cannot load the run's model" in errors[0]
     assert main(["explore", str(run), "--out", str(tmp_path / "missing" / "x.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["explore", str(run), "--out", str(tmp_path / "x.html"), "--heatmaps", "some"]) == 2
+    assert "heatmaps must be one of auto, full, coarse, got 'some'" in capsys.readouterr().err
 
 
 def test_large_run_splits_views_into_chunks_loaded_on_demand(page, run, tmp_path, browser, tiny_world):

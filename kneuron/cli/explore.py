@@ -20,12 +20,15 @@ def explore(
     max_page_mb: float = ranged(40.0, "--max-page-mb", within=Range(low=0, low_open=True),
                                 help="Views beyond this many MB go to OUT_files/chunk-K.js beside the page, "
                                 "loaded on demand."),
+    heatmaps: str = typer.Option("auto", "--heatmaps", help="full: every neuron's score per prompt (recomputed "
+                                 "once with the run's settings and cached); coarse: the stored coarse sets only; "
+                                 "auto: full for runs of at most 2,000 prompts."),
 ) -> None:
     """Write an offline explorer page: relations, facts, neurons, search. Computes missing data once."""
     from kneuron.explorer import build_explorer
 
     path = build_explorer(run_dir, out=out, model=model, log=lambda m: typer.echo(m, err=True),
-                          max_page_bytes=int(max_page_mb * (1 << 20)))
+                          max_page_bytes=int(max_page_mb * (1 << 20)), heatmaps=heatmaps)
     typer.echo(str(path))
     if open_:
         import webbrowser

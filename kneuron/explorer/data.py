@@ -12,6 +12,12 @@ With the model (cached as the run's extra `explorer`, keyed by model and neuron 
   position ([CLS], or a decoder's attention sink) carries activations far larger than any other,
   and would rank every text the same,
 - the gold probability of every prompt with its fact's refined set suppressed (x0) and amplified (x2).
+
+Full heatmaps (cached as the extra arrays `explorer_scores`, keyed by model, the run's attribution
+settings and its prompts): discovery keeps only each prompt's coarse set, so the layer x neuron
+map of every score is recomputed once with the run's own settings (steps, method, precision),
+for runs of up to `FULL_HEATMAP_PROMPTS` prompts by default (exact IG costs seconds a prompt on a
+real model); `heatmaps="full"` or `"coarse"` decides for any size.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from kneuron.errors import KneuronError
 from kneuron.runs.rundir import RunDir
 
 EXTRA = "explorer"
+SCORES = "explorer_scores"
 FORMAT = 2
+FULL_HEATMAP_PROMPTS = 2000
+HEATMAPS = ("auto", "full", "coarse")
 TOP_TOKENS = 20
 TOP_SENTENCES = 5
 MAX_SENTENCES = 2000  # BINGREL/world sentences scanned per run (first ones, relation by relation)
@@ -170,8 +179,64 @@ def _model_part(kn, run_part: dict, sentences: list[str]) -> dict:
     return {"neurons": neurons, "effects": effects}
 
 
-def explorer_data(run_dir, model=None, kn=None, log=print) -> dict:
-    """Everything the page shows: the run's own tables plus the model part (computed once, cached)."""
+def _load_model(model_name, log):
+    import kneuron
+
+    try:
+        return kneuron.load(str(model_name))
+    except KneuronError as exc:
+        raise KneuronError(f"cannot load the run's model {model_name!r}: {exc}; pass --model") from None
+    except (OSError, ValueError) as exc:
+        raise KneuronError(f"cannot load the run's model {model_name!r} ({type(exc).__name__}); "
+                           "pass --model") from None
+
+
+def score_maps(kn, part: dict, config) -> dict[int, np.ndarray]:
+    """{fact id: (prompts, layers, neurons) float32} attribution scores of every used prompt of every
+    scored fact, with the run's attribution settings (what discovery computed before it kept the
+    coarse sets)."""
+    facts = [f for f in part["facts"] if not f["skipped"] and f["prompts"]]
+    prompts = [p for f in facts for p in f["prompts"]]
+    answers = [f["object"] for f in facts for _ in f["prompts"]]
+    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method,
+                           precision=config.precision) if prompts else []
+    maps, k = {}, 0
+    for f in facts:
+        n = len(f["prompts"])
+        maps[f["id"]] = np.stack([r.scores.float().cpu().numpy() for r in results[k:k + n]])
+        k += n
+    return maps
+
+
+def _half_precision(maps: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each prompt's map divided by its largest |score| (so float16 keeps ~3 digits of every cell
+    that matters; raw scores of 1e-6 would fall into float16's subnormals), plus the scales."""
+    out = {}
+    for i, m in maps.items():
+        scale = np.abs(m).reshape(len(m), -1).max(1).astype(np.float32)
+        scale[scale == 0] = 1.0
+        out[f"fact_{i}"] = (m / scale[:, None, None]).astype(np.float16)
+        out[f"scale_{i}"] = scale
+    return out
+
+
+def _from_half_precision(stored: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    return {int(k.split("_")[1]): v.astype(np.float32) * stored["scale_" + k.split("_")[1]][:, None, None]
+            for k, v in stored.items() if k.startswith("fact_")}
+
+
+def _maps_key(model_name, config, facts) -> str:
+    what = [FORMAT, str(model_name), config.steps, config.method, config.precision,
+            [[f["id"], f["object"], f["prompts"]] for f in facts if not f["skipped"]]]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def explorer_data(run_dir, model=None, kn=None, log=print, heatmaps: str = "auto") -> dict:
+    """Everything the page shows: the run's own tables plus the model part (computed once, cached).
+    `heatmaps`: "full" (every score, recomputed once), "coarse" (the stored coarse sets only), or
+    "auto" (full for runs of at most FULL_HEATMAP_PROMPTS prompts)."""
+    if heatmaps not in HEATMAPS:
+        raise KneuronError(f"heatmaps must be one of {', '.join(HEATMAPS)}, got {heatmaps!r}")
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise KneuronError(f"run directory not found: {run.path}")
@@ -195,21 +260,28 @@ def explorer_data(run_dir, model=None, kn=None, log=print) -> dict:
         model_part = cached
     else:
         if kn is None:
-            import kneuron
-
             if log:
                 log(f"computing activations and projections with {model_name} (once; cached in {run.path}/extras)")
-            try:
-                kn = kneuron.load(str(model_name))
-            except KneuronError as exc:
-                raise KneuronError(f"cannot load the run's model {model_name!r}: {exc}; pass --model") from None
-            except (OSError, ValueError) as exc:
-                raise KneuronError(f"cannot load the run's model {model_name!r} ({type(exc).__name__}); "
-                                   "pass --model") from None
+            kn = _load_model(model_name, log)
         model_part = _model_part(kn, part, sentences)
         model_part.update(key=key, model=str(model_name), sentence_source=source, sentences=len(sentences))
         run.write_json(EXTRA, model_part)
+    n_prompts = sum(len(f["prompts"]) for f in part["facts"] if not f["skipped"])
+    maps = None
+    if heatmaps == "full" or (heatmaps == "auto" and n_prompts <= FULL_HEATMAP_PROMPTS):
+        maps_key = _maps_key(model_name, config, part["facts"])
+        stored = run.read_arrays(SCORES) if run.has_extra(SCORES) else {}
+        if str(stored.get("key", "")) != maps_key:
+            if kn is None:
+                kn = _load_model(model_name, log)
+            if log:
+                log(f"computing the full attribution maps of {n_prompts} prompts with {model_name} "
+                    f"(once; cached in {run.path}/extras)")
+            stored = {"key": np.array(maps_key), **_half_precision(score_maps(kn, part, config))}
+            run.write_arrays(SCORES, stored)
+        maps = _from_half_precision(stored)  # the cached values, also on the first build: one page either way
+    elif log and heatmaps == "auto":
+        log(f"{n_prompts} prompts: heatmaps show the stored coarse sets only (--heatmaps full computes every score)")
     del part["data"]
-    part.update(model_part=model_part, run_dir=str(run.path))
+    part.update(model_part=model_part, run_dir=str(run.path), maps=maps)
     return part
-

@@ -12,11 +12,15 @@ names one of its views, so it works from file:// with no server and loads only w
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from kneuron.errors import KneuronError
 from kneuron.explorer.data import explorer_data
@@ -71,6 +75,41 @@ def heatmap_svg(scores: dict[tuple[int, int], float], layers: int, columns: list
     return "".join(out)
 
 
+MAP_COLUMNS = 768  # pixels across a full layer x neuron map; wider layers are pooled
+
+
+def map_png(scores: np.ndarray) -> tuple[str, float, int]:
+    """(base64 PNG, colour scale, neurons per pixel) of a (layers, neurons) score map.  Layers wider
+    than MAP_COLUMNS are pooled: a pixel shows the score of largest magnitude among its neurons, so
+    a strong neuron is never averaged away."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    layers, width = scores.shape
+    pool = -(-width // MAP_COLUMNS)
+    x = np.pad(scores.astype(np.float32), ((0, 0), (0, pool * -(-width // pool) - width))).reshape(layers, -1, pool)
+    pooled = np.take_along_axis(x, np.abs(x).argmax(-1)[..., None], -1)[..., 0]
+    vmax = float(np.abs(pooled).max()) or 1.0
+    rgba = colormaps["RdBu_r"]((pooled / vmax + 1) / 2, bytes=True)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), vmax, pool
+
+
+def full_heatmap(scores: np.ndarray, title: str) -> str:
+    """A full layer x neuron map as an inlined image with its scale in the caption."""
+    data, vmax, pool = map_png(scores)
+    layers, width = scores.shape
+    columns = -(-width // pool)
+    shown_w = MAP_COLUMNS if columns * 2 > MAP_COLUMNS else columns * 2
+    shown_h = layers * max(4, min(16, 480 // layers))
+    pooled = f", one pixel per {pool} neurons (the largest |score|)" if pool > 1 else ""
+    return (f'<figure class=fullmap><img alt="{e(title)}" src="data:image/png;base64,{data}" width="{shown_w}" '
+            f'height="{shown_h}" style="image-rendering:pixelated;border:1px solid #ccc">'
+            f'<figcaption class=note>{e(title)}: layers 0-{layers - 1} top to bottom, neurons 0-{width - 1} left to '
+            f'right{pooled}; red positive, blue negative, scale ±{vmax:.3g}</figcaption></figure>')
+
+
 def histogram_svg(hist: dict) -> str:
     counts, edges = hist["counts"], hist["edges"]
     if not counts or hist["n"] == 0:
@@ -115,7 +154,7 @@ def _rel_change(after: list[float], before: list[float]) -> float | None:
 
 def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
     """{fragment: HTML} for every view, and the search index [[text, fragment, kind]]."""
-    facts, mp = d["facts"], d["model_part"]
+    facts, mp, maps = d["facts"], d["model_part"], d.get("maps")
     effects, neurons = mp["effects"], mp["neurons"]
     layers = int(max([int(n[1:].split(".")[0]) for n in neurons] + [0])) + 1
     layers = max(layers, max([c[0] for f in facts for p in f["coarse"] for c in p] + [0]) + 1)
@@ -187,6 +226,11 @@ def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
             vals = [s for p in f["coarse"] for a, b, s in p if (a, b) == col]
             mean_scores[col] = sum(vals) / len(f["coarse"]) if f["coarse"] else 0.0
         related = sorted({o for n in f["kn"] for o in owners[n] if o != fid})
+        full_maps = ""
+        if maps is not None and fid in maps:
+            fact_maps = maps[fid].astype(np.float32)
+            full_maps = (full_heatmap(fact_maps.mean(0), "every neuron, mean over the prompts (what refinement reads)")
+                         + "".join(full_heatmap(m, f"every neuron, prompt {k}") for k, m in enumerate(fact_maps)))
         views[f"fact/{fid}"] = (
             f"<h2>Fact {fid}: {e(f['subject'])} → {e(f['object'])} "
             f"({_link('relation/' + f['relation'], f['relation'])})</h2>"
@@ -197,9 +241,10 @@ def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
             + _table(["neuron", "prompts whose coarse set has it", "other facts with it"], nrows, "kn")
             + "<p>Facts that share its neurons: " + (" ".join(_link(f"fact/{o}", facts[o]["subject"])
                                                              for o in related) or "none") + "</p>"
-            + "<h3>Attribution heatmaps</h3><p class=note>Layer x neuron integrated-gradients scores. The run stores "
-              "only the coarse set of each prompt (scores >= threshold x max), so the columns are those neurons and "
-              "a white cell is below the threshold; click a cell to open the neuron.</p>"
+            + "<h3>Attribution heatmaps</h3>" + full_maps
+            + "<p class=note>The coarse neurons: layer x neuron scores of the neurons at or above the coarse threshold "
+              "(threshold x max) in some prompt, as the run stores them; a white cell is below the threshold; click "
+              "a cell to open the neuron.</p>"
             + heatmap_svg(mean_scores, layers, refined, "refined set (mean score over prompts)")
             + "".join(heat))
 
@@ -335,7 +380,8 @@ def render_page(d: dict, max_page_bytes: int = MAX_PAGE_BYTES, chunk_dir: str = 
     return page, chunks
 
 
-def build_explorer(run_dir, out=None, model=None, kn=None, log=print, max_page_bytes: int = MAX_PAGE_BYTES) -> Path:
+def build_explorer(run_dir, out=None, model=None, kn=None, log=print, max_page_bytes: int = MAX_PAGE_BYTES,
+                   heatmaps: str = "auto") -> Path:
     """Write the explorer page for a run (default RUN_DIR/explorer.html) atomically; return its path.
 
     A large run's fact and neuron views go to `OUT_files/` beside the page (see the module's
@@ -348,8 +394,8 @@ def build_explorer(run_dir, out=None, model=None, kn=None, log=print, max_page_b
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise KneuronError(f"cannot write {out}: permission denied")
     chunk_dir = out.with_name(out.stem + "_files")
-    page, chunks = render_page(explorer_data(run_dir, model=model, kn=kn, log=log), max_page_bytes=max_page_bytes,
-                               chunk_dir=chunk_dir.name)
+    page, chunks = render_page(explorer_data(run_dir, model=model, kn=kn, log=log, heatmaps=heatmaps),
+                               max_page_bytes=max_page_bytes, chunk_dir=chunk_dir.name)
     tmp = out.with_name(out.name + ".tmp")
     tmp_dir = chunk_dir.with_name(chunk_dir.name + ".tmp")
     old_dir = chunk_dir.with_name(chunk_dir.name + ".old")

@@ -16,6 +16,7 @@ projections, ...) use the extras API instead of inventing files:
     run.write_table("activations", df)   # extras/activations.parquet, written atomically
     run.read_table("activations")        # KneuronError (one line) if absent
     run.write_json("vocab", obj) / run.read_json("vocab")
+    run.write_arrays("maps", {"a": array}) / run.read_arrays("maps")   # extras/maps.npz
     run.has_extra("activations"), run.extras()
 
 Extra names are plain words (letters, digits, `_`, `-`, `.`); writing one never touches the
@@ -157,15 +158,38 @@ class RunDir:
             raise KneuronError(f"{self.path} has no extra {name!r}")
         return json.loads(path.read_text(encoding="utf-8"))
 
+    def write_arrays(self, name: str, arrays: dict) -> Path:
+        """Cache named numpy arrays as extras/NAME.npz (atomic)."""
+        import numpy as np
+
+        path = self._extra(name, ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        write_atomic(path, save)
+        return path
+
+    def read_arrays(self, name: str) -> dict:
+        path = self._extra(name, ".npz")
+        if not path.exists():
+            raise KneuronError(f"{self.path} has no extra arrays {name!r}")
+        import numpy as np
+
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
     def has_extra(self, name: str) -> bool:
-        return self._extra(name, ".parquet").exists() or self._extra(name, ".json").exists()
+        return any(self._extra(name, suffix).exists() for suffix in (".parquet", ".json", ".npz"))
 
     def extras(self) -> list[str]:
-        """Names of the cached extras (tables and JSON values)."""
+        """Names of the cached extras (tables, JSON values and arrays)."""
         folder = self.path / EXTRAS
         if not folder.is_dir():
             return []
-        return sorted({p.stem for p in folder.iterdir() if p.suffix in (".parquet", ".json")})
+        return sorted({p.stem for p in folder.iterdir() if p.suffix in (".parquet", ".json", ".npz")})
 
 
 def neuron_sets(table: pd.DataFrame, method: str) -> dict[int, list[tuple[int, int]]]:
