@@ -11,7 +11,9 @@ What makes it fast without changing the result:
   layers travel in one "staircase" batch (rows for layer l join at block l and share every block
   above with the rows of lower layers); equal-length prompts share a batch (no padding);
 - causal LMs: the prompt before the blank is computed once into a key/value cache and only the
-  blank and teacher-forced answer positions run for the (layer, point) rows;
+  blank and teacher-forced answer positions run for the (layer, point) rows, which attend to the
+  cached prefix without copying it (`kneuron.models.replay.shared_prefix_attention`), and the gold
+  value's gradient through the vocabulary is taken in closed form (`kneuron.attribution.gold_head`);
 - only scored positions reach the output head, and no parameter gradients are taken.
 `kneuron.attribution.reference` does what the authors do; the tests hold the two to 1e-5.
 """
