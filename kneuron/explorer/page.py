@@ -90,9 +90,12 @@ def map_png(scores: np.ndarray) -> tuple[str, float, int]:
     x = np.pad(scores.astype(np.float32), ((0, 0), (0, pool * -(-width // pool) - width))).reshape(layers, -1, pool)
     pooled = np.take_along_axis(x, np.abs(x).argmax(-1)[..., None], -1)[..., 0]
     vmax = float(np.abs(pooled).max()) or 1.0
-    rgba = colormaps["RdBu_r"]((pooled / vmax + 1) / 2, bytes=True)
+    # an 8-bit palette image (255 levels of the colour map): a third of an RGB PNG's size
+    levels = np.rint((pooled / vmax + 1) / 2 * 254).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(levels), mode="P")
+    image.putpalette(colormaps["RdBu_r"](np.linspace(0, 1, 255), bytes=True)[:, :3].reshape(-1).tolist())
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii"), vmax, pool
 
 
@@ -102,7 +105,7 @@ def full_heatmap(scores: np.ndarray, title: str) -> str:
     layers, width = scores.shape
     columns = -(-width // pool)
     shown_w = MAP_COLUMNS if columns * 2 > MAP_COLUMNS else columns * 2
-    shown_h = layers * max(4, min(16, 480 // layers))
+    shown_h = layers * max(3, min(16, 240 // layers))
     pooled = f", one pixel per {pool} neurons (the largest |score|)" if pool > 1 else ""
     return (f'<figure class=fullmap><img alt="{e(title)}" src="data:image/png;base64,{data}" width="{shown_w}" '
             f'height="{shown_h}" style="image-rendering:pixelated;border:1px solid #ccc">'
