@@ -46,6 +46,18 @@ class Encoded:
     target_ids: tuple[int, ...] = ()
 
 
+class _Positions:
+    """Logits of a sequence's last positions, indexed by absolute position (an int or a list)."""
+
+    def __init__(self, logits: torch.Tensor, offset: int):
+        self.logits, self.offset = logits, offset
+
+    def __getitem__(self, position):
+        if isinstance(position, list):
+            return self.logits[[p - self.offset for p in position]]
+        return self.logits[position - self.offset]
+
+
 class KnowledgeModel:
     def __init__(self, model, tokenizer, adapter, name: str = "", multi_token: bool | None = None):
         self.model, self.tokenizer, self.adapter, self.name = model, tokenizer, adapter, name
@@ -219,13 +231,31 @@ class KnowledgeModel:
                 self._blanks = (rows, cols)
                 if before_chunk is not None:
                     before_chunk(chunk)
+                extra, offset = {}, 0
+                if self._keeps_logits:  # a causal LM: the head only at the positions read (a 262k vocabulary
+                    # at every position of a 256-row batch would be gigabytes of logits)
+                    offset = min(p for i in chunk for p in (*encoded[i].blank, *encoded[i].targets))
+                    extra = {"logits_to_keep": ids.shape[1] - offset}
                 try:
-                    logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                    logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits
                 finally:
                     self._blanks = None
                 for r, i in enumerate(chunk):
-                    out[i] = fn(encoded[i], logits[r])
+                    out[i] = fn(encoded[i], _Positions(logits[r], offset) if offset else logits[r])
         return out
+
+    @property
+    def _keeps_logits(self) -> bool:
+        """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs)."""
+        if self.is_masked:
+            return False
+        cached = self.__dict__.get("_keeps_logits_cached")
+        if cached is None:
+            import inspect
+
+            cached = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+            self.__dict__["_keeps_logits_cached"] = cached
+        return cached
 
     def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product",
                       _before_chunk=None, batch: int = 64) -> torch.Tensor:

@@ -112,3 +112,20 @@ def test_rows_attend_to_the_shared_prefix_without_copying_it(kn, monkeypatch):
     assert_matches_reference(kn, "The capital of France is [MASK]", "Paris is the capital")
     shared = kn.adapter.family != "gpt_neo"
     assert (len(copies) == 0) == shared
+
+
+def test_probabilities_read_only_the_tail_of_the_logits(kn):
+    """`kn.probabilities` asks a causal LM for the logits of the positions it reads only
+    (`logits_to_keep`); the values equal those of a full forward pass."""
+    from kneuron.attribution.targets import target_values
+
+    prompts = ["The capital of France is [MASK]", LONG, "Rome is in [MASK]"]
+    for answer in ("Paris", "Paris is the capital"):
+        got = kn.probabilities(prompts, answer)
+        for prompt, value in zip(prompts, got):
+            e = kn.encode(prompt, answer)
+            with torch.no_grad():
+                logits = kn.model(input_ids=torch.tensor([e.ids])).logits[0]
+            want = target_values(logits[list(e.targets)][None], torch.tensor(e.target_ids))[0]
+            assert float(value) == pytest.approx(float(want), rel=1e-5)
+    assert kn._keeps_logits
