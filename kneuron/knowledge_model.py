@@ -16,6 +16,7 @@ import torch
 
 from kneuron.data.facts import MASK, ends_at_blank
 from kneuron.errors import KneuronError, PromptError
+from kneuron.models.replay import takes_logits_to_keep
 from kneuron.models.tokens import (
     answer_context_mismatch,
     answer_token_ids,
@@ -69,6 +70,8 @@ class KnowledgeModel:
         self._answer_cache: dict[str, tuple[int, ...]] = {}
         self._context_checked: set[str] = set()  # answers already checked (and warned about) in context
         self._blanks = None  # (rows, cols) of the batch being run by this object, for interventions
+        # a causal LM's scoring passes compute the head only at the positions they read (`_run`)
+        self._keeps_logits = not self.is_masked and takes_logits_to_keep(model)
 
     def __repr__(self) -> str:
         return (f"KnowledgeModel({self.name or type(self.model).__name__}, family={self.adapter.family}, "
@@ -243,19 +246,6 @@ class KnowledgeModel:
                 for r, i in enumerate(chunk):
                     out[i] = fn(encoded[i], _Positions(logits[r], offset) if offset else logits[r])
         return out
-
-    @property
-    def _keeps_logits(self) -> bool:
-        """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs)."""
-        if self.is_masked:
-            return False
-        cached = self.__dict__.get("_keeps_logits_cached")
-        if cached is None:
-            import inspect
-
-            cached = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-            self.__dict__["_keeps_logits_cached"] = cached
-        return cached
 
     def probabilities(self, prompts: Sequence[str], answers: str | Sequence[str], target: str = "product",
                       _before_chunk=None, batch: int = 64) -> torch.Tensor:

@@ -51,7 +51,7 @@ def _values_and_grad(x, weight, bias, gold, target, divide, cap):
         r1 = min(rows, r0 + piece)
         a, b = r0 * k, r1 * k
         logits = torch.nn.functional.linear(flat[a:b], weight, bias).float()
-        if divide and divide != 1:
+        if divide:
             logits.div_(divide)
         tanh = None
         if cap:
@@ -82,7 +82,7 @@ def _values_and_grad(x, weight, bias, gold, target, divide, cap):
         dlogits = probs.mul_(-coef).scatter_add_(-1, g, coef)  # c (onehot - softmax), in place
         if tanh is not None:
             dlogits.mul_(1 - tanh * tanh)
-        if divide and divide != 1:
+        if divide:
             dlogits.div_(divide)
         grad[a:b] = dlogits.to(weight.dtype) @ weight
     return values, grad.view(rows, k, hidden)

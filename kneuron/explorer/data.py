@@ -179,7 +179,7 @@ def _model_part(kn, run_part: dict, sentences: list[str]) -> dict:
     return {"neurons": neurons, "effects": effects}
 
 
-def _load_model(model_name, log):
+def _load_model(model_name):
     import kneuron
 
     try:
@@ -262,7 +262,7 @@ def explorer_data(run_dir, model=None, kn=None, log=print, heatmaps: str = "auto
         if kn is None:
             if log:
                 log(f"computing activations and projections with {model_name} (once; cached in {run.path}/extras)")
-            kn = _load_model(model_name, log)
+            kn = _load_model(model_name)
         model_part = _model_part(kn, part, sentences)
         model_part.update(key=key, model=str(model_name), sentence_source=source, sentences=len(sentences))
         run.write_json(EXTRA, model_part)
@@ -273,7 +273,7 @@ def explorer_data(run_dir, model=None, kn=None, log=print, heatmaps: str = "auto
         stored = run.read_arrays(SCORES) if run.has_extra(SCORES) else {}
         if str(stored.get("key", "")) != maps_key:
             if kn is None:
-                kn = _load_model(model_name, log)
+                kn = _load_model(model_name)
             if log:
                 log(f"computing the full attribution maps of {n_prompts} prompts with {model_name} "
                     f"(once; cached in {run.path}/extras)")

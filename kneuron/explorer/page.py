@@ -231,7 +231,7 @@ def build_views(d: dict) -> tuple[dict[str, str], list[list[str]]]:
         related = sorted({o for n in f["kn"] for o in owners[n] if o != fid})
         full_maps = ""
         if maps is not None and fid in maps:
-            fact_maps = maps[fid].astype(np.float32)
+            fact_maps = maps[fid]
             full_maps = (full_heatmap(fact_maps.mean(0), "every neuron, mean over the prompts (what refinement reads)")
                          + "".join(full_heatmap(m, f"every neuron, prompt {k}") for k, m in enumerate(fact_maps)))
         views[f"fact/{fid}"] = (

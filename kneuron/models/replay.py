@@ -123,6 +123,12 @@ def read_activations(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor
     return torch.stack(acts, dim=1), out.logits
 
 
+def takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the model's forward computes logits for its last positions only when asked
+    (transformers' causal LMs: `logits_to_keep`)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _cache_kwarg(model: nn.Module) -> str:
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -277,7 +283,7 @@ def causal_trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, st
     kwargs: dict = {}
     frozen = None
     if start > 0:
-        extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        extra = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
         with torch.no_grad():  # the prefix's logits are never used: only its last position's are computed
             out = model(input_ids=input_ids[:, :start], use_cache=True, **extra)
         cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
@@ -307,16 +313,16 @@ class HeadParts:
 
     `pre` is everything before the vocabulary matmul (final norm, OPT's `project_out`), so that a
     fused gold-probability head (`kneuron.attribution.gold_head`) can run the vocabulary-sized work
-    itself in cache-sized pieces."""
+    itself.  `divide` is None when the model does not divide its logits."""
 
     pre: object  # Callable[[Tensor], Tensor]
     vocab: nn.Module  # the output embeddings; fusable when an nn.Linear
-    divide: float | None  # Granite's logits_scaling
+    divide: float | None  # Granite's logits_scaling (never 1)
     cap: float | None  # Gemma-2-style final logit soft-capping
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         logits = self.vocab(self.pre(h))
-        if self.divide and self.divide != 1:
+        if self.divide:
             logits = logits / self.divide
         if self.cap:
             logits = torch.tanh(logits / self.cap) * self.cap
@@ -342,7 +348,8 @@ def head_parts(model: nn.Module, adapter: Adapter) -> HeadParts | None:
             h = project(h)
         return h
 
-    return HeadParts(pre, out, getattr(config, "logits_scaling", None),
+    divide = getattr(config, "logits_scaling", None)
+    return HeadParts(pre, out, divide if divide and divide != 1 else None,
                      getattr(config, "final_logit_softcapping", None))
 
 

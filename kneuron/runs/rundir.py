@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 CONFIG, RECORDS, NEURONS, RELATIONS, EXTRAS = (
     "config.json", "attributions.jsonl", "neurons.parquet", "relations.json", "extras")
+_EXTRA_SUFFIXES = (".parquet", ".json", ".npz")  # tables, JSON values, arrays
 _EXTRA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -182,14 +183,14 @@ class RunDir:
             return {k: data[k] for k in data.files}
 
     def has_extra(self, name: str) -> bool:
-        return any(self._extra(name, suffix).exists() for suffix in (".parquet", ".json", ".npz"))
+        return any(self._extra(name, suffix).exists() for suffix in _EXTRA_SUFFIXES)
 
     def extras(self) -> list[str]:
         """Names of the cached extras (tables, JSON values and arrays)."""
         folder = self.path / EXTRAS
         if not folder.is_dir():
             return []
-        return sorted({p.stem for p in folder.iterdir() if p.suffix in (".parquet", ".json", ".npz")})
+        return sorted({p.stem for p in folder.iterdir() if p.suffix in _EXTRA_SUFFIXES})
 
 
 def neuron_sets(table: pd.DataFrame, method: str) -> dict[int, list[tuple[int, int]]]:
