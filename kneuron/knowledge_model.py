@@ -324,15 +324,17 @@ class KnowledgeModel:
 
     def find_neurons(self, prompts: Sequence[str], answer: str, threshold: float = 0.2, p: float = 0.7,
                      min_prompts: int = 3, steps: int = 20, method: str = "riemann_left",
-                     specific_against: Sequence[tuple[Sequence[str], str]] | None = None) -> list[Neuron]:
+                     specific_against: Sequence[tuple[Sequence[str], str]] | None = None,
+                     specific_rule: str = "effect", specific_fraction: float = 0.2) -> list[Neuron]:
         """Refined knowledge neurons of one fact (spec sections 2-3, fixed p).
 
         `specific_against`: facts of other relations, as (prompts, answer) pairs.  When given (a
-        named deviation from the paper, rule "other_relations" of `kneuron.selection.specific`),
-        the neurons that are also in one of their refined sets, found with the same settings, are
-        dropped: they are generic, not this fact's.
+        named deviation from the paper, see `kneuron.selection.specific`), generic neurons are
+        dropped.  `specific_rule="effect"`: those whose suppression alone does not lower this
+        fact's prompts, or moves the other facts' prompts by more than `specific_fraction` of that;
+        `"other_relations"`: those also in one of the other facts' refined sets (same settings).
         """
-        from kneuron.selection import coarse_neurons, refine, specific_sets
+        from kneuron.selection import check_specific_rule, coarse_neurons, refine, specific_sets
 
         def refined(prompts, answer):
             if isinstance(prompts, str):
@@ -342,9 +344,18 @@ class KnowledgeModel:
             results = self.attribute(list(prompts), answer, steps=steps, method=method)
             return refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts)
 
+        if specific_against is not None:
+            check_specific_rule(specific_rule, specific_fraction)
         own = refined(prompts, answer)
         if specific_against is None:
             return own
+        if specific_rule == "effect":
+            from kneuron.interventions import SpecificityTask, effect_specific_sets
+
+            mine = [prompts] if isinstance(prompts, str) else list(prompts)
+            other = [(p, a) for ps, a in specific_against for p in ([ps] if isinstance(ps, str) else ps)]
+            return effect_specific_sets(self, [SpecificityTask(own, [(p, answer) for p in mine], other)],
+                                        specific_fraction)[0]
         others = [refined(ps, a) for ps, a in specific_against]
         return specific_sets(["own"] + ["other"] * len(others), [own, *others])[0]
 

@@ -89,5 +89,6 @@ def test_find_neurons_specific_against(setup):
     own, other = facts[0], next(f for f in facts if f.relation != facts[0].relation)
     plain = kn.find_neurons(own.prompts, own.object, p=0.3)
     theirs = set(kn.find_neurons(other.prompts, other.object, p=0.3))
-    got = kn.find_neurons(own.prompts, own.object, p=0.3, specific_against=[(other.prompts, other.object)])
+    got = kn.find_neurons(own.prompts, own.object, p=0.3, specific_against=[(other.prompts, other.object)],
+                          specific_rule="other_relations")
     assert got == [n for n in plain if n not in theirs]

@@ -33,6 +33,12 @@ def compare_cmd(
                                 help="Comma-separated: ig, activation, grad_x_act, ig_1step, atp, random."),
     budgets: str = typer.Option("1,2,4,8,16,32", "--budgets", help="Comma-separated neurons per fact (integers >= 1)."),
     other_prompts: int = typer.Option(10, "--other-prompts", help="Prompts of other relations per fact (collateral)."),
+    specific_rule: str = typer.Option("effect", "--specific-rule",
+                                      help="How row ig_specific drops generic neurons: effect | other_relations "
+                                           "(a named deviation; see kneuron.selection.specific)."),
+    specific_fraction: float = typer.Option(0.2, "--specific-fraction",
+                                            help="Rule effect: keep a neuron when its collateral damage is at most "
+                                                 "this fraction of its own effect."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice (recorded in config.json)."),
     run: Path = typer.Option(None, "--run", help="A discovery run whose IG to reuse (same model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
@@ -45,10 +51,13 @@ def compare_cmd(
     from kneuron.cli.experiment import set_threads
     from kneuron.compare import CompareConfig, check_budgets, check_methods, compare
     from kneuron.data import load_facts
+    from kneuron.selection import check_specific_rule
 
     config = CompareConfig(model=model, data=data or "world", relations=_split(relations), limit_facts=limit_facts,
                            methods=check_methods(methods.split(",")), budgets=check_budgets(budgets.split(",")),
-                           seed=seed, other_prompts=other_prompts, prompts_per_fact=prompts_per_fact)
+                           seed=seed, other_prompts=other_prompts, prompts_per_fact=prompts_per_fact,
+                           specific_rule=check_specific_rule(specific_rule, specific_fraction),
+                           specific_fraction=specific_fraction)
     if limit_facts is not None and limit_facts < 1:
         raise KneuronError(f"--limit-facts must be >= 1, got {limit_facts}")
     rundata = None

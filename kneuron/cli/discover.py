@@ -46,8 +46,11 @@ def discover(
                                   help="Facts per attribution call (and Ray task)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     specific: str = typer.Option("none", "--specific",
-                                 help="none (paper) | other_relations: also write method kn_specific, the refined "
-                                      "sets minus neurons in other relations' sets (a deviation)."),
+                                 help="none (paper) | effect | other_relations: also write method kn_specific, the "
+                                      "refined sets without generic neurons (a deviation; kneuron.selection.specific)."),
+    specific_fraction: float = ranged(0.2, "--specific-fraction", within=NON_NEGATIVE,
+                                      help="--specific effect: keep a neuron when its collateral damage is at most this "
+                                           "fraction of its own effect."),
 ) -> None:
     """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
 
@@ -57,7 +60,8 @@ def discover(
 
     try:
         _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
-                  address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific)
+                  address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific,
+                  specific_fraction)
     except KneuronError as exc:
         from kneuron.cli import _state, err_console
 
@@ -69,7 +73,8 @@ def discover(
 
 
 def _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
-              address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific="none") -> None:
+              address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific="none",
+              specific_fraction=0.2) -> None:
     from kneuron.data import load_facts
     from kneuron.errors import KneuronError
     from kneuron.runs import DiscoveryConfig
@@ -86,7 +91,7 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
             raise KneuronError(f"{', '.join(given)} only apply to --backend ray")
     config = DiscoveryConfig(model=model, data=data, relations=_relations(relations), limit_facts=limit_facts,
                              steps=steps, method=method, precision=precision, seed=seed, tf32=tf32,
-                             specific=specific)
+                             specific=specific, specific_fraction=specific_fraction)
     if backend == "ray":
         runner = RayBackend(address=address, workers=workers, threads_per_worker=worker_threads,
                             gpus_per_worker=gpus_per_worker, device=device)  # fails early without Ray

@@ -4,8 +4,11 @@ For every fact, each method scores every neuron at the blank of each of the fact
 (`kneuron.compare.scores`); a fact's score of a neuron is its mean over the fact's prompts, and at
 budget k a method keeps its top k neurons.  Two rows of variable size come from IG as well:
 `ig_refined` (the paper's refined sets, p adapted per relation as in discovery) and
-`ig_specific` (the refined sets minus the neurons in refined sets of other relations' facts,
-`kneuron.selection.specific`).  Per (method, budget):
+`ig_specific` (the refined sets without their generic neurons, by `specific_rule`, see
+`kneuron.selection.specific`: `effect` keeps a neuron when suppressing it alone lowers the fact
+and moves a seeded sample of other relations' prompts by at most `specific_fraction` of that;
+the sample is drawn apart from the one that measures the collateral damage below, so the rule is
+not judged on the prompts it chose by).  Per (method, budget):
 
 - `suppress` / `amplify`: the paper's metric, in percent.  Per relation,
   (mean p_new - mean p_orig) / mean p_orig over all prompts of its facts, with each fact's
@@ -26,7 +29,9 @@ where it stopped and ends with the same tables (timings aside, which are journal
 prompt's *coarse* neurons with their scores (those >= 0.2 x the prompt's maximum), not every
 score, so the `ig` row then ranks by the mean of the stored scores (a score below a prompt's
 coarse threshold counts as 0), the refined rows are the run's own sets, and `seconds_per_prompt`
-of IG is unknown (NaN).
+of IG is unknown (NaN).  The `ig_specific` row is journaled under a key that names its rule, so
+resuming a finished comparison with another `specific_rule` or `specific_fraction` computes that
+row alone.
 """
 
 from __future__ import annotations
@@ -41,13 +46,21 @@ import torch
 
 import kneuron
 from kneuron.compare.outputs import CompareDir
-from kneuron.compare.scores import METHODS, derived_seed, prompt_scores, random_neurons, top_neurons
+from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, top_neurons
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
-from kneuron.interventions import scaled_probabilities
+from kneuron.interventions import SpecificityTask, effect_specific_sets, scaled_probabilities
 from kneuron.neurons import Neuron
 from kneuron.runs.config import fingerprint, select_facts
-from kneuron.selection import adapt_p, coarse_neurons, refine, specific_sets
+from kneuron.seeds import derived_seed
+from kneuron.selection import (
+    SPECIFIC_FRACTION,
+    adapt_p,
+    check_specific_rule,
+    coarse_neurons,
+    refine,
+    specific_sets,
+)
 
 REFINED_ROWS = ("ig_refined", "ig_specific")
 COLUMNS = ["method", "budget", "suppress", "amplify", "other_relations_suppress", "consistency",
@@ -73,7 +86,8 @@ class CompareConfig:
     max_tries: int = 6
     target: tuple[float, float] = (2.0, 5.0)
     min_prompts: int = 3
-    specific_rule: str = "other_relations"
+    specific_rule: str = "effect"  # how ig_specific drops generic neurons (kneuron.selection.specific)
+    specific_fraction: float = SPECIFIC_FRACTION  # rule "effect": collateral / own effect allowed per neuron
     noise_scale: float = 3.0
     units: str = "percent change of the gold probability"
     facts_fingerprint: str = ""
@@ -224,25 +238,60 @@ def select(records: dict[int, dict], config: CompareConfig, run_sets: dict[int, 
                                   for h in records[i]["halves"])
         sets[("ig_refined", 0)] = refined
         half_sets[("ig_refined", 0)] = halves
-        rels = [records[i]["relation"] for i in facts]
-        sets[("ig_specific", 0)] = dict(zip(facts, specific_sets(rels, [refined[i] for i in facts])))
-        spec_halves = [specific_sets(rels, [halves[i][h] for i in facts]) for h in (0, 1)]
-        half_sets[("ig_specific", 0)] = {i: (spec_halves[0][n], spec_halves[1][n]) for n, i in enumerate(facts)}
     return Selection(sets, half_sets, p)
 
 
-def other_prompts(facts: FactSet, records: dict[int, dict], config: CompareConfig) -> dict[int, list[tuple[int, int]]]:
-    """Per fact, a seeded sample of (fact, prompt) pairs of facts of other relations."""
+def add_specific(kn, facts: FactSet, records: dict[int, dict], selection: Selection, config: CompareConfig,
+                 others: dict[int, list[tuple[int, int]]]) -> None:
+    """Row `ig_specific`: the refined sets, and each half's, narrowed by `config.specific_rule`."""
+    if ("ig_refined", 0) not in selection.sets:
+        return
+    refined, halves = selection.sets[("ig_refined", 0)], selection.half_sets[("ig_refined", 0)]
+    ids = list(refined)
+    if config.specific_rule == "other_relations":
+        rels = [records[i]["relation"] for i in ids]
+        full = specific_sets(rels, [refined[i] for i in ids])
+        parts = [specific_sets(rels, [halves[i][h] for i in ids]) for h in (0, 1)]
+    else:
+        judges = other_prompts(facts, records, config, salt="specific", exclude=others)
+
+        def task(i: int, neurons, positions) -> SpecificityTask:
+            own = [(facts.facts[i].prompts[records[i]["prompts"][k]], facts.facts[i].object) for k in positions]
+            return SpecificityTask(neurons, own, [(facts.facts[j].prompts[k], facts.facts[j].object)
+                                                  for j, k in judges[i]])
+
+        tasks = [task(i, refined[i], range(len(records[i]["prompts"]))) for i in ids]
+        tasks += [task(i, halves[i][h], records[i]["halves"][h]) for h in (0, 1) for i in ids]
+        kept = effect_specific_sets(kn, tasks, config.specific_fraction)
+        n = len(ids)
+        full, parts = kept[:n], [kept[n: 2 * n], kept[2 * n:]]
+    selection.sets[("ig_specific", 0)] = dict(zip(ids, full))
+    selection.half_sets[("ig_specific", 0)] = {i: (parts[0][n], parts[1][n]) for n, i in enumerate(ids)}
+
+
+def other_prompts(facts: FactSet, records: dict[int, dict], config: CompareConfig, salt: str = "other",
+                  exclude: dict[int, list[tuple[int, int]]] | None = None) -> dict[int, list[tuple[int, int]]]:
+    """Per fact, a seeded sample of `config.other_prompts` (fact, prompt) pairs of facts of other
+    relations, none of them in `exclude[fact]`."""
     pool = [(j, k) for j in sorted(records) if "skipped" not in records[j] for k in records[j]["prompts"]]
     out = {}
     for i in sorted(records):
         if "skipped" in records[i]:
             continue
-        mine = [pk for pk in pool if records[pk[0]]["relation"] != records[i]["relation"]]
-        rng = np.random.default_rng(derived_seed(config.seed, "other", i))
+        taken = set(exclude.get(i, ())) if exclude else set()
+        mine = [pk for pk in pool if records[pk[0]]["relation"] != records[i]["relation"] and pk not in taken]
+        rng = np.random.default_rng(derived_seed(config.seed, salt, i))
         take = rng.choice(len(mine), size=min(config.other_prompts, len(mine)), replace=False) if mine else []
         out[i] = [mine[t] for t in sorted(int(t) for t in take)]
     return out
+
+
+def row_key(method: str, budget: int, config: CompareConfig) -> str:
+    """The effects journal's key of a row; ig_specific's names its rule."""
+    if method != "ig_specific":
+        return f"{method}@{budget}"
+    rule = config.specific_rule + (f":{config.specific_fraction:g}" if config.specific_rule == "effect" else "")
+    return f"ig_specific[{rule}]@{budget}"
 
 
 def _relative_change(owner_rel: list[str], p_orig: torch.Tensor, p_new: torch.Tensor) -> float:
@@ -304,6 +353,7 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
     """
     config.methods = check_methods(config.methods)
     config.budgets = check_budgets(config.budgets)
+    check_specific_rule(config.specific_rule, config.specific_fraction)
     if config.limit_facts is not None and config.limit_facts < 1:
         raise KneuronError(f"--limit-facts must be >= 1, got {config.limit_facts}")
     if config.prompts_per_fact is not None and config.prompts_per_fact < 1:
@@ -342,6 +392,9 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
         run_p = {rel: (s.get("kn") or {}).get("p") for rel, s in run.summary.items()}
     selection = select(out_records, config, run_sets, run_p)
     others = other_prompts(facts, out_records, config)
+    if "ig" in config.methods:
+        say(f"selecting ig_specific (rule {config.specific_rule})")
+        add_specific(kn, facts, out_records, selection, config, others)
     needed = sorted({(i, k) for i in others for k in out_records[i]["prompts"]} | {pk for v in others.values() for pk in v})
     clean = dict(zip(needed, kn.probabilities([facts.facts[i].prompts[k] for i, k in needed],
                                               [facts.facts[i].object for i, _ in needed]).double().cpu().tolist()))
@@ -349,7 +402,7 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
     try:
         # The variable-size rows first: they are the ones a short session most needs.
         for (method, budget), sets in sorted(selection.sets.items(), key=lambda kv: kv[0][1] != 0):
-            key = f"{method}@{budget}"
+            key = row_key(method, budget, config)
             if key in effects:
                 continue
             say(f"intervening: {method} at budget {budget}")
@@ -357,14 +410,15 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
             effects.append({"row": key, "method": method, "budget": budget} | row)
     finally:
         effects.close()
-    methods = _methods_table(effects.records, out_records, config)
+    rows = [row_key(method, budget, config) for method, budget in selection.sets]
+    methods = _methods_table([effects.records[key] for key in rows], out_records, config)
     neurons = _neurons_table(selection, out_records)
     out.finish(methods, neurons, {"p": selection.p, "skipped": {i: r["skipped"] for i, r in out_records.items()
                                                                   if "skipped" in r}})
     return CompareResult(out, methods, neurons, config, resumed)
 
 
-def _methods_table(effects: dict, records: dict, config: CompareConfig) -> pd.DataFrame:
+def _methods_table(effects: list[dict], records: dict, config: CompareConfig) -> pd.DataFrame:
     done = [r for r in records.values() if "skipped" not in r]
     prompts = sum(len(r["prompts"]) for r in done)
 
@@ -373,7 +427,7 @@ def _methods_table(effects: dict, records: dict, config: CompareConfig) -> pd.Da
         return float("nan") if not prompts or any(s is None for s in secs) else sum(secs) / prompts
 
     rows = []
-    for rec in effects.values():
+    for rec in effects:
         source = "ig" if rec["method"] in REFINED_ROWS else rec["method"]
         rows.append({**{c: rec.get(c) for c in COLUMNS}, "seconds_per_prompt": per_prompt(source)})
     order = {m: n for n, m in enumerate(list(config.methods) + list(REFINED_ROWS))}

@@ -1,8 +1,9 @@
 """The output directory of `kneuron compare`, the one reader and writer of its files.
 
-    config.json        every setting and seed (a resumed run must have the same)
+    config.json        every setting and seed (a resumed run must have the same, but for the
+                       ig_specific rule: a new rule computes that row alone)
     scores.jsonl       journal: per fact, each method's top neurons (fsynced, see `FactLog`)
-    effects.jsonl      journal: per (method, budget) row, its measurements
+    effects.jsonl      journal: per (method, budget) row, its measurements (ig_specific's per rule)
     methods.csv        method,budget,suppress,amplify,other_relations_suppress,consistency,
                        seconds_per_prompt,neurons_per_fact,facts,prompts
     neurons.csv        method,budget,relation,subject,layer,index: every selected neuron
@@ -21,7 +22,9 @@ import pandas as pd
 from kneuron.errors import KneuronError
 from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
 
-RESUME_FREE = {"kneuron_version"}
+# Settings a resumed comparison may change: only the ig_specific row depends on the rule, and its
+# journal key names the rule, so a new rule computes that row alone.
+RESUME_FREE = {"kneuron_version", "specific_rule", "specific_fraction"}
 
 
 def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:

@@ -21,8 +21,6 @@ over them, as `KnowledgeModel.activations` does.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
@@ -34,12 +32,6 @@ from kneuron.neurons import Neuron
 SCORED = ("ig", "activation", "grad_x_act", "ig_1step", "atp")
 METHODS = SCORED + ("random",)
 NOISE_SCALE = 3.0  # x the embeddings' standard deviation, as in causal tracing
-
-
-def derived_seed(*parts) -> int:
-    """A 63-bit seed from any parts (stable across runs and machines, unlike hash())."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def subject_positions(kn, prompt: str, subject: str) -> list[int]:

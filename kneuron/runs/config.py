@@ -10,7 +10,7 @@ import kneuron
 from kneuron.data.facts import FactSet
 
 # Ways to narrow a refined set beyond the paper's rule (see `kneuron.selection.specific`).
-SPECIFIC_RULES = ("none", "other_relations")
+SPECIFIC_RULES = ("none", "other_relations", "effect")
 
 
 @dataclass
@@ -31,7 +31,9 @@ class DiscoveryConfig:
     min_prompts: int = 3
     seed: int = 0
     tf32: bool = False  # TF32 matmuls on CUDA (Ampere+); no effect on CPU
-    specific: str = "none"  # "other_relations": also write method "kn_specific" (a named deviation)
+    specific: str = "none"  # "other_relations" | "effect": also write method "kn_specific" (a named deviation)
+    specific_fraction: float = 0.2  # rule "effect": collateral / own effect allowed per neuron
+    specific_other_prompts: int = 10  # rule "effect": other relations' prompts per fact it is judged on
     facts_fingerprint: str = ""
     kneuron_version: str = field(default=kneuron.__version__)
 

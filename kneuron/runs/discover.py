@@ -8,8 +8,11 @@ A run directory holds:
 - `neurons.parquet`: the tidy result, one row per (fact, neuron, method), method "kn" or "baseline".
 - `relations.json`: per relation and method, the adapted sharing threshold p and neurons per fact.
 The files are read and written only through `kneuron.runs.rundir.RunDir`.
-With `specific="other_relations"` (a named deviation, see `kneuron.selection.specific`) the table
-also has method "kn_specific": each fact's refined set minus the neurons of other relations' sets.
+With `specific="other_relations"` or `"effect"` (named deviations, see `kneuron.selection.specific`)
+the table also has method "kn_specific": each fact's refined set without its generic neurons.
+Rule "effect" suppresses each refined neuron alone on the fact's prompts and on a seeded sample of
+`specific_other_prompts` prompts of other relations' facts, so it needs the model (the local
+backend's, or loaded here for the Ray backend).
 Refinement runs per relation once every fact is attributed; it is cheap and fully determined by
 the records, so a resumed run ends with the same table as an uninterrupted one.
 
@@ -30,7 +33,8 @@ from kneuron.errors import KneuronError
 from kneuron.runs.backends import make_backend
 from kneuron.runs.config import SPECIFIC_RULES, DiscoveryConfig, fingerprint, select_facts
 from kneuron.runs.rundir import RunDir, neuron_sets
-from kneuron.selection import adapt_p, specific_sets
+from kneuron.seeds import derived_seed
+from kneuron.selection import adapt_p, check_specific_rule, specific_sets
 
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with kneuron.runs
     import pandas as pd
@@ -66,7 +70,7 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
             for i, neurons in zip(done, adapt.neurons):
                 f = facts.facts[i]
                 rows += [(rel, i, f.subject, f.object, n.layer, n.index, method) for n in neurons]
-    if getattr(config, "specific", "none") not in ("none", None):
+    if getattr(config, "specific", "none") == "other_relations":
         rows += _specific_rows(rows, config.specific)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     table = table.astype({"fact": "int64", "layer": "int64", "index": "int64"})
@@ -88,6 +92,36 @@ def _specific_rows(rows: list[tuple], rule: str) -> list[tuple]:
         keep = set(neurons)
         out += [r[:-1] + ("kn_specific",) for r in facts[i] if (r[4], r[5]) in keep]
     return out
+
+
+def _effect_rows(kn, facts: FactSet, records: dict[int, dict], table: pd.DataFrame, config: DiscoveryConfig
+                 ) -> pd.DataFrame:
+    """Rows of method "kn_specific" by rule "effect": the "kn" rows whose neuron passes it."""
+    import numpy as np
+    import pandas as pd
+
+    from kneuron.interventions import SpecificityTask, effect_specific_sets
+    from kneuron.neurons import Neuron
+
+    def used(i):
+        return [facts.facts[i].prompts[k] for k in records[i].get("used_prompts", range(len(facts.facts[i].prompts)))]
+
+    pool = [(facts.facts[i].relation, (p, facts.facts[i].object)) for i in sorted(records)
+            if "skipped" not in records[i] for p in used(i)]
+    kn_rows = table[table.method == "kn"]
+    groups = list(kn_rows.groupby("fact", sort=True))
+    tasks = []
+    for i, rows in groups:
+        others = [pair for rel, pair in pool if rel != facts.facts[i].relation]
+        rng = np.random.default_rng(derived_seed(config.seed, "specific", i))
+        take = sorted(rng.choice(len(others), size=min(config.specific_other_prompts, len(others)), replace=False))
+        tasks.append(SpecificityTask([Neuron(int(a), int(b)) for a, b in zip(rows.layer, rows["index"])],
+                                     [(p, facts.facts[i].object) for p in used(i)], [others[t] for t in take]))
+    kept = effect_specific_sets(kn, tasks, config.specific_fraction)
+    out = [rows[[(int(a), int(b)) in set(keep) for a, b in zip(rows.layer, rows["index"])]]
+           for (_, rows), keep in zip(groups, kept)]
+    spec = pd.concat(out) if out else kn_rows.iloc[:0]
+    return spec.assign(method="kn_specific")
 
 
 @dataclass
@@ -112,6 +146,10 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
         backend = make_backend(backend or "local", kn=kn)
     if config.specific not in SPECIFIC_RULES:
         raise KneuronError(f"unknown specific rule {config.specific!r}; use one of: {', '.join(SPECIFIC_RULES)}")
+    if config.specific == "effect":
+        check_specific_rule(config.specific, config.specific_fraction)
+        if config.specific_other_prompts < 1:
+            raise KneuronError(f"specific_other_prompts must be >= 1, got {config.specific_other_prompts}")
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     facts = select_facts(facts, config.relations, config.limit_facts)
@@ -134,6 +172,15 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
         raise KneuronError(f"{len(missing)} facts have no record (first: {missing[0]}); rerun to resume")
     records = {i: log.records[i] for i in range(len(facts))}
     table, summary = refine_run(records, facts, config)
+    if config.specific == "effect":
+        import pandas as pd
+
+        model = kn if kn is not None else getattr(backend, "kn", None)
+        if model is None:
+            import kneuron
+
+            model = kneuron.load(config.model, device=getattr(backend, "device", "auto"))
+        table = pd.concat([table, _effect_rows(model, facts, records, table, config)], ignore_index=True)
     run.write_result(table, summary)
     return DiscoveryResult(run_dir, config, table, summary, resumed, time.perf_counter() - start)
 

@@ -3,7 +3,14 @@
 from kneuron.selection.coarse import BASELINE_THRESHOLD, KN_THRESHOLD, baseline_neurons, coarse_neurons
 from kneuron.selection.controls import random_like
 from kneuron.selection.refine import Adaptation, adapt_p, refine
-from kneuron.selection.specific import SPECIFIC_RULE, specific_sets
+from kneuron.selection.specific import (
+                                        SPECIFIC_FRACTION,
+                                        SPECIFIC_RULES,
+                                        check_specific_rule,
+                                        effect_specific,
+                                        specific_sets,
+)
 
 __all__ = ["BASELINE_THRESHOLD", "KN_THRESHOLD", "Adaptation", "adapt_p", "baseline_neurons",
-           "coarse_neurons", "random_like", "refine", "SPECIFIC_RULE", "specific_sets"]
+           "coarse_neurons", "random_like", "refine", "SPECIFIC_FRACTION", "SPECIFIC_RULES",
+           "check_specific_rule", "effect_specific", "specific_sets"]
