@@ -105,7 +105,7 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
         runner = "local"
     result = run_discovery(kn, facts, out, config, progress=progress, facts_per_batch=facts_per_batch,
                            backend=runner)
-    print_relations(result.relations)
+    print_relations(result.relations, result.neurons)
     console.print(f"{len(result.neurons)} neuron rows -> {out / 'neurons.parquet'}"
                   + (f" (resumed {result.resumed_facts} finished facts)" if result.resumed_facts else ""))
 
@@ -114,13 +114,23 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def print_relations(summary: dict) -> None:
+def print_relations(summary: dict, neurons=None) -> None:
+    """Per relation: facts, p and set sizes (and the kn_specific sets' size when the run has them)."""
+    specific = None
+    if neurons is not None and neurons["method"].eq("kn_specific").any():
+        specific = neurons[neurons.method == "kn_specific"].groupby("relation").size()
+    columns = ["relation", "facts", "skipped", "KN p", "KN/fact", "baseline p", "baseline/fact"]
+    columns += ["specific/fact"] if specific is not None else []
     table = Table(title="knowledge neurons per relation")
-    for col in ("relation", "facts", "skipped", "KN p", "KN/fact", "baseline p", "baseline/fact"):
+    for col in columns:
         table.add_column(col, justify="right" if col != "relation" else "left")
     for rel, s in summary.items():
-        table.add_row(rel, str(s["facts"]), str(s["skipped"]),
-                      *(_num(s[m][k]) for m in ("kn", "baseline") for k in ("p", "neurons_per_fact")))
+        cells = [rel, str(s["facts"]), str(s["skipped"]),
+                 *(_num(s[m][k]) for m in ("kn", "baseline") for k in ("p", "neurons_per_fact"))]
+        if specific is not None:
+            done = s["facts"] - s["skipped"]
+            cells.append(_num(specific.get(rel, 0) / done if done else None))
+        table.add_row(*cells)
     console.print(table)
     skipped = sum(s.get("skipped_prompts", 0) for s in summary.values())
     if skipped:
