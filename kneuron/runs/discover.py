@@ -117,9 +117,10 @@ def _effect_rows(kn, facts: FactSet, records: dict[int, dict], table: pd.DataFra
         take = sorted(rng.choice(len(others), size=min(config.specific_other_prompts, len(others)), replace=False))
         tasks.append(SpecificityTask([Neuron(int(a), int(b)) for a, b in zip(rows.layer, rows["index"])],
                                      [(p, facts.facts[i].object) for p in used(i)], [others[t] for t in take]))
-    kept = effect_specific_sets(kn, tasks, config.specific_fraction)
-    out = [rows[[(int(a), int(b)) in set(keep) for a, b in zip(rows.layer, rows["index"])]]
-           for (_, rows), keep in zip(groups, kept)]
+    out = []
+    for (_, rows), kept in zip(groups, effect_specific_sets(kn, tasks, config.specific_fraction)):
+        kept = set(kept)
+        out.append(rows[[Neuron(int(a), int(b)) in kept for a, b in zip(rows.layer, rows["index"])]])
     spec = pd.concat(out) if out else kn_rows.iloc[:0]
     return spec.assign(method="kn_specific")
 
