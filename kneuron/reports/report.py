@@ -233,7 +233,10 @@ def compare_section(report: Report, methods: pd.DataFrame, deletion_png: bytes, 
                 "probability over the mean original, then the mean over relations), each fact's neurons x0/x2 at "
                 "the blank; other_relations_suppress: the same on prompts of other relations' facts (collateral "
                 "damage); consistency: Jaccard of the sets chosen on two halves of each fact's prompts. Rows with "
-                "budget 0 have variable size (neurons_per_fact).")
+                "budget 0 have variable size (neurons_per_fact): ig_refined, the paper's refined sets, and "
+                f"ig_specific, those sets without generic neurons by rule `{config.get('specific_rule')}`"
+                + (f" (fraction {config.get('specific_fraction')})" if config.get("specific_rule") == "effect" else "")
+                + ", a named deviation from the paper.")
     report.table("compare_methods", methods, "Methods by budget")
     report.figure("deletion_curve", deletion_png, "Suppression against budget, one line per method")
     return section
