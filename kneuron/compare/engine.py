@@ -49,7 +49,7 @@ from kneuron.compare.outputs import CompareDir
 from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, top_neurons
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
-from kneuron.interventions import SpecificityTask, effect_specific_sets, scaled_probabilities
+from kneuron.interventions import SpecificityTask, effect_specific_sets, prefix_caches, scaled_probabilities
 from kneuron.neurons import Neuron
 from kneuron.runs.config import fingerprint, select_facts
 from kneuron.seeds import derived_seed
@@ -392,12 +392,26 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
         run_p = {rel: (s.get("kn") or {}).get("p") for rel, s in run.summary.items()}
     selection = select(out_records, config, run_sets, run_p)
     others = other_prompts(facts, out_records, config)
-    if "ig" in config.methods:
-        say(f"selecting ig_specific (rule {config.specific_rule})")
-        add_specific(kn, facts, out_records, selection, config, others)
-    needed = sorted({(i, k) for i in others for k in out_records[i]["prompts"]} | {pk for v in others.values() for pk in v})
-    clean = dict(zip(needed, kn.probabilities([facts.facts[i].prompts[k] for i, k in needed],
-                                              [facts.facts[i].object for i, _ in needed]).double().cpu().tolist()))
+    with prefix_caches(kn):  # a causal LM computes each prompt's prefix once for all rows
+        if "ig" in config.methods:
+            say(f"selecting ig_specific (rule {config.specific_rule})")
+            add_specific(kn, facts, out_records, selection, config, others)
+        effects = _measure(kn, facts, out_records, selection, others, config, out, say)
+    rows = [row_key(method, budget, config) for method, budget in selection.sets]
+    methods = _methods_table([effects[key] for key in rows], out_records, config)
+    neurons = _neurons_table(selection, out_records)
+    out.finish(methods, neurons, {"p": selection.p, "skipped": {i: r["skipped"] for i, r in out_records.items()
+                                                                  if "skipped" in r}})
+    return CompareResult(out, methods, neurons, config, resumed)
+
+
+def _measure(kn, facts, records, selection: Selection, others, config: CompareConfig, out: CompareDir, say) -> dict:
+    """Every row's measurements, journaled; returns the journal's records."""
+    needed = sorted({(i, k) for i in others for k in records[i]["prompts"]} | {pk for v in others.values() for pk in v})
+    # Clean values by the same route as the scaled ones (no neuron scaled), so both carry the same rounding.
+    clean = dict(zip(needed, scaled_probabilities(kn, [facts.facts[i].prompts[k] for i, k in needed],
+                                                  [facts.facts[i].object for i, _ in needed], [[]] * len(needed),
+                                                  1.0).double().cpu().tolist()))
     effects = out.effect_log()
     try:
         # The variable-size rows first: they are the ones a short session most needs.
@@ -406,16 +420,11 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
             if key in effects:
                 continue
             say(f"intervening: {method} at budget {budget}")
-            row = measure_row(kn, facts, out_records, sets, selection.half_sets[(method, budget)], others, clean)
+            row = measure_row(kn, facts, records, sets, selection.half_sets[(method, budget)], others, clean)
             effects.append({"row": key, "method": method, "budget": budget} | row)
     finally:
         effects.close()
-    rows = [row_key(method, budget, config) for method, budget in selection.sets]
-    methods = _methods_table([effects.records[key] for key in rows], out_records, config)
-    neurons = _neurons_table(selection, out_records)
-    out.finish(methods, neurons, {"p": selection.p, "skipped": {i: r["skipped"] for i, r in out_records.items()
-                                                                  if "skipped" in r}})
-    return CompareResult(out, methods, neurons, config, resumed)
+    return effects.records
 
 
 def _methods_table(effects: list[dict], records: dict, config: CompareConfig) -> pd.DataFrame:

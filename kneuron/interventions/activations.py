@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 
 from kneuron.errors import KneuronError
+from kneuron.interventions.cached import active_store, cached_scaled_probabilities
 from kneuron.models.replay import as_3d
 from kneuron.neurons import as_neurons
 
@@ -69,10 +70,22 @@ def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, targe
     """Gold probabilities with each prompt's own neurons scaled at its blank, many prompts per pass.
 
     `neuron_sets[i]` belongs to `prompts[i]`.  Multiplying by a mask of ones and `factor` gives
-    bit for bit what `scale_activations` gives one prompt at a time.  `batch`: rows per forward pass
+    bit for bit what `scale_activations` gives one prompt at a time.  Inside
+    `kneuron.interventions.prefix_caches(kn)` a causal LM computes each prompt's prefix once
+    (`kneuron.interventions.cached`; equal to this route within float rounding, tested).  `batch`: rows per forward pass
     (rows of equal length share one).
     """
     sets = [as_neurons(s, kn.num_layers, kn.num_neurons) for s in neuron_sets]
+    store = active_store(kn)
+    if store is not None and prompts:  # a causal LM inside `prefix_caches`: each prefix computed once
+        from kneuron.attribution.targets import check_target
+
+        check_target(target)
+        encoded = [kn.encode(p, a) for p, a in zip(prompts, [answers] * len(prompts) if isinstance(answers, str)
+                                                     else answers)]
+        values = cached_scaled_probabilities(kn, store, encoded, sets, float(factor), target, batch)
+        if values is not None:
+            return values
     layers = sorted({n.layer for s in sets for n in s})
     scale = {layer: torch.ones(len(prompts), kn.num_neurons, device=kn.device) for layer in layers}
     for i, s in enumerate(sets):

@@ -31,8 +31,10 @@ def single_neuron_changes(kn, tasks: Sequence[SpecificityTask]) -> list[tuple[li
     """Per task, (own changes, other changes): one relative change per neuron, each neuron suppressed
     alone.  An empty `other` gives changes of 0."""
     pairs = list(dict.fromkeys(pair for t in tasks for pair in (*t.own, *t.other)))
-    clean = dict(zip(pairs, kn.probabilities([p for p, _ in pairs], [a for _, a in pairs]).double().cpu().tolist()
-                     if pairs else []))
+    # The clean values by the same route as the suppressed ones (no neuron scaled), so that both
+    # carry the same rounding inside `prefix_caches`.
+    clean = dict(zip(pairs, scaled_probabilities(kn, [p for p, _ in pairs], [a for _, a in pairs], [[]] * len(pairs),
+                                                 1.0).double().cpu().tolist() if pairs else []))
     rows = [(pair, n) for t in tasks for n in t.neurons for pair in (*t.own, *t.other)]
     suppressed = (scaled_probabilities(kn, [p for (p, _), _ in rows], [a for (_, a), _ in rows],
                                        [[n] for _, n in rows], 0.0).double().cpu().tolist() if rows else [])

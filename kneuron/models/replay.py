@@ -129,9 +129,19 @@ def takes_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _cache_kwarg(model: nn.Module) -> str:
+def cache_kwarg(model: nn.Module) -> str:
+    """The keyword a causal LM's forward takes its key/value cache by."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def prefix_cache(model: nn.Module, input_ids: torch.Tensor):
+    """The key/value cache of a causal LM after `input_ids` (1, T); only the last position's logits
+    are computed, and never used."""
+    extra = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+    with torch.no_grad():
+        out = model(input_ids=input_ids, use_cache=True, **extra)
+    return out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
 
 
 class PrefixKeysValues:
@@ -283,12 +293,9 @@ def causal_trace(model: nn.Module, adapter: Adapter, input_ids: torch.Tensor, st
     kwargs: dict = {}
     frozen = None
     if start > 0:
-        extra = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
-        with torch.no_grad():  # the prefix's logits are never used: only its last position's are computed
-            out = model(input_ids=input_ids[:, :start], use_cache=True, **extra)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
+        cache = prefix_cache(model, input_ids[:, :start])
         frozen = PrefixKeysValues(_prefix_layers(cache))  # read before the suffix pass appends to it
-        kwargs = {_cache_kwarg(model): cache, "use_cache": True}
+        kwargs = {cache_kwarg(model): cache, "use_cache": True}
     else:
         kwargs = {"use_cache": False}
     trace = _trace(model, adapter, input_ids[:, start:], kwargs)
