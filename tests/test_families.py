@@ -171,3 +171,30 @@ def test_masked_multi_token_uses_one_mask_per_token(tmp_path):
     mask = kn.tokenizer.mask_token_id
     assert len(enc.blank) == len(enc.target_ids) > 1
     assert [enc.ids[b] for b in enc.blank] == [mask] * len(enc.blank)
+
+
+def test_cached_prefixes_match_the_plain_pass(kn):
+    """Inside `prefix_caches` a causal LM computes each prefix once and stacks equal-shaped rows;
+    the values must be those of the plain forward pass (masked LMs keep the plain route)."""
+    from kneuron.interventions import prefix_caches, scaled_probabilities
+    from kneuron.interventions.cached import active_store
+    from kneuron.neurons import Neuron
+
+    prompts = ["The capital of Ireland is [MASK].", "The capital of France is [MASK].", "Rome is in [MASK].",
+               "The capital of Ireland is [MASK].", "Rome is in [MASK]."]
+    if not kn.is_masked:
+        prompts = [p.replace("[MASK].", "[MASK]") for p in prompts] + ["The capital of Ireland is [MASK]"]
+    answers = ["Dublin", "Paris", "Italy", "Dublin", "Italy", "Paris"][: len(prompts)]
+    sets = [[Neuron(0, 1), Neuron(2, 5)], [Neuron(1, 3)], [], [Neuron(1, 3)], [Neuron(0, 7), Neuron(1, 7)],
+            [Neuron(2, 0)]][: len(prompts)]
+    for factor in (0.0, 2.0):
+        plain = kneuron.interventions.scaled_probabilities(kn, prompts, answers, sets, factor)
+        with prefix_caches(kn):
+            first = scaled_probabilities(kn, prompts, answers, sets, factor)
+            again = scaled_probabilities(kn, prompts, answers, sets, factor)  # every prefix from the store
+            used = active_store(kn) is not None
+        assert used == (not kn.is_masked)
+        assert torch.allclose(first, plain, rtol=1e-4, atol=1e-7), (first, plain)
+        assert torch.equal(first, again)
+    clean = kn.probabilities(prompts, answers)
+    assert float(((plain - clean).abs() / clean).max()) > 1e-3  # the neurons do move the values
