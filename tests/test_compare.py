@@ -231,3 +231,18 @@ def test_bad_input_is_one_line(setup, tmp_path, capsys, args, message):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_atp_noise_follows_the_embedding_layers_output(tmp_path):
+    """Gemma scales its embedding table inside the layer: the noise must be 3x the std of what the
+    layer outputs, not of the table (which would be sqrt(hidden) times too weak)."""
+    from tiny_decoders import save_tiny_decoder
+
+    from kneuron.compare.scores import embedding_std
+
+    gemma = kneuron.load(str(save_tiny_decoder("gemma3_text", tmp_path / "g")), device="cpu")
+    emb = gemma.model.get_input_embeddings()
+    table = float(emb.weight.double().std())
+    assert embedding_std(emb) == pytest.approx(table * gemma.model.config.hidden_size ** 0.5, rel=1e-3)
+    plain = torch.nn.Embedding(50, 8)
+    assert embedding_std(plain, rows=7) == pytest.approx(float(plain.weight.double().std()), rel=1e-9)

@@ -21,6 +21,8 @@ over them, as `KnowledgeModel.activations` does.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -96,6 +98,26 @@ def activation_and_gradient(kn, prompt: str, answer: str, target: str = "product
     return acts, grad, float(value.detach())
 
 
+_EMBEDDING_STD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def embedding_std(emb: torch.nn.Module, rows: int = 65536) -> float:
+    """Standard deviation of what the embedding layer *outputs* over the whole vocabulary (Gemma's
+    layer multiplies its table by sqrt(hidden size): 25x on Gemma 3 270M, whose table alone would
+    give noise 25x too weak); the noise of causal tracing is relative to it."""
+    if emb not in _EMBEDDING_STD:
+        n = emb.weight.shape[0]
+        total = squares = 0.0
+        for start in range(0, n, rows):
+            out = emb(torch.arange(start, min(n, start + rows), device=emb.weight.device)).double()
+            total, squares = total + float(out.sum()), squares + float((out * out).sum())
+        count = n * emb.weight.shape[1]
+        mean = total / count
+        _EMBEDDING_STD[emb] = ((squares - count * mean * mean) / (count - 1)) ** 0.5
+    return _EMBEDDING_STD[emb]
+
+
 @torch.no_grad()
 def corrupted_activations(kn, prompt: str, answer: str, subject: str, seed: int) -> torch.Tensor:
     """Activations at the blank with the subject's token embeddings noised (seeded)."""
@@ -105,7 +127,7 @@ def corrupted_activations(kn, prompt: str, answer: str, subject: str, seed: int)
     positions = [p + extra if p > enc.blank[0] else p for p in positions]
     ids = torch.tensor([enc.ids], device=kn.device)
     emb = kn.model.get_input_embeddings()
-    std = float(emb.weight.float().std())
+    std = embedding_std(emb)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn(len(positions), emb.weight.shape[1], generator=gen) * (NOISE_SCALE * std)
 
