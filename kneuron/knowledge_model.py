@@ -26,6 +26,7 @@ from kneuron.models.tokens import (
     token_texts,
 )
 from kneuron.neurons import Neuron, as_neurons
+from kneuron.selection.specific import SPECIFIC_FRACTION
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ class KnowledgeModel:
     def find_neurons(self, prompts: Sequence[str], answer: str, threshold: float = 0.2, p: float = 0.7,
                      min_prompts: int = 3, steps: int = 20, method: str = "riemann_left",
                      specific_against: Sequence[tuple[Sequence[str], str]] | None = None,
-                     specific_rule: str = "effect", specific_fraction: float = 0.2) -> list[Neuron]:
+                     specific_rule: str = "effect", specific_fraction: float = SPECIFIC_FRACTION) -> list[Neuron]:
         """Refined knowledge neurons of one fact (spec sections 2-3, fixed p).
 
         `specific_against`: facts of other relations, as (prompts, answer) pairs.  When given (a

@@ -69,6 +69,7 @@ def cached_scaled_probabilities(kn, store: dict, encoded, sets, factor: float, t
 def _agrees(kn, store: dict, e, target: str) -> bool:
     """Whether the cached route reproduces the plain forward pass on one prompt (no neuron scaled)."""
     try:
+        _fill_prefixes(kn, store, [e])
         fast = float(_run_suffix(kn, store, [e, e], [[], []], 1.0, target)[1])  # two rows: the stacking too
     except Exception:  # a cache type that cannot be copied or stacked: the plain route
         return False
@@ -112,12 +113,11 @@ def _stacked_cache(store: dict, encoded):
 
 
 def _run_suffix(kn, store: dict, encoded, neuron_sets, factor: float, target: str) -> torch.Tensor:
-    """Gold values of rows of equal shape, each with its neurons scaled at the blank, from cached prefixes."""
+    """Gold values of rows of equal shape, each with its neurons scaled at the blank, from cached prefixes
+    (already in the store: `_fill_prefixes`)."""
     first = encoded[0]
     b0 = first.blank[0]
     rows = len(encoded)
-    if b0 > 0:
-        _fill_prefixes(kn, store, encoded)
     kwargs = {cache_kwarg(kn.model): _stacked_cache(store, encoded), "use_cache": True} if b0 > 0 else {}
     blank = torch.tensor([p - b0 for p in first.blank], device=kn.device)
     masks: dict[int, torch.Tensor] = {}

@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field
 
 import kneuron
 from kneuron.data.facts import FactSet
+from kneuron.selection.specific import SPECIFIC_FRACTION
+from kneuron.selection.specific import SPECIFIC_RULES as NARROWING_RULES
 
-# Ways to narrow a refined set beyond the paper's rule (see `kneuron.selection.specific`).
-SPECIFIC_RULES = ("none", "other_relations", "effect")
+# Ways to narrow a refined set beyond the paper's rule (see `kneuron.selection.specific`), or none.
+SPECIFIC_RULES = ("none", *NARROWING_RULES)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class DiscoveryConfig:
     seed: int = 0
     tf32: bool = False  # TF32 matmuls on CUDA (Ampere+); no effect on CPU
     specific: str = "none"  # "other_relations" | "effect": also write method "kn_specific" (a named deviation)
-    specific_fraction: float = 0.2  # rule "effect": collateral / own effect allowed per neuron
+    specific_fraction: float = SPECIFIC_FRACTION  # rule "effect": collateral / own effect allowed per neuron
     specific_other_prompts: int = 10  # rule "effect": other relations' prompts per fact it is judged on
     facts_fingerprint: str = ""
     kneuron_version: str = field(default=kneuron.__version__)
