@@ -3,6 +3,7 @@ reuse of a discovery run, and one-line errors for bad input."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -100,7 +101,31 @@ def _run(setup, out, **kw):
     return compare(kn, load_facts_jsonl(path), out, cfg)
 
 
-def test_methods_csv_schema_and_outputs(setup, tmp_path):
+def _row_by_hand(kn, facts, neurons, method, budget, factor):
+    """A row's suppress (factor 0) or amplify (factor 2), recomputed through kn.suppress / kn.amplify:
+    per relation (mean p_new - mean p_orig) / mean p_orig over its facts' usable prompts, in percent,
+    then the unweighted mean over relations."""
+    sets = neurons[(neurons.method == method) & (neurons.budget == budget)]
+    per_rel: dict[str, list[tuple[float, float]]] = {}
+    for f in facts.facts:
+        prompts = [p for p in f.prompts if kn.is_masked or kn.ends_at_blank(p)]
+        try:
+            for p in prompts:
+                kn.encode(p, f.object)
+        except kneuron.KneuronError:
+            continue  # compare skips the fact
+        mine = sets[(sets.relation == f.relation) & (sets.subject == f.subject)]
+        chosen = [(int(a), int(b)) for a, b in zip(mine.layer, mine["index"])]
+        before = kn.probabilities(prompts, f.object).double()
+        with kn.suppress(chosen) if factor == 0 else kn.amplify(chosen, factor):
+            after = kn.probabilities(prompts, f.object).double()
+        per_rel.setdefault(f.relation, []).extend(zip(before.tolist(), after.tolist()))
+    changes = [(np.mean([a for _, a in v]) - np.mean([b for b, _ in v])) / np.mean([b for b, _ in v])
+               for v in per_rel.values()]
+    return 100.0 * float(np.mean(changes))
+
+
+def test_methods_csv_schema_and_outputs(setup, tiny, tmp_path):
     res = _run(setup, tmp_path / "out")
     methods = pd.read_csv(tmp_path / "out" / "methods.csv")
     assert list(methods.columns) == COLUMNS
@@ -110,8 +135,22 @@ def test_methods_csv_schema_and_outputs(setup, tmp_path):
     assert rows == expect + [("ig_refined", 0), ("ig_specific", 0)]
     top = methods[methods.budget > 0]
     assert (top["neurons_per_fact"] == top["budget"]).all()
-    assert methods["suppress"].notna().all() and methods["other_relations_suppress"].notna().all()
+    assert (methods["facts"] == 9).all() and (methods["prompts"] == 45).all()  # "Paris Texas" is skipped
+    assert methods["other_relations_suppress"].notna().all()
+    # IG's neurons lower their facts, far more than random ones (measured: -27/-43/-63% against 0/+1/-3%).
+    by = methods.set_index(["method", "budget"])
+    for k in (1, 2, 4):
+        assert by.loc[("ig", k), "suppress"] < -15 and by.loc[("ig", k), "suppress"] < by.loc[("random", k), "suppress"] - 15
+        assert by.loc[("ig", k), "amplify"] > 15 > abs(by.loc[("random", k), "amplify"])
+    assert by.loc[("ig", 4), "suppress"] < by.loc[("ig", 1), "suppress"]
+    assert by.loc[("ig_refined", 0), "suppress"] < by.loc[("random", 4), "suppress"] - 15
     neurons = pd.read_csv(tmp_path / "out" / "neurons.csv")
+    # The numbers themselves, recomputed independently through kn.suppress / kn.amplify.
+    facts = load_facts_jsonl(setup[2])
+    for method, budget in (("ig", 2), ("random", 2), ("ig_refined", 0)):
+        for col, factor in (("suppress", 0.0), ("amplify", 2.0)):
+            want = _row_by_hand(tiny, facts, neurons, method, budget, factor)
+            assert by.loc[(method, budget), col] == pytest.approx(want, rel=1e-4, abs=1e-4), (method, col)
     assert list(neurons.columns) == ["method", "budget", "relation", "subject", "layer", "index"]
     per = neurons[(neurons.method == "ig") & (neurons.budget == 2)].groupby("subject").size()
     assert (per == 2).all()
@@ -246,3 +285,109 @@ def test_atp_noise_follows_the_embedding_layers_output(tmp_path):
     assert embedding_std(emb) == pytest.approx(table * gemma.model.config.hidden_size ** 0.5, rel=1e-3)
     plain = torch.nn.Embedding(50, 8)
     assert embedding_std(plain, rows=7) == pytest.approx(float(plain.weight.double().std()), rel=1e-9)
+
+
+def test_atp_finds_its_subject_in_any_case_and_a_bad_fact_skips_alone(setup, tiny, tmp_path, monkeypatch):
+    """A subject spelled in another letter case is found; one absent from the prompts, or any other
+    scoring error, skips its fact (recorded in selection.json) and the comparison goes on."""
+    _, model_dir, path = setup
+    prompt = "The capital of Ireland is [MASK]."
+    pos = subject_positions(tiny, prompt, "Ireland")
+    assert subject_positions(tiny, prompt, "ireland") == subject_positions(tiny, prompt, "IRELAND") == pos
+    assert torch.equal(prompt_scores(tiny, "atp", prompt, "Dublin", "ireland", seed=3),
+                       prompt_scores(tiny, "atp", prompt, "Dublin", "Ireland", seed=3))
+    facts = load_facts_jsonl(path)
+    assert [f.subject for f in facts.facts[:3]] == ["Ireland", "France", "Italy"]
+    facts.facts[0].subject = "ireland"  # another case than in its prompts: found all the same
+    facts.facts[1].subject = "Gaul"  # in none of its prompts
+    real = engine_module.prompt_scores
+
+    def fail_on_italy(kn, method, prompt, answer, subject="", seed=0):
+        if subject == "Italy" and method == "atp":
+            raise kneuron.KneuronError("no noise today")
+        return real(kn, method, prompt, answer, subject, seed)
+
+    monkeypatch.setattr(engine_module, "prompt_scores", fail_on_italy)
+    cfg = CompareConfig(model=str(model_dir), data=str(path), methods=["grad_x_act", "atp", "random"], budgets=[1, 2],
+                        other_prompts=4)
+    res = compare(tiny, facts, tmp_path / "out", cfg)
+    skipped = json.loads((tmp_path / "out" / "selection.json").read_text())["skipped"]
+    assert sorted(skipped) == ["1", "2", "9"]  # Gaul, Italy, and "Paris Texas" (not one token)
+    assert "subject 'Gaul' does not occur in the prompt" in skipped["1"] and skipped["2"] == "atp: no noise today"
+    assert (res.methods["facts"] == 7).all() and (res.methods["prompts"] == 35).all()
+    atp = res.neurons[(res.neurons.method == "atp") & (res.neurons.budget == 2)]
+    assert len(atp[atp.subject == "ireland"]) == 2
+
+
+CAUSAL_FACTS = {
+    # The first template does not end at the blank: a decoder skips it, so discovery's records
+    # index the remaining prompts 1, 2, 3.  The others end at the blank once punctuation is dropped.
+    "capital": (["[MASK] is the capital of [X].", "The capital of [X] is [MASK].", "[X]'s capital is [MASK],",
+                 "The capital city of [X] is [MASK]"],
+                [("Ireland", "Dublin"), ("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin")]),
+    "located": (["[MASK] contains [X].", "[X] is in [MASK].", "Is [X] located in [MASK]?", "the city [X] is in [MASK]"],
+                [("Dublin", "Ireland"), ("Paris", "France"), ("Rome", "Italy")]),
+}
+
+
+@pytest.mark.filterwarnings("ignore:answer .* is tokenized")  # the tiny BPE spells some answers apart
+def test_causal_compare_end_to_end_on_a_run_that_skipped_prompts(tmp_path):
+    from tiny_decoders import save_tiny_decoder
+
+    from kneuron.data import save_facts_jsonl
+    from kneuron.data.facts import Fact, FactSet, Relation
+
+    model = save_tiny_decoder("gpt2", tmp_path / "gpt2")
+    facts = FactSet([Fact(rel, s, o, [t.replace("[X]", s) for t in templates])
+                     for rel, (templates, pairs) in CAUSAL_FACTS.items() for s, o in pairs],
+                    {rel: Relation(rel) for rel in CAUSAL_FACTS})
+    path = save_facts_jsonl(facts, tmp_path / "facts.jsonl")
+    kn = kneuron.load(str(model), device="cpu")
+    discover(kn, facts, tmp_path / "run", DiscoveryConfig(model=str(model), data=str(path)), progress=False)
+    records = RunDir(tmp_path / "run").records()
+    assert [r.get("used_prompts") for r in records.values()] == [[1, 2, 3]] * 7
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", str(model), "--out", str(out), "--run", str(tmp_path / "run"),
+                 "--methods", "ig,grad_x_act,atp,random", "--budgets", "1,2,4", "--other-prompts", "4",
+                 "--no-progress", "--device", "cpu"]) == 0
+    methods, neurons = _tables(out)
+    assert list(methods.columns) == COLUMNS
+    rows = list(zip(methods["method"], methods["budget"]))
+    assert rows == [(m, k) for m in ("ig", "grad_x_act", "atp", "random") for k in (1, 2, 4)] + [
+        ("ig_refined", 0), ("ig_specific", 0)]
+    # Every row is measured on the same facts and on the prompts discovery used (3 of 4 per fact).
+    assert (methods["facts"] == 7).all() and (methods["prompts"] == 21).all()
+    assert json.loads((out / "selection.json").read_text())["skipped"] == {}
+    assert all(json.loads(line)["prompts"] == [0, 1, 2] for line in (out / "scores.jsonl").read_text().splitlines())
+    assert methods[["suppress", "amplify", "other_relations_suppress"]].notna().all().all()
+    top = methods[methods.budget > 0]
+    assert (top["neurons_per_fact"] == top["budget"]).all()
+    by = methods.set_index(["method", "budget"])
+    assert by.loc[("ig", 1), "seconds_per_prompt"] != by.loc[("ig", 1), "seconds_per_prompt"]  # NaN: from the run
+    # The refined sets are the run's, and the specific ones a part of them.
+    run_sets = RunDir(tmp_path / "run").neurons()
+    run_sets = run_sets[run_sets.method == "kn"]
+    refined = neurons[neurons.method == "ig_refined"]
+    assert list(zip(refined.subject, refined.layer, refined["index"])) == list(
+        zip(run_sets.subject, run_sets.layer, run_sets["index"]))
+    key = ["relation", "subject", "layer", "index"]
+    specific = neurons[neurons.method == "ig_specific"]
+    assert len(specific[key].merge(refined[key])) == len(specific)
+    assert by.loc[("ig_specific", 0), "neurons_per_fact"] <= by.loc[("ig_refined", 0), "neurons_per_fact"]
+    # IG's top neurons lower (and amplified, raise) their facts, far more than random ones
+    # (measured: ig -22/-45/-62%, random +7/+9/+5%), more so with more neurons.
+    for k in (1, 2, 4):
+        assert by.loc[("ig", k), "suppress"] < min(0.0, by.loc[("random", k), "suppress"]) - 10
+        assert by.loc[("ig", k), "amplify"] > max(0.0, by.loc[("random", k), "amplify"]) + 10
+    assert by.loc[("ig", 4), "suppress"] < by.loc[("ig", 1), "suppress"]
+    assert by.loc[("grad_x_act", 4), "suppress"] < by.loc[("random", 4), "suppress"] - 10
+    # On the right prompts: recomputed through kn.suppress on the prompts that end at the blank.
+    for method, budget in (("ig", 2), ("ig_refined", 0)):
+        want = _row_by_hand(kn, facts, neurons, method, budget, 0.0)
+        assert by.loc[(method, budget), "suppress"] == pytest.approx(want, rel=1e-4, abs=1e-4), method
+    # Without --run, IG is computed on the decoder itself: same facts and prompts, IG again beats random.
+    res = compare(kn, facts, tmp_path / "fresh", CompareConfig(model=str(model), data=str(path),
+                                                               methods=["ig", "random"], budgets=[2], other_prompts=4))
+    fresh = res.methods.set_index(["method", "budget"])
+    assert (fresh["facts"] == 7).all() and (fresh["prompts"] == 21).all()
+    assert fresh.loc[("ig", 2), "suppress"] < fresh.loc[("random", 2), "suppress"] - 10

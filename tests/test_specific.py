@@ -101,6 +101,37 @@ def test_discover_effect_rule_keeps_the_neurons_that_lower_their_fact(kn, setup,
     assert plain.equals(table[table.method != "kn_specific"].reset_index(drop=True))
 
 
+def test_discover_effect_rule_at_a_realistic_fraction(kn, setup, tmp_path):
+    """At the default fraction 0.2 the rule keeps some refined neurons and drops others, each as a
+    by-hand computation says: suppressed alone, the neuron lowers its fact's prompts, and moves the
+    other relation's prompts (all of them: the sample is asked for more than there are) by at most
+    0.2 of that."""
+    _, model_dir, path = setup
+    facts = load_facts_jsonl(path)
+    config = DiscoveryConfig(model=str(model_dir), data=str(path), specific="effect", specific_fraction=0.2,
+                             specific_other_prompts=1000)
+    table = discover(kn, facts, tmp_path / "run", config, progress=False).neurons
+    kn_rows, spec = table[table.method == "kn"], table[table.method == "kn_specific"]
+    usable = [f for f in facts.facts if f.object != "Paris Texas"]  # skipped: not one token
+    kept = dropped = 0
+    for fact, rows in kn_rows.groupby("fact"):
+        f = facts.facts[fact]
+        own = [(p, f.object) for p in f.prompts]
+        other = [(p, g.object) for g in usable if g.relation != f.relation for p in g.prompts]
+        assert len(other) in (20, 25)
+        want = []
+        for r in rows.itertuples():
+            o = _change_by_hand(kn, Neuron(r.layer, r.index), own)
+            x = _change_by_hand(kn, Neuron(r.layer, r.index), other)
+            assert abs(abs(x) - 0.2 * abs(o)) > 1e-4, "too close to the boundary for a by-hand check"
+            if o < 0 and abs(x) <= 0.2 * abs(o):
+                want.append((r.layer, r.index))
+        got = [(r.layer, r.index) for r in spec[spec.fact == fact].itertuples()]
+        assert got == want, fact
+        kept, dropped = kept + len(want), dropped + len(rows) - len(want)
+    assert kept >= 5 and dropped >= 5, (kept, dropped)  # measured: 13 kept, 27 dropped
+
+
 def test_compare_rule_switch_computes_one_row(setup, tmp_path, monkeypatch):
     _, model_dir, path = setup
     kn = kneuron.load(str(model_dir), device="cpu")

@@ -66,7 +66,49 @@ def test_answer_split_differently_in_context_warns_once(model_dir):
     with pytest.warns(UserWarning, match=r"answer '1984' is tokenized .* alone .* after the prompt") as seen:
         kn.encode("Rome is in", "1984")
         kn.encode("The capital of France is", "1984")
-    assert len([w for w in seen if "1984" in str(w.message)]) == 1  # once per answer
+    assert len([w for w in seen if "1984" in str(w.message)]) == 1  # once per answer and spelling
+
+
+def test_every_prompt_is_checked_in_context(model_dir, monkeypatch):
+    """An answer that reads the same after one prompt can read otherwise after another (the prompt's
+    last characters decide): each prompt is checked, not only the answer's first."""
+    import kneuron.knowledge_model as km
+
+    kn = kneuron.load(str(model_dir), device="cpu")
+    checked = []
+    real = km.answer_context_mismatch
+
+    def mismatch(tokenizer, text, answer, gold):  # what a tokenizer that merges across words would see
+        checked.append((text, answer))
+        return list(tokenizer(" -" + answer)["input_ids"]) if text.endswith("born in") else real(
+            tokenizer, text, answer, gold)
+
+    monkeypatch.setattr(km, "answer_context_mismatch", mismatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kn.encode("The capital of Ireland is [MASK].", "Dublin")  # reads the same: silent
+    with pytest.warns(UserWarning, match=r"answer 'Dublin' is tokenized .* after the prompt 'She was born in'"):
+        kn.encode("She was born in [MASK].", "Dublin")
+    kn.encode("She was born in [MASK].", "Dublin")  # the same prompt again: not checked again
+    assert checked == [("The capital of Ireland is", "Dublin"), ("She was born in", "Dublin")]
+
+
+@pytest.mark.parametrize("tail", [".", " .", ",", "?", "!", ";", ":", '"', "'", ")", "...", "?!", " ,", "\u2026",
+                                  "\u00bb", "\u201d", "", " "])
+def test_a_blank_followed_by_punctuation_ends_the_prompt(model_dir, tail):
+    kn = kneuron.load(str(model_dir), device="cpu")
+    prompt = "The capital of Ireland is [MASK]" + tail
+    assert kn.ends_at_blank(prompt)
+    assert kn.encode(prompt, "Dublin").ids == kn.encode("The capital of Ireland is [MASK].", "Dublin").ids
+
+
+@pytest.mark.parametrize("tail", [" today.", "'s", "s", " 2", "$", " + 1", "-born", " [MASK]"])
+def test_a_blank_followed_by_words_or_symbols_does_not(model_dir, tail):
+    kn = kneuron.load(str(model_dir), device="cpu")
+    prompt = "The capital of Ireland is [MASK]" + tail
+    assert not kn.ends_at_blank(prompt)
+    with pytest.raises(PromptError):
+        kn.encode(prompt, "Dublin")
 
 
 def test_tokens_are_shown_as_text(model_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -221,6 +222,24 @@ def test_tiny_build_writes_a_loadable_world(tiny_built):
         assert key in m
     assert 0.0 <= m["train_accuracy"] <= 1.0 and 0.0 < m["median_gold_prob"] < 1.0
     assert set(m["per_relation"]) == set(TINY_WORLD.relations)
+    # The accuracies and the median gold probability, recomputed by hand prompt by prompt (no
+    # padding), split by each relation's held-out template.
+    held = {r.id: r.held_out_template for r in load_world_relations(tiny_built)}
+    hits, probs = {True: [], False: []}, []
+    model.eval()
+    for f in facts.facts:
+        gold = tok.convert_tokens_to_ids(f.object)
+        for i, p in enumerate(f.prompts):
+            enc = tok(p, return_tensors="pt")
+            with torch.no_grad():
+                row = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)].float()
+            hits[i == held[f.relation]].append(int(row.argmax()) == gold)
+            if i != held[f.relation]:
+                probs.append(float(row.softmax(-1)[gold]))
+    assert m["train_prompts"] == len(hits[False]) and m["held_out_prompts"] == len(hits[True])
+    assert m["train_accuracy"] == pytest.approx(sum(hits[False]) / len(hits[False]), abs=6e-5)
+    assert m["held_out_accuracy"] == pytest.approx(sum(hits[True]) / len(hits[True]), abs=6e-5)
+    assert m["median_gold_prob"] == pytest.approx(statistics.median(probs), abs=6e-5)
     assert meta["seed"] == 0 and meta["format_version"] == world_store.FORMAT_VERSION
     assert WorldConfig.from_dict(meta["world_config"]) == TINY_WORLD
     assert TrainConfig.from_dict(meta["train_config"]) == TINY_TRAIN

@@ -49,6 +49,29 @@ def test_build_writes_a_loadable_decoder_world(built):
     assert m["train_prompts"] + m["held_out_prompts"] == n_ok
     assert m["prompts_not_ending_at_blank"] == n_prompts - n_ok > 0
     assert 0.0 <= m["train_accuracy"] <= 1.0 and set(m["per_relation"]) == set(TINY_WORLD.relations)
+    # The accuracies, recomputed by hand: top-1 after the text before the blank, on the prompts that
+    # end at it, split by each relation's held-out template.
+    from kneuron.world import load_world_relations
+
+    held = {r.id: r.held_out_template for r in load_world_relations(built)}
+    hits = {True: [], False: []}
+    per_rel: dict[str, list[bool]] = {}
+    for f in facts.facts:
+        gold = kn.tokenizer.convert_tokens_to_ids(f.object)
+        for i, p in enumerate(f.prompts):
+            if not ends_at_blank(p):
+                continue
+            ids = kn.tokenizer(p.partition("[MASK]")[0].rstrip())["input_ids"]
+            with torch.no_grad():
+                hit = int(kn.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()) == gold
+            hits[i == held[f.relation]].append(hit)
+            if i != held[f.relation]:
+                per_rel.setdefault(f.relation, []).append(hit)
+    assert m["train_prompts"] == len(hits[False]) and m["held_out_prompts"] == len(hits[True])
+    assert m["train_accuracy"] == pytest.approx(sum(hits[False]) / len(hits[False]), abs=6e-5)
+    assert m["held_out_accuracy"] == pytest.approx(sum(hits[True]) / len(hits[True]), abs=6e-5)
+    for rel, got in per_rel.items():
+        assert m["per_relation"][rel]["train_accuracy"] == pytest.approx(sum(got) / len(got), abs=6e-5), rel
 
 
 def test_decoder_training_is_bit_identical(tmp_path):

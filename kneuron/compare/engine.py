@@ -46,7 +46,7 @@ import torch
 
 import kneuron
 from kneuron.compare.outputs import CompareDir
-from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, top_neurons
+from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, subject_positions, top_neurons
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
 from kneuron.interventions import SpecificityTask, effect_specific_sets, prefix_caches, scaled_probabilities
@@ -159,15 +159,22 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
     """One fact's journal record: each method's top neurons (all prompts, and each half), IG's coarse sets."""
     kmax = max(config.budgets)
     rec = {"fact": index, "relation": fact.relation, "subject": fact.subject, "object": fact.object}
-    used = (run_record.get("used_prompts", list(range(len(fact.prompts)))) if run_record
-            else _usable_prompts(kn, fact, index, config))
+    # With a run, `fact` is the run's (`RunData.facts`): it holds only the prompts discovery used,
+    # so its record's "used_prompts" (indices into the unfiltered list) no longer apply.
+    used = list(range(len(fact.prompts))) if run_record is not None else _usable_prompts(kn, fact, index, config)
     try:
-        if not used:
-            raise KneuronError("no prompt ends at the blank, as a causal LM needs")
         if run_record is not None and "skipped" in run_record:
             raise KneuronError(run_record["skipped"])
+        if not used:
+            raise KneuronError("no prompt ends at the blank, as a causal LM needs")
+        if run_record is not None and len(run_record.get("kn", ())) != len(used):
+            raise KneuronError(f"the run stores IG of {len(run_record.get('kn', ()))} prompts, the fact has "
+                               f"{len(used)}")
         for k in used:
             kn.encode(fact.prompts[k], fact.object)
+        if "atp" in config.methods:  # atp corrupts the subject: a prompt without it skips the fact, here
+            for k in used:
+                subject_positions(kn, fact.prompts[k], fact.subject)
     except KneuronError as exc:
         return rec | {"skipped": str(exc)}
     halves = _halves(len(used), derived_seed(config.seed, "halves", index))
@@ -186,8 +193,12 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
             per_prompt = _stored_ig(run_record, shape)
             rec["seconds"][method] = None
         else:
-            per_prompt = [prompt_scores(kn, method, fact.prompts[k], fact.object, fact.subject,
-                                        derived_seed(config.seed, "atp", index, k)) for k in used]
+            try:
+                per_prompt = [prompt_scores(kn, method, fact.prompts[k], fact.object, fact.subject,
+                                            derived_seed(config.seed, "atp", index, k)) for k in used]
+            except KneuronError as exc:  # one fact's bad input is its skip, not the comparison's end
+                return {key: rec[key] for key in ("fact", "relation", "subject", "object")} | {
+                    "skipped": f"{method}: {exc}"}
             rec["seconds"][method] = time.perf_counter() - t0
         stack = torch.stack(per_prompt)
         rec["top"][method] = _pairs(top_neurons(stack.mean(0), kmax))

@@ -11,7 +11,8 @@ Every method scores every neuron of every layer at the blank, one prompt at a ti
   when the neuron takes its value from a run whose subject token embeddings carry seeded Gaussian
   noise of 3x the embeddings' standard deviation (as causal tracing does).  The neurons that carry
   the fact are those where that change is most negative, so the score is its negation,
-  (a_clean - a_corrupt) * dP/da.
+  (a_clean - a_corrupt) * dP/da.  The subject is found in any letter case; `compare` skips a fact
+  with a prompt that lacks it (recorded, like every skip).
 - `random`: no score; `random_neurons` draws seeded uniform neurons.
 
 P is the gold answer's probability, as for IG (`kneuron.attribution.targets`, "product").  With
@@ -21,6 +22,7 @@ over them, as `KnowledgeModel.activations` does.
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import numpy as np
@@ -37,15 +39,17 @@ NOISE_SCALE = 3.0  # x the embeddings' standard deviation, as in causal tracing
 
 
 def subject_positions(kn, prompt: str, subject: str) -> list[int]:
-    """Token positions of `subject` (its first occurrence) in the model's input for `prompt`."""
+    """Token positions of `subject` (its first occurrence, in any letter case: "the Netherlands" in a
+    prompt about "The Netherlands") in the model's input for `prompt`."""
     from kneuron.models.tokens import MASK, fill_mask_token
 
     text = fill_mask_token(prompt, kn.tokenizer) if kn.is_masked else (
         prompt.partition(MASK)[0].rstrip() if MASK in prompt else prompt)
-    start = text.find(subject)
-    if start < 0:
+    # A case-insensitive search on the text itself (not on text.lower(), whose length can differ).
+    found = re.search(re.escape(subject.strip()), text, re.IGNORECASE) if subject.strip() else None
+    if found is None:
         raise KneuronError(f"subject {subject!r} does not occur in the prompt {prompt!r} (atp corrupts it)")
-    end = start + len(subject)
+    start, end = found.span()
     enc = kn.tokenizer(text, return_offsets_mapping=True)
     pos = [t for t, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
     if not pos:

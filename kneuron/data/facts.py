@@ -7,6 +7,7 @@ the pipeline never cares where facts came from.  Prompts hold the literal placeh
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -14,8 +15,13 @@ MASK = "[MASK]"
 
 
 def ends_at_blank(prompt: str) -> bool:
-    """Whether a causal LM can answer `prompt`: nothing but punctuation after the blank."""
-    return not prompt.partition(MASK)[2].strip(" .")
+    """Whether a causal LM can answer `prompt`: nothing but punctuation after the blank.
+
+    The prompt must end at the blank once its trailing punctuation is dropped: after the blank only
+    whitespace and Unicode punctuation (`.` `,` `?` `!` `;` `:` `"` `'` `)` `…` `»` ...) may follow,
+    never a letter, digit or symbol.  A prompt without a blank is taken whole (it ends at the blank).
+    """
+    return all(c.isspace() or unicodedata.category(c).startswith("P") for c in prompt.partition(MASK)[2])
 
 
 @dataclass(frozen=True)
