@@ -69,7 +69,10 @@ class KnowledgeModel:
         self.multi_token = (adapter.objective == "causal") if multi_token is None else bool(multi_token)
         self._encode_cache: dict[tuple, Encoded] = {}
         self._answer_cache: dict[str, tuple[int, ...]] = {}
-        self._context_checked: set[str] = set()  # answers already checked (and warned about) in context
+        # (prompt text, answer) pairs already checked in context, and the (answer, spelling in context)
+        # mismatches already warned about
+        self._context_checked: set[tuple[str, str]] = set()
+        self._context_warned: set[tuple[str, tuple[int, ...]]] = set()
         self._blanks = None  # (rows, cols) of the batch being run by this object, for interventions
         # a causal LM's scoring passes compute the head only at the positions they read (`_run`)
         self._keeps_logits = not self.is_masked and takes_logits_to_keep(model)
@@ -158,13 +161,16 @@ class KnowledgeModel:
         return enc
 
     def _check_answer_in_context(self, text: str, answer: str, gold: tuple[int, ...]) -> None:
-        """Warn (once per answer) when the answer's tokens after the prompt differ from the answer's
-        tokens alone, which kneuron scores: the model would not write it the way it is scored."""
-        if answer in self._context_checked:
+        """Warn when the answer's tokens after the prompt differ from the answer's tokens alone, which
+        kneuron scores: the model would not write it the way it is scored.  Every prompt is checked
+        (a mismatch can depend on the prompt's last characters); each distinct in-context spelling of
+        an answer is warned about once, at the first prompt that shows it."""
+        if (text, answer) in self._context_checked:
             return
-        self._context_checked.add(answer)
+        self._context_checked.add((text, answer))
         seen = answer_context_mismatch(self.tokenizer, text, answer, gold)
-        if seen is not None:
+        if seen is not None and (answer, tuple(seen)) not in self._context_warned:
+            self._context_warned.add((answer, tuple(seen)))
             import warnings
 
             warnings.warn(f"answer {answer!r} is tokenized {show_tokens(self.tokenizer, gold)} alone (as kneuron "
@@ -400,12 +406,15 @@ class KnowledgeModel:
         return as_neurons(items, self.num_layers, self.num_neurons)
 
     # -- weight edits (kneuron.edits) ---------------------------------------------------------------
-    def update_fact(self, neurons, original: str, target: str, *, lambda1: float = 1.0, lambda2: float = 8.0,
-                    scaling: str = "norm"):
-        """Rewrite `original` -> `target` in the neurons' value slots (spec 5.4); returns the applied Edit."""
+    def update_fact(self, neurons, original: str, target: str, **options):
+        """Rewrite `original` -> `target` in the neurons' value slots (spec 5.4); returns the applied Edit.
+
+        Options as `kneuron.edits.plan_update`: `prompts` (the fact's, for the neurons' signs),
+        `direction` ("signed" | "paper"), `embedding` ("output" | "input"), `lambda1`, `lambda2`, `scaling`.
+        """
         from kneuron.edits import update_fact
 
-        return update_fact(self, neurons, original, target, lambda1=lambda1, lambda2=lambda2, scaling=scaling)
+        return update_fact(self, neurons, original, target, **options)
 
     def erase_relation(self, fact_neurons, *, top_k: int | None = 20, replacement: str = "zero"):
         """Zero the value slots of the top_k most frequent neurons of a relation's facts (spec 5.5); returns the Edit."""

@@ -56,4 +56,5 @@ class Range:
 FRACTION = Range(0, 1, low_open=True)  # thresholds, p, shares: 0 would keep everything, > 1 nothing
 POSITIVE = Range(1, integer=True)  # counts: steps, top-k, limits, workers, threads, prompts
 NON_NEGATIVE = Range(0)  # factors and lambdas (0 switches off; negative flips the sign)
+POSITIVE_REAL = Range(0, low_open=True)  # ratios and margins of a fitted edit
 SEED = Range(0, 2**32 - 1, integer=True)  # numpy's generators refuse negative seeds

@@ -97,6 +97,43 @@ def test_update_from_explicit_neurons(tiny_world, tmp_path, capsys):
     assert "before -> after" in capsys.readouterr().out
 
 
+def test_update_finds_neurons_from_prompts_and_fits(tiny_world, tmp_path, capsys):
+    from kneuron.world import load_world_facts
+
+    facts = load_world_facts(tiny_world)
+    a = next(f for f in facts.facts if len(f.prompts) >= 4)
+    b = next(f for f in facts.facts if f.relation == a.relation and f.object != a.object)
+    path = tmp_path / "fit.kedit"
+    args = ["edit", "update", "-m", str(tiny_world), "--from", a.object, "--to", b.object, "--out", str(path),
+            "--check", f"{b.prompts[0]}={b.object}"]
+    for prompt in a.prompts[:4]:
+        args += ["--prompt", prompt]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "knowledge neurons" in out and "checks: before -> after" in out
+    edit = Edit.load(path)
+    kn = kneuron.load(str(tiny_world), device="cpu")
+    expect = kn.find_neurons(a.prompts[:4], a.object, min_prompts=3)
+    assert edit.neurons == expect and edit.info["fit"] and edit.info["direction"] == "signed"
+    if edit.info["reached"]:  # the fitted edit makes the new answer top-1 on every prompt it was fitted to
+        with edit.apply(kn):
+            assert all(kn.predict(p, 1)[0][0].strip() == b.object for p in a.prompts[:4])
+
+
+def test_update_paper_flag_is_the_literal_rule(tiny_world, tmp_path):
+    from kneuron.edits import plan_update
+    from kneuron.world import load_world_facts
+
+    facts = load_world_facts(tiny_world)
+    a, b = facts.facts[0], next(f for f in facts.facts if f.object != facts.facts[0].object)
+    path = tmp_path / "paper.kedit"
+    assert main(["edit", "update", "-m", str(tiny_world), "--neurons", "1:3,0:5", "--from", a.object, "--to",
+                 b.object, "--out", str(path), "--paper"]) == 0
+    kn = kneuron.load(str(tiny_world), device="cpu")
+    expect = plan_update(kn, [(1, 3), (0, 5)], a.object, b.object, direction="paper", embedding="input")
+    assert torch.equal(Edit.load(path).values, expect.values)
+
+
 def test_erase_relation_from_a_run(run, tiny_world, tmp_path, capsys):
     rel = next(r for r, sets in run.relation_sets("kn").items() if any(sets))
     path, edited = tmp_path / "e.kedit", tmp_path / "erased"
@@ -112,7 +149,13 @@ def test_erase_relation_from_a_run(run, tiny_world, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["update", "--to", "x", "--out", "e.kedit"], "give --run RUN_DIR --subject S"),
+    (["update", "--to", "x", "--out", "e.kedit"], "give --model M --from OLD --prompt P"),
+    (["update", "--to", "x", "--out", "e.kedit", "--from", "a"], "--from without --neurons needs --prompt"),
+    (["update", "--to", "Paris", "--out", "e.kedit", "--from", "Paris", "--prompt", "p [MASK]."], "are the same answer"),
+    (["update", "--to", "x", "--out", "e.kedit", "--from", "a", "--prompt", "p [MASK].", "--check", "nothing"],
+     "write PROMPT=ANSWER"),
+    (["update", "--to", "x", "--out", "e.kedit", "--from", "a", "--prompt", "p", "--direction", "up"],
+     "--direction must be one of signed, paper"),
     (["update", "--to", "x", "--out", "e.bin", "--neurons", "0:1", "--from", "a"], "ends in .kedit"),
     (["update", "--to", "x", "--out", "e.kedit", "--neurons", "0-1", "--from", "a"], "bad neuron '0-1'"),
     (["update", "--to", "x", "--out", "e.kedit", "--subject", "s", "--neurons", "0:1", "--from", "a"], "need --run"),

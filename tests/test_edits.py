@@ -44,7 +44,7 @@ def test_update_formula_by_hand(models):
     lam2 = v.norm() / emb[t2].norm() * 8.0
     expect = v - emb[t].detach() * lam1 + emb[t2].detach() * lam2
     before = state(kn)
-    edit = kn.update_fact([(1, 5)], "Dublin", "Paris")
+    edit = kn.update_fact([(1, 5)], "Dublin", "Paris", direction="paper")
     assert isinstance(edit, Edit) and edit.applied and edit.neurons == [Neuron(1, 5)]
     assert torch.allclose(w1[:, 5], expect, atol=1e-6, rtol=1e-6)
     # The removed vector has the slot's norm, the added one 8 times it.
@@ -64,27 +64,27 @@ def test_raw_scaling_and_repeated_neuron(models):
     emb = kn.model.bert.embeddings.word_embeddings.weight
     t, t2 = kn.answer_id("Rome"), kn.answer_id("Berlin")
     v = w0[:, 3].detach().clone()
-    with kn.update_fact([(0, 3)], "Rome", "Berlin", lambda1=1, lambda2=8, scaling="raw"):
+    with kn.update_fact([(0, 3)], "Rome", "Berlin", lambda1=1, lambda2=8, scaling="raw", direction="paper"):
         assert torch.allclose(w0[:, 3], v - emb[t] + 8 * emb[t2], atol=1e-6)
     assert torch.equal(w0[:, 3], v)
     # A neuron listed twice is edited twice (the authors' loop), with lambdas from the unedited slot.
     lam1, lam2 = v.norm() / emb[t].norm(), v.norm() / emb[t2].norm() * 8
     once = v - emb[t] * lam1 + emb[t2] * lam2
     twice = once - emb[t] * lam1 + emb[t2] * lam2
-    with kn.update_fact([(0, 3), (0, 3)], "Rome", "Berlin") as edit:
+    with kn.update_fact([(0, 3), (0, 3)], "Rome", "Berlin", direction="paper") as edit:
         assert len(edit) == 1
         assert torch.allclose(w0[:, 3], twice, atol=1e-5)
     assert torch.equal(w0[:, 3], v)
     with pytest.raises(KneuronError, match="scaling"):
-        kn.update_fact([(0, 3)], "Rome", "Berlin", scaling="cubic")
+        kn.update_fact([(0, 3)], "Rome", "Berlin", scaling="cubic", direction="paper")
     with pytest.raises(KneuronError, match="single token"):
-        kn.update_fact([(0, 3)], "Rome", "Atlantis")
+        kn.update_fact([(0, 3)], "Rome", "Atlantis", direction="paper")
 
 
 def test_undo_save_load_bit_for_bit(models, tmp_path):
     kn = load(models["a"])
     before = state(kn)
-    edit = kn.update_fact([(0, 1), (1, 7), (1, 2)], "Ireland", "France")
+    edit = kn.update_fact([(0, 1), (1, 7), (1, 2)], "Ireland", "France", direction="paper")
     edited = state(kn)
     assert not same(before, edited)
     path = edit.save(tmp_path / "e.kedit")
@@ -108,7 +108,7 @@ def test_undo_save_load_bit_for_bit(models, tmp_path):
 
 def test_refuses_other_shapes_and_other_weights(models, tmp_path):
     kn = load(models["a"])
-    path = kn.update_fact([(1, 40)], "Ireland", "France").save(tmp_path / "e.kedit")
+    path = kn.update_fact([(1, 40)], "Ireland", "France", direction="paper").save(tmp_path / "e.kedit")
     wide = load(models["wide"])
     before = state(wide)
     with pytest.raises(KneuronError) as err:
@@ -131,7 +131,7 @@ def test_refuses_other_shapes_and_other_weights(models, tmp_path):
 def test_inverse_reverts_a_saved_edited_model_bit_for_bit(models, tmp_path):
     kn = load(models["a"])
     before = state(kn)
-    edit = kn.update_fact([(0, 3), (1, 7), (0, 3)], "Ireland", "France")  # a repeated neuron, edited twice
+    edit = kn.update_fact([(0, 3), (1, 7), (0, 3)], "Ireland", "France", direction="paper")  # a repeated neuron, edited twice
     kn.model.save_pretrained(tmp_path / "edited")
     kn.tokenizer.save_pretrained(tmp_path / "edited")
     path = edit.save(tmp_path / "e.kedit")
@@ -160,7 +160,7 @@ def test_version_1_edit_files_still_load(models, tmp_path):
     from safetensors.torch import load_file, save_file
 
     kn = load(models["a"])
-    path = kn.update_fact([(1, 4)], "Ireland", "France").save(tmp_path / "e.kedit")
+    path = kn.update_fact([(1, 4)], "Ireland", "France", direction="paper").save(tmp_path / "e.kedit")
     with safe_open(str(path), framework="pt") as fh:
         meta = json.loads(fh.metadata()["kneuron_edit"])
     meta["version"] = 1
@@ -180,7 +180,7 @@ def test_failed_apply_leaves_model_unchanged(models, monkeypatch):
     import kneuron.edits.value_slots as vs
 
     kn = load(models["a"])
-    edit = plan_update(kn, [(0, 1), (1, 2), (1, 3)], "Ireland", "France")
+    edit = plan_update(kn, [(0, 1), (1, 2), (1, 3)], "Ireland", "France", direction="paper")
     before = state(kn)
     real = vs.slot
 
@@ -193,13 +193,13 @@ def test_failed_apply_leaves_model_unchanged(models, monkeypatch):
     monkeypatch.undo()
     assert same(before, state(kn)) and not edit.applied
     with pytest.raises(KneuronError, match="layer out of range"):
-        plan_update(kn, [(5, 1)], "Ireland", "France")
+        plan_update(kn, [(5, 1)], "Ireland", "France", direction="paper")
 
 
 def test_stacked_edits_undo_in_reverse_order(models):
     kn = load(models["a"])
     before = state(kn)
-    first = kn.update_fact([(0, 4)], "Ireland", "France")
+    first = kn.update_fact([(0, 4)], "Ireland", "France", direction="paper")
     second = kn.erase_relation([[(0, 4), (1, 1)]])
     with pytest.raises(KneuronError, match="changed since"):
         first.undo()

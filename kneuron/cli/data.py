@@ -13,6 +13,7 @@ from kneuron.cli.options import POSITIVE, SEED, ranged
 from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
 from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
 from kneuron.errors import DataError, ModelError
+from kneuron.ranges import Range
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -226,3 +227,79 @@ def sample_cmd(
     console.print(table)
     console.print(f"wrote {out}: {_plural(len(sample), 'fact')}, {_plural(sample.num_prompts, 'prompt')} "
                   f"from {_plural(len(reports), 'relation')}", soft_wrap=True, highlight=False)
+
+
+_DROP_COLUMNS = {"not_one_token": "not 1\ntoken", "few_prompts": "few\nprompts", "no_target_new": "no\nnew",
+                 "model_wrong": "model\nwrong", "no_neighbour": "no\nnbr"}
+
+
+def _drop_table(reports, title: str) -> Table:
+    # Two-line headers keep ten columns in an 80-column terminal; the legend is printed below.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("relation", no_wrap=True)
+    for header in ("facts", *_DROP_COLUMNS.values(), "not\ntried", "kept", "tune/\ntest"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in reports:
+        table.add_row(r.relation, f"{r.facts:,}", *(f"{getattr(r, k):,}" for k in _DROP_COLUMNS),
+                      f"{r.unexamined:,}", f"{r.kept:,}", f"{r.tune}/{r.test}")
+    table.add_section()
+    table.add_row("total", f"{sum(r.facts for r in reports):,}",
+                  *(f"{sum(getattr(r, k) for r in reports):,}" for k in _DROP_COLUMNS),
+                  f"{sum(r.unexamined for r in reports):,}", f"{sum(r.kept for r in reports):,}",
+                  f"{sum(r.tune for r in reports)}/{sum(r.test for r in reports)}", style="bold")
+    return table
+
+
+@app.command("counterfact")
+def counterfact_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="The model the cases are checked on (hub name, directory, "
+                              ".gguf, catalogue name or 'world')."),
+    out: Path = typer.Option(..., "--out", "-o", help="The cases, as a .jsonl file."),
+    per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Cases kept per relation."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of every draw (recorded in the file)."),
+    data: str = typer.Option("pararel", "--data", "-d", help=f"Facts to build from: {SPECS_HELP}."),
+    relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
+    paraphrases: int = ranged(2, "--paraphrases", within=POSITIVE,
+                              help="Usable templates per case held out as paraphrases (never given to the editor)."),
+    neighbours: int = ranged(5, "--neighbours", within=POSITIVE,
+                             help="Neighbour prompts per case (same relation, other subjects, answered correctly)."),
+    others: int = ranged(5, "--others", within=POSITIVE,
+                         help="Prompts of other relations' facts per case (answered correctly)."),
+    tune_share: float = ranged(0.5, "--tune-share", within=Range(0, 1, low_open=True, high_open=True),
+                               help="Share of each relation's cases in the 'tune' split (the rest: 'test')."),
+    max_tries: int = ranged(None, "--max-tries", within=POSITIVE,
+                            help="Facts checked per relation at most (default: 20 x --per-relation)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """A seeded CounterFact-style editing benchmark for MODEL: facts it answers top-1, each with a
+    counterfactual target, paraphrases, neighbours, other relations' facts and generation prompts."""
+    import kneuron
+    from kneuron.data.counterfact import build_cases, cases_header, model_checks, save_cases
+
+    if out.suffix != ".jsonl":
+        raise DataError(f"--out must name a .jsonl file, got {out}")
+    facts = load_facts(data, relations=_split_relations(relations))
+    kn = kneuron.load(model, device=device)
+    causal = not kn.is_masked
+    console = Console()
+    with console.status("checking facts with the model ...") as status:
+        cases, reports = build_cases(facts, per_relation, seed, **model_checks(kn), paraphrases=paraphrases,
+                                     neighbours=neighbours, others=others, tune_share=tune_share,
+                                     max_tries=max_tries, log=lambda msg: status.update(f"checking facts with the model: {msg}"))
+    model_name = Path(model).name if Path(model).expanduser().exists() else model  # no absolute paths in the file
+    data_name = Path(facts.source).name if facts.source else Path(data.removeprefix("pararel:")).name
+    console.print(_drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
+    console.print("dropped: object not one token, too few usable prompts, no other one-token object for target_new, "
+                  "model wrong on the fact, no neighbour answered correctly; not tried: the relation had its cases "
+                  "or --max-tries was reached", soft_wrap=True, highlight=False, style="dim")
+    if not cases:
+        raise DataError(f"no case of {data_name} survived for {model_name} (see the table); nothing written")
+    settings = {"model": model_name, "data": data_name, "relations": relations, "per-relation": per_relation,
+                "seed": seed, "paraphrases": paraphrases, "neighbours": neighbours, "others": others,
+                "tune-share": tune_share, "max-tries": max_tries or 20 * per_relation}
+    kind = ("causal LM: only prompts ending at the blank are usable" if causal
+            else "masked LM: every prompt is usable")
+    save_cases(cases, out, header=cases_header(settings, cases, reports, notes=[kind]))
+    tune = sum(c.split == "tune" for c in cases)
+    console.print(f"wrote {out}: {_plural(len(cases), 'case')} ({tune} tune, {len(cases) - tune} test) from "
+                  f"{_plural(sum(r.kept > 0 for r in reports), 'relation')}", soft_wrap=True, highlight=False)

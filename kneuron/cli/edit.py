@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
+from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, SEED, ranged
 from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.errors import KneuronError
 
@@ -70,33 +70,94 @@ def _check_out(out: Path) -> None:
         raise KneuronError(f"--out {out}: an edit file ends in .kedit")
 
 
+def _parse_checks(checks: list[str] | None) -> list[tuple[str, str]]:
+    out = []
+    for item in checks or []:
+        prompt, sep, answer = item.rpartition("=")
+        if not sep or not prompt.strip() or not answer.strip():
+            raise KneuronError(f"--check {item!r}: write PROMPT=ANSWER")
+        out.append((prompt, answer.strip()))
+    return out
+
+
+def _check_table(kn, checks: list[tuple[str, str]], original: str, target: str, run) -> Table:
+    """--check prompts: top-1 and P(expected answer), P(old), P(new), before -> after."""
+    def measure():
+        rows = []
+        for prompt, answer in checks:
+            rows.append((kn.predict(prompt, k=1)[0][0], [kn.probability(prompt, a) for a in (answer, original, target)]))
+        return rows
+
+    before, after = measure(), run(measure)
+    table = Table(title="checks: before -> after")
+    for col in ("prompt", "expected", "top-1", "P(expected)", f"P({escape(original)})", f"P({escape(target)})"):
+        table.add_column(col, justify="left" if col in ("prompt", "expected") else "right")
+    for (prompt, answer), (t0, p0), (t1, p1) in zip(checks, before, after):
+        table.add_row(escape(prompt), escape(answer), f"{escape(repr(t0))} -> {escape(repr(t1))}",
+                      *(f"{x:.3f} -> {y:.3f}" for x, y in zip(p0, p1)))
+    return table
+
+
 @app.command()
 def update(
     ctx: typer.Context,
     to: str = typer.Option(..., "--to", help="The new answer."),
     out: Path = OUT,
+    original: str = typer.Option(None, "--from", help="The answer to replace (taken from the run with --run)."),
+    prompts: list[str] = typer.Option(None, "--prompt", help="A prompt of the fact (repeatable): its neurons are "
+                                      "found on these and the edit is fitted to them; with --run or --neurons, "
+                                      "the prompts to check (default with --run: the fact's prompts)."),
+    checks: list[str] = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. "
+                                     "another subject of the relation (repeatable)."),
     run_dir: Path = RUN,
     subject: str = typer.Option(None, "--subject", help="(with --run) the fact's subject."),
     relation: str = typer.Option(None, "--relation", help="(with --run) the fact's relation, if the subject has several."),
     share: float = ranged(0.1, "--share", within=FRACTION, help="(with --run) skip neurons held by more than this "
                           "share of the relation's facts (paper code: 0.1)."),
     model: str = MODEL,
-    neurons: str = typer.Option(None, "--neurons", help="(without --run) neurons to edit, e.g. 3:120,3:7."),
-    original: str = typer.Option(None, "--from", help="(without --run) the answer to replace."),
-    prompts: list[str] = typer.Option(None, "--prompt", help="Prompts to check before and after (repeatable; "
-                                      "default with --run: the fact's prompts)."),
-    lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="Weight of the removed answer's embedding."),
-    lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="Weight of the added answer's embedding."),
-    scaling: str = typer.Option("norm", help="norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
+    neurons: str = typer.Option(None, "--neurons", help="Neurons to edit, e.g. 3:120,3:7 (default: found from --prompt)."),
+    fit: bool = typer.Option(True, "--fit/--no-fit", help="Scale the edit to the smallest strength that makes the new "
+                             "answer top-1 on the prompts, times --margin (kneuron's default); --no-fit uses "
+                             "--lambda1/--lambda2 as given."),
+    ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="(with --fit) λ2/λ1, the weight of the added "
+                          "answer against the removed one."),
+    margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted strength by this."),
+    lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
+    lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
+    scaling: str = typer.Option("norm", help="(with --no-fit) norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
+    direction: str = typer.Option("signed", help="signed (each slot's change times the sign of its neuron's mean "
+                                  "activation; right for gated MLPs) | paper (the literal rule)."),
+    embedding: str = typer.Option("output", help="output (the unembedding rows the head reads) | input (the paper's E)."),
+    paper: bool = typer.Option(False, "--paper", help="The paper's rule exactly: --no-fit --direction paper "
+                               "--embedding input, λ1 = 1, λ2 = 8 norm-scaled unless given."),
+    steps: int = ranged(20, "--steps", within=POSITIVE, help="(finding neurons) integration points m."),
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
-    """Rewrite one fact (spec 5.4): v <- v - λ1·E(old) + λ2·E(new) in its knowledge neurons' value slots."""
-    from kneuron.edits import plan_update, select_update_neurons
+    """Rewrite one fact: v <- v - s·λ1·E(old) + s·λ2·E(new) in its knowledge neurons' value slots.
+
+    Three forms: --model M --from OLD --prompt P [--prompt P ...] finds the fact's neurons on the
+    prompts, then edits; --neurons L:I,... names them; --run RUN --subject S takes them from a
+    discovery run.  s is the sign of each neuron's mean activation over the prompts.
+    """
+    import time
+
+    from kneuron.edits import fit_update, plan_update, select_update_neurons
+    from kneuron.edits.update import DIRECTIONS, EMBEDDINGS, SCALINGS
 
     _check_out(out)
+    for name, value, allowed in (("--direction", direction, DIRECTIONS), ("--embedding", embedding, EMBEDDINGS),
+                                 ("--scaling", scaling, SCALINGS)):
+        if value not in allowed:
+            raise KneuronError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if paper:
+        fit, direction, embedding = False, "paper", "input"
+    if original is not None and original.strip() == to.strip():
+        raise KneuronError(f"--from and --to are the same answer ({to!r}); nothing to update")
+    checks_ = _parse_checks(checks)
     prompts = list(prompts or [])
-    source = {}
+    source: dict = {}
+    chosen = None
     if run_dir is not None:
         from kneuron.experiments.rundata import RunData
 
@@ -113,25 +174,55 @@ def update(
             raise KneuronError(f"the fact {fact.relation}({subject}, {fact.object}) has no knowledge neurons to edit "
                                f"({len(sets[i])} found, {len(sets[i])} held by more than {share:.0%} of the relation)")
         original, model = fact.object, model or run.config.model
-        prompts = prompts or list(fact.prompts)
+        fact_prompts = list(fact.prompts)
+        prompts = prompts or fact_prompts
         source = {"run": str(run_dir), "relation": fact.relation, "subject": subject, "share": share,
                   "fact_neurons": len(sets[i])}
     else:
-        if neurons is None or original is None:
-            raise KneuronError("give --run RUN_DIR --subject S, or --model M --neurons L:I,... --from ANSWER")
         if subject is not None or relation is not None:
             raise KneuronError("--subject and --relation need --run")
-        chosen = parse_neurons(neurons)
+        if original is None:
+            raise KneuronError("give --model M --from OLD --prompt P (neurons found on the prompts), "
+                               "--neurons L:I,... --from OLD, or --run RUN_DIR --subject S")
+        if neurons is not None:
+            chosen = parse_neurons(neurons)
+        elif not prompts:
+            raise KneuronError("--from without --neurons needs --prompt (the fact's prompts, to find its neurons)")
+        fact_prompts = prompts
         model = model or "world"
+    if (fit or direction == "signed") and not fact_prompts:
+        raise KneuronError("--fit and --direction signed read the fact's prompts: give --prompt (or --paper)")
     kn = load_model(model, device, ctx)
-    edit = plan_update(kn, chosen, original, to, lambda1=lambda1, lambda2=lambda2, scaling=scaling)
+    for p in fact_prompts + [c for c, _ in checks_]:
+        kn.encode(p)  # a prompt without a blank fails here, before any work
+    kn.answer_id(original), kn.answer_id(to)
+    started = time.perf_counter()
+    if chosen is None:
+        found = kn.find_neurons(fact_prompts, original, min_prompts=min(3, len(fact_prompts)), steps=steps)
+        if not found:
+            raise KneuronError(f"no knowledge neurons found for {original!r} on the {len(fact_prompts)} prompts "
+                               "(try more paraphrases of the fact); nothing written")
+        chosen = found
+        source["found_on"] = len(fact_prompts)
+        console.print(f"found {len(chosen)} knowledge neurons in {time.perf_counter() - started:.1f} s", highlight=False)
+    if fit:
+        edit = fit_update(kn, chosen, original, to, fact_prompts, direction=direction, embedding=embedding,
+                          ratio=ratio, margin=margin)
+    else:
+        edit = plan_update(kn, chosen, original, to, prompts=fact_prompts if direction == "signed" else None,
+                           direction=direction, embedding=embedding, lambda1=lambda1, lambda2=lambda2,
+                           scaling=scaling)
     edit.info.update({"model": model, **source})
-    console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots: "
-                  + ", ".join(map(str, edit.neurons)), highlight=False)
+    how = (f"fitted strength {edit.info['scale']:.3g}" + ("" if edit.info["reached"] else " (capped: the new answer "
+           "did not become top-1 on every prompt)")) if fit else f"λ1 {lambda1:g}, λ2 {lambda2:g} ({scaling})"
+    console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots ({direction}, {embedding} "
+                  f"embeddings, {how}): " + ", ".join(map(str, edit.neurons)), highlight=False)
     if prompts:
         console.print(_prediction_table(kn, prompts, [original, to], lambda fn: _with(edit, kn, fn)))
+    if checks_:
+        console.print(_check_table(kn, checks_, original, to, lambda fn: _with(edit, kn, fn)))
     edit.save(out)
-    console.print(f"edit -> {out}")
+    console.print(f"edit -> {out} ({time.perf_counter() - started:.1f} s)")
     if save_model is not None:
         edit.apply(kn)
         _save_model(kn, edit, save_model, model)
@@ -261,3 +352,87 @@ def apply(
     if save_model is not None:
         edit.apply(kn, check_base=not force)
         _save_model(kn, edit, save_model, model)
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    cases_path: Path = typer.Option(..., "--cases", help="Cases from `kneuron data counterfact` (JSONL)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (journaled: a rerun resumes)."),
+    model: str = typer.Option(..., "--model", "-m", help="The model the cases were made for (catalogue name, "
+                              "hub name, directory, .gguf or 'world')."),
+    methods: str = typer.Option("kn,kn_paper,kn_specific,random,rome", "--methods",
+                                help="Comma-separated editors: kn (kneuron's fitted, signed edit), kn_paper (the "
+                                "paper's literal rule), kn_specific (kn on effect-specific neurons), random (kn's "
+                                "count and strength on random neurons), rome (rank-one model editing)."),
+    split: str = typer.Option("all", "--split", help="tune | test | all: which cases to run."),
+    limit: int = ranged(None, "--limit", within=POSITIVE, help="At most this many cases (in file order)."),
+    ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
+    margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
+    rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
+    seed: int = ranged(0, "--seed", within=SEED, help="Seed of random neurons, judging samples and bootstrap."),
+    steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m (finding neurons)."),
+    generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
+                                    help="Length of the greedy generations (fluency)."),
+    device: str = DEVICE,
+) -> None:
+    """CounterFact-style scores of each editor: ES, PS, NS, S, magnitudes, fluency, bootstrap intervals."""
+    import platform
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kneuron.data.counterfact import load_cases
+    from kneuron.experiments.edit_bench import BenchConfig, check_methods, run_bench, summarize, write_outputs
+
+    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    if split not in ("tune", "test", "all"):
+        raise KneuronError(f"--split must be tune, test or all, got {split!r}")
+    cases = load_cases(cases_path)
+    if split != "all":
+        cases = [c for c in cases if c.split == split]
+    if limit is not None:
+        cases = cases[:limit]
+    if not cases:
+        raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
+    config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, seed=seed,
+                         steps=steps, ratio=ratio, margin=margin, rome_layer=rome_layer,
+                         generation_tokens=generation_tokens)
+    kn = load_model(model, device, ctx)
+    started = time.perf_counter()
+    with Progress(TextColumn("edit bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("cases", total=len(cases))
+        frame = run_bench(kn, cases, config, out_dir, progress=lambda done, total: bar.update(task, completed=done),
+                          log=lambda m: console.print(m, highlight=False))
+    table = summarize(frame, seed=seed)
+    cpu = _cpu_name()
+    header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
+              f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
+              f"--split {split}" + (f" --limit {limit}" if limit else "") + f" --ratio {ratio:g} --margin {margin:g} "
+              f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
+              f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")
+    paths = write_outputs(out_dir, frame, table, header)
+    show = Table(title=f"edit bench ({len(cases)} cases)")
+    cols = ("split", "method", "cases", "S", "ES", "PS", "NS", "success", "others_kept", "gen_new", "entropy_rel",
+            "ppl_rel")
+    for col in cols:
+        show.add_column(col, justify="left" if col in ("split", "method") else "right")
+    for _, r in table.iterrows():
+        show.add_row(*(str(r[c]) if c in ("split", "method", "cases") else
+                       ("-" if c not in r or r[c] != r[c] else f"{r[c]:.2f}") for c in cols))
+    console.print(show)
+    console.print("-> " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+def _cpu_name() -> str:
+    """The CPU model as lscpu names it (benchmark outputs name their machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import typer
 
-from kneuron.ranges import FRACTION, NON_NEGATIVE, POSITIVE, SEED, Range
+from kneuron.ranges import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, SEED, Range
 
-__all__ = ["FRACTION", "NON_NEGATIVE", "POSITIVE", "SEED", "ranged"]
+__all__ = ["FRACTION", "NON_NEGATIVE", "POSITIVE", "POSITIVE_REAL", "SEED", "ranged"]
 
 
 def ranged(default, *param_decls: str, within: Range, help: str = "", **kwargs):

@@ -9,10 +9,27 @@ Both return an `Edit`: the new value slots plus what is needed to undo, save and
 """
 
 from kneuron.edits.erase import REPLACEMENTS, erase_relation, plan_erase, relation_neurons
-from kneuron.edits.update import SCALINGS, plan_update, select_update_neurons, update_fact, update_lambdas
+from kneuron.edits.rome import RomeUpdate, compute_rome, key_covariance, plan_rome, rome_edit
+from kneuron.edits.update import (
+    DIRECTIONS,
+    EMBEDDINGS,
+    SCALINGS,
+    answer_embeddings,
+    fit_update,
+    neuron_signs,
+    plan_update,
+    select_update_neurons,
+    update_fact,
+    update_lambdas,
+)
 from kneuron.edits.value_slots import Edit, ModelShape, make_edit, slot
 
 __all__ = [
+    "DIRECTIONS",
+    "EMBEDDINGS",
+    "answer_embeddings",
+    "fit_update",
+    "neuron_signs",
     "REPLACEMENTS",
     "SCALINGS",
     "Edit",
@@ -26,4 +43,9 @@ __all__ = [
     "slot",
     "update_fact",
     "update_lambdas",
+    "RomeUpdate",
+    "compute_rome",
+    "key_covariance",
+    "plan_rome",
+    "rome_edit",
 ]

@@ -70,6 +70,19 @@ class Adapter:
     def word_embeddings(self, model: nn.Module) -> torch.Tensor:
         return get_module(model, self.embeddings).weight
 
+    def output_embeddings(self, model: nn.Module) -> torch.Tensor:
+        """(V, H) rows the LM head reads answers from: the unembedding matrix.
+
+        The same tensor as `word_embeddings` in tied models; the input embeddings when the model
+        exposes no output embedding of that width.
+        """
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        weight = getattr(head, "weight", None)
+        inputs = self.word_embeddings(model)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != inputs.shape[1]:
+            return inputs
+        return weight
+
     def num_neurons(self, model: nn.Module) -> int:
         return self.value_slots(model, 0).shape[self.slot_axis]
 

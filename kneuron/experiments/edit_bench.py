@@ -1,0 +1,518 @@
+"""A CounterFact-style benchmark of fact edits (`kneuron edit bench`).
+
+Each case (`kneuron.data.counterfact`) asks to rewrite subject -> target_true into target_new.
+Every editor is applied, measured and reverted on every case, beside the unedited model:
+
+- `kn`: kneuron's default knowledge-neuron edit: the fact's refined neurons found on the case's
+  `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), then `fit_update` (signed
+  direction, output embeddings, the smallest scale that makes target_new top-1 on those prompts,
+  times a margin).
+- `kn_paper`: the same neurons, the paper's literal rule (v - 1*E[t] + 8*E[t'], norm-scaled, input
+  embeddings, no sign).  The paper's 10% relation filter is left out: one case per fact.
+- `kn_specific`: `kn` with the effect-specific rule (`kneuron.selection.specific`): neurons whose
+  suppression moves other relations' facts are dropped.  Judged on other cases' facts of other
+  relations, never on the case's own measurement prompts (`others`).
+- `random`: as many random neurons as `kn` edits, with the same scale, ratio and sign rule.
+- `rome`: rank-one model editing (`kneuron.edits.rome`) on one layer's output projection.
+
+Metrics (first-token probabilities at the blank; every object is one token):
+ES / PS = share of the case's edit prompts / unseen paraphrases where p(new) > p(true); NS = share
+of neighbours (other subjects, same relation) where p(their answer) > p(new); S = harmonic mean of
+ES, PS, NS; EM, PM = mean p(new) - p(true); NM = mean p(answer) - p(new); `success` (Dai et al.)
+= top-1 is new on the edit prompts; `others_kept` = other relations' prompts whose top-1 is what
+the unedited model said; `gen_new` = the greedy continuation of the first edit prompt starts with
+the new answer (teacher forcing flatters; generation is the check); `entropy` = n-gram entropy of
+50-token greedy generations (ROME's 2/3-gram mix); `ppl` = perplexity of held-out BINGREL
+sentences.  Fluency metrics are also given relative to the unedited model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kneuron.errors import KneuronError
+from kneuron.neurons import Neuron
+
+EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome")
+ROWS = ("unedited", *EDITORS)
+
+
+@dataclass
+class BenchConfig:
+    """Everything that decides a benchmark's numbers; written to config.json and checked on resume."""
+
+    model: str
+    cases: str
+    methods: list[str] = field(default_factory=lambda: ["kn", "kn_paper", "kn_specific", "random", "rome"])
+    split: str = "all"  # tune | test | all
+    limit: int | None = None
+    seed: int = 0
+    steps: int = 20
+    threshold: float = 0.2
+    p: float = 0.7
+    min_prompts: int = 3
+    ratio: float = 1.0
+    margin: float = 1.5
+    specific_fraction: float = 0.2
+    specific_facts: int = 6
+    rome_layer: int | None = None
+    generation_tokens: int = 50
+    ppl_sentences: int = 16
+    bootstrap: int = 1000
+
+
+def ngram_entropy(tokens: Sequence[int]) -> float:
+    """ROME's fluency measure: the entropies (bits) of the 2- and 3-gram frequencies, weighted 2/3 and 4/3, averaged."""
+    weights = {2: 2 / 3, 3: 4 / 3}
+    total = 0.0
+    for n, w in weights.items():
+        grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+        count = sum(grams.values())
+        if count == 0:
+            continue
+        freqs = np.array(list(grams.values()), dtype=float) / count
+        total += w * float(-(freqs * np.log2(freqs)).sum())
+    return total / sum(weights.values())
+
+
+def harmonic(values: Sequence[float]) -> float:
+    vals = [float(v) for v in values]
+    if any(math.isnan(v) for v in vals):
+        return math.nan
+    if any(v <= 0 for v in vals):
+        return 0.0
+    return len(vals) / sum(1 / v for v in vals)
+
+
+def bootstrap_interval(values: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of the mean over cases."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(reps, len(values)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def model_fingerprint(kn) -> str:
+    """sha256 over every parameter's bytes: the revert check."""
+    h = hashlib.sha256()
+    for name, t in kn.model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Measure:
+    """The case's measurements on the model as it is now (edited or not)."""
+
+    def __init__(self, kn, ppl_texts: Sequence[str], generation_tokens: int):
+        self.kn = kn
+        self.ppl_texts = list(ppl_texts)
+        self.generation_tokens = generation_tokens
+
+    @torch.no_grad()
+    def probs(self, prompts: Sequence[str]) -> torch.Tensor:
+        if not prompts:
+            return torch.zeros(0, 1)
+        return torch.softmax(self.kn.blank_logits(list(prompts)).double(), -1)
+
+    @torch.no_grad()
+    def generate(self, prompt: str) -> list[int]:
+        kn = self.kn
+        if kn.is_masked:
+            return []
+        enc = kn.encode(prompt)
+        ids = torch.tensor([enc.ids], device=kn.device)
+        pad = kn.tokenizer.pad_token_id if kn.tokenizer.pad_token_id is not None else kn.tokenizer.eos_token_id
+        out = kn.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.generation_tokens,
+                                do_sample=False, pad_token_id=pad)
+        return out[0, ids.shape[1]:].tolist()
+
+    @torch.no_grad()
+    def perplexity(self) -> float:
+        kn = self.kn
+        if kn.is_masked or not self.ppl_texts:
+            return math.nan
+        nll, count = 0.0, 0
+        for text in self.ppl_texts:
+            ids = kn.tokenizer(text, return_tensors="pt")["input_ids"][:, :64].to(kn.device)
+            if ids.shape[1] < 2:
+                continue
+            logits = kn.model(ids).logits[0, :-1].double()
+            lp = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])
+            nll -= float(lp.sum())
+            count += ids.shape[1] - 1
+        return math.exp(nll / count) if count else math.nan
+
+    def case(self, case, base: dict | None) -> dict:
+        """One row of metrics; `base` (the unedited row) gives the relative fluency and the kept top-1."""
+        kn = self.kn
+        new, true = kn.answer_id(case.target_new), kn.answer_id(case.target_true)
+        edit_p = self.probs(case.prompts)
+        para_p = self.probs(case.paraphrases)
+        neigh = case.neighbours
+        neigh_p = self.probs([x.prompt for x in neigh])
+        neigh_ans = [kn.answer_id(x.answer) for x in neigh]
+        other_p = self.probs([x.prompt for x in case.others])
+        row = {
+            "ES": float((edit_p[:, new] > edit_p[:, true]).double().mean()),
+            "PS": float((para_p[:, new] > para_p[:, true]).double().mean()) if len(case.paraphrases) else math.nan,
+            "NS": float(np.mean([float(neigh_p[i, a] > neigh_p[i, new]) for i, a in enumerate(neigh_ans)]))
+            if neigh else math.nan,
+            "EM": float((edit_p[:, new] - edit_p[:, true]).mean()),
+            "PM": float((para_p[:, new] - para_p[:, true]).mean()) if len(case.paraphrases) else math.nan,
+            "NM": float(np.mean([float(neigh_p[i, a] - neigh_p[i, new]) for i, a in enumerate(neigh_ans)]))
+            if neigh else math.nan,
+            "success": float((edit_p.argmax(-1) == new).double().mean()),
+            "para_success": float((para_p.argmax(-1) == new).double().mean()) if len(case.paraphrases) else math.nan,
+            "p_new": float(edit_p[:, new].mean()), "p_true": float(edit_p[:, true].mean()),
+        }
+        row["S"] = harmonic([row["ES"], row["PS"], row["NS"]])
+        top_other = other_p.argmax(-1).tolist() if len(case.others) else []
+        row["_others_top1"] = top_other
+        if base is not None and top_other:
+            row["others_kept"] = float(np.mean([a == b for a, b in zip(top_other, base["_others_top1"])]))
+        elif top_other:
+            row["others_kept"] = 1.0
+        else:
+            row["others_kept"] = math.nan
+        if not kn.is_masked:
+            gen = self.generate(case.prompts[0])
+            row["gen_new"] = float(bool(gen) and gen[0] == new)
+            gens = [gen] + [self.generate(p) for p in case.generation[:1]]
+            row["entropy"] = float(np.mean([ngram_entropy(g) for g in gens]))
+            row["ppl"] = self.perplexity() if base is None or self.ppl_texts else math.nan
+        else:
+            row["gen_new"] = row["entropy"] = row["ppl"] = math.nan
+        if base is not None:
+            row["entropy_rel"] = row["entropy"] / base["entropy"] if base.get("entropy") else math.nan
+            row["ppl_rel"] = row["ppl"] / base["ppl"] if base.get("ppl") else math.nan
+        else:
+            row["entropy_rel"] = row["ppl_rel"] = 1.0
+        return row
+
+
+def held_out_sentences(count: int, seed: int, data_dir: Path | None = None) -> list[str]:
+    """`count` BINGREL sentences drawn seeded (the fluency check's text; never used to choose anything)."""
+    from kneuron.data.bingrel import read_bingrel_file
+    from kneuron.paths import default_data_dir
+
+    root = Path(data_dir) if data_dir else default_data_dir() / "bingrel"
+    files = sorted(root.glob("final_distant_allbags_*_new.json")) if root.is_dir() else []
+    pool = []
+    for f in files:
+        for bag in read_bingrel_file(f):
+            for attr in ("th_bags", "tt_bags", "sentences"):
+                pool.extend(s for s in getattr(bag, attr, []) or [] if isinstance(s, str))
+    pool = sorted(set(s for s in pool if 40 <= len(s) <= 300))
+    if not pool:
+        return []
+    rng = random.Random(seed)
+    return rng.sample(pool, min(count, len(pool)))
+
+
+class Editors:
+    """Builds each method's edit for a case; neurons are found once per case and shared."""
+
+    def __init__(self, kn, config: BenchConfig, cases: Sequence):
+        self.kn, self.config, self.cases = kn, config, cases
+        self._neurons: dict[int, list[Neuron]] = {}
+        self._kn_edit: dict[int, object] = {}
+
+    def neurons(self, case) -> list[Neuron]:
+        if case.case_id not in self._neurons:
+            c = self.config
+            n = len(case.prompts)
+            self._neurons[case.case_id] = self.kn.find_neurons(case.prompts, case.target_true, threshold=c.threshold,
+                                                               p=c.p, min_prompts=min(c.min_prompts, n), steps=c.steps)
+        return self._neurons[case.case_id]
+
+    def judging_facts(self, case) -> list[tuple[list[str], str]]:
+        """Facts of other relations for the specific rule: other cases' own prompts, none of whose
+        answers or prompts the case measures its `others` on."""
+        measured = {x.prompt for x in case.others} | {x.answer for x in case.others}
+        pool = [c for c in self.cases if c.relation != case.relation and c.target_true not in measured
+                and not measured.intersection(c.prompts)]
+        rng = random.Random(f"{self.config.seed}:{case.case_id}:judge")
+        picked = rng.sample(pool, min(self.config.specific_facts, len(pool)))
+        return [(list(c.prompts[:2]), c.target_true) for c in picked]
+
+    def build(self, method: str, case):
+        from kneuron.edits import fit_update, plan_update
+
+        kn, c = self.kn, self.config
+        if method == "kn":
+            neurons = self.neurons(case)
+            if not neurons:
+                return None, {"neurons": 0}
+            edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
+                              margin=c.margin)
+            self._kn_edit[case.case_id] = edit
+            return edit, {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+        if method == "kn_paper":
+            neurons = self.neurons(case)
+            if not neurons:
+                return None, {"neurons": 0}
+            edit = plan_update(kn, neurons, case.target_true, case.target_new, direction="paper", embedding="input")
+            return edit, {"neurons": len(neurons)}
+        if method == "kn_specific":
+            neurons = kn.find_neurons(case.prompts, case.target_true, threshold=c.threshold, p=c.p,
+                                      min_prompts=min(c.min_prompts, len(case.prompts)), steps=c.steps,
+                                      specific_against=self.judging_facts(case), specific_rule="effect",
+                                      specific_fraction=c.specific_fraction)
+            if not neurons:
+                return None, {"neurons": 0}
+            edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
+                              margin=c.margin)
+            return edit, {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+        if method == "random":
+            ref = self._kn_edit.get(case.case_id)
+            if ref is None:
+                self.build("kn", case)
+                ref = self._kn_edit.get(case.case_id)
+            if ref is None:
+                return None, {"neurons": 0}
+            rng = random.Random(f"{c.seed}:{case.case_id}:random")
+            total = kn.num_layers * kn.num_neurons
+            picks = rng.sample(range(total), len(ref.neurons))
+            neurons = [Neuron(i // kn.num_neurons, i % kn.num_neurons) for i in picks]
+            scale = ref.info["scale"]
+            edit = plan_update(kn, neurons, case.target_true, case.target_new, prompts=case.prompts,
+                               lambda1=scale, lambda2=c.ratio * scale)
+            return edit, {"neurons": len(neurons), "scale": scale}
+        if method == "rome":
+            from kneuron.edits.rome import plan_rome
+
+            edit = plan_rome(kn, case.subject, [case.prompts[0]], case.target_new, layer=c.rome_layer,
+                             seed=c.seed)  # ROME edits with the one requested prompt, as in CounterFact
+            return edit, {"layer": edit.info.get("layer")}
+        raise KneuronError(f"unknown edit method {method!r} (choose from {', '.join(EDITORS)})")
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    out = []
+    for m in methods:
+        if m not in EDITORS:
+            raise KneuronError(f"unknown edit method {m!r} (choose from {', '.join(EDITORS)})")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise KneuronError("no edit method given")
+    return out
+
+
+def run_bench(kn, cases: Sequence, config: BenchConfig, out_dir: Path, *,
+              progress: Callable[[int, int], None] | None = None,
+              log: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Apply, measure and revert every method on every case; journaled in out_dir/journal.jsonl.
+
+    Returns the per-(case, method) rows.  A rerun with the same config resumes.
+    """
+    from kneuron.runs.store import FactLog, write_json_atomic
+
+    methods = check_methods(config.methods)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out_dir / "config.json"
+    cfg = asdict(config)
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if old != cfg:
+            diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+            raise KneuronError(f"{out_dir} holds a benchmark with other settings ({', '.join(diff)}); "
+                               "use a new --out directory")
+    else:
+        write_json_atomic(cfg_path, cfg)
+    journal = FactLog(out_dir / "journal.jsonl", key="key")
+    texts = held_out_sentences(config.ppl_sentences, config.seed)
+    measure = Measure(kn, texts, config.generation_tokens)
+    editors = Editors(kn, config, cases)
+    todo = len(cases)
+    try:
+        for k, case in enumerate(cases):
+            keys = {m: f"{case.case_id}:{m}" for m in ("unedited", *methods)}
+            if all(key in journal for key in keys.values()):
+                if progress:
+                    progress(k + 1, todo)
+                continue
+            check_full = k in (0, todo - 1)
+            fp0 = model_fingerprint(kn) if check_full else None
+            base_key = keys["unedited"]
+            if base_key in journal:
+                base = journal.records[base_key]
+            else:
+                t = time.perf_counter()
+                base = measure.case(case, None)
+                base.update({"key": base_key, "case_id": case.case_id, "method": "unedited",
+                             "relation": case.relation, "split": case.split, "seconds": time.perf_counter() - t})
+                journal.append(base)
+            for m in methods:
+                if keys[m] in journal:
+                    continue
+                t = time.perf_counter()
+                row = {"key": keys[m], "case_id": case.case_id, "method": m, "relation": case.relation,
+                       "split": case.split}
+                try:
+                    edit, info = editors.build(m, case)
+                except KneuronError as e:
+                    edit, info = None, {"error": str(e)}
+                row.update(info)
+                row["edit_seconds"] = time.perf_counter() - t
+                if edit is None:
+                    row.update({"edited": 0, **{k: v for k, v in base.items()
+                                               if k not in ("key", "method", "seconds", "case_id", "relation",
+                                                            "split", "_others_top1")}})
+                    row["others_kept"] = 1.0
+                else:
+                    row["edited"] = 1
+                    edit.apply(kn)
+                    try:
+                        row.update(measure.case(case, base))
+                    finally:
+                        edit.undo()
+                    if not all(torch.equal(s, b.to(s.dtype)) for s, b in
+                               zip(_slots(kn, edit.neurons), edit.base_values)):
+                        raise KneuronError(f"case {case.case_id}, {m}: the revert is not bit-exact")
+                row["seconds"] = time.perf_counter() - t
+                row.pop("_others_top1", None)
+                journal.append(row)
+            if check_full:
+                fp1 = model_fingerprint(kn)
+                if fp0 != fp1:
+                    raise KneuronError(f"case {case.case_id}: the model differs after reverting every edit")
+                journal_note = out_dir / "revert_checks.json"
+                checks = json.loads(journal_note.read_text()) if journal_note.exists() else {}
+                checks[str(case.case_id)] = {"before": fp0, "after": fp1, "equal": fp0 == fp1}
+                write_json_atomic(journal_note, checks)
+                if log:
+                    log(f"case {case.case_id}: every parameter bit-identical after the reverts (sha256 {fp1[:12]})")
+            if progress:
+                progress(k + 1, todo)
+    finally:
+        journal.close()
+    rows = [r for r in journal.records.values()]
+    frame = pd.DataFrame(rows).drop(columns=["_others_top1"], errors="ignore")
+    return frame
+
+
+def _slots(kn, neurons):
+    from kneuron.edits.value_slots import slot
+
+    return [slot(kn, n) for n in neurons]
+
+
+METRICS = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "success", "para_success", "others_kept", "gen_new",
+           "entropy_rel", "ppl_rel")
+
+
+def summarize(cases: pd.DataFrame, reps: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per method and split: the mean of every metric over cases, with a bootstrap 95% interval.
+
+    S is the harmonic mean of the mean ES, PS and NS (as ROME reports it), its interval from the
+    same bootstrap resamples of cases."""
+    rows = []
+    for (split, method), g in cases.groupby(["split", "method"], sort=False):
+        row = {"split": split, "method": method, "cases": len(g),
+               "edited": float(g["edited"].mean()) if "edited" in g else 1.0}
+        for m in METRICS:
+            if m not in g or m == "S":
+                continue
+            v = g[m].astype(float).to_numpy()
+            row[m] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+            lo, hi = bootstrap_interval(v, reps, seed)
+            row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
+        row["S"] = harmonic([row.get("ES", math.nan), row.get("PS", math.nan), row.get("NS", math.nan)])
+        rng = np.random.default_rng(seed)
+        e, p, n = (g[k].astype(float).to_numpy() for k in ("ES", "PS", "NS"))
+        ss = []
+        for _ in range(reps if len(g) > 1 else 0):
+            i = rng.integers(0, len(g), len(g))
+            ss.append(harmonic([np.nanmean(e[i]), np.nanmean(p[i]), np.nanmean(n[i])]))
+        row["S_lo"], row["S_hi"] = (float(np.nanpercentile(ss, 2.5)), float(np.nanpercentile(ss, 97.5))) \
+            if ss else (math.nan, math.nan)
+        if "seconds" in g:
+            row["seconds"] = float(g["seconds"].mean())
+        for extra in ("neurons", "scale"):
+            if extra in g:
+                row[extra] = float(pd.to_numeric(g[extra], errors="coerce").mean())
+        rows.append(row)
+    order = {m: i for i, m in enumerate(ROWS)}
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.sort_values(["split", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    return out.reset_index(drop=True)
+
+
+def write_outputs(out_dir: Path, cases: pd.DataFrame, methods: pd.DataFrame, header: str) -> list[Path]:
+    """cases.csv, methods.csv, a figure and report.md (atomic writes)."""
+    from kneuron.runs.store import write_atomic
+
+    out_dir = Path(out_dir)
+    write_atomic(out_dir / "cases.csv", lambda p: cases.to_csv(p, index=False))
+    write_atomic(out_dir / "methods.csv", lambda p: methods.to_csv(p, index=False))
+    fig_path = out_dir / "methods.png"
+    _figure(methods, fig_path)
+    lines = [header, "", "| split | method | cases | S | ES | PS | NS | success | others kept | gen. new | "
+             "entropy rel. | ppl rel. | neurons |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(r, k):
+        v = r.get(k, math.nan)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        lo, hi = r.get(f"{k}_lo", math.nan), r.get(f"{k}_hi", math.nan)
+        if isinstance(lo, float) and not math.isnan(lo):
+            return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+        return f"{v:.2f}"
+
+    for _, r in methods.iterrows():
+        r = r.to_dict()
+        lines.append(f"| {r['split']} | {r['method']} | {r['cases']} | " + " | ".join(
+            cell(r, k) for k in ("S", "ES", "PS", "NS", "success", "others_kept", "gen_new", "entropy_rel",
+                                 "ppl_rel")) + f" | {cell(r, 'neurons')} |")
+    write_atomic(out_dir / "report.md", lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    return [out_dir / "cases.csv", out_dir / "methods.csv", fig_path, out_dir / "report.md"]
+
+
+def _figure(methods: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(dict.fromkeys(methods["split"])) if len(methods) else []
+    fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(6 * max(len(splits), 1), 3.6), squeeze=False)
+    keys = ("S", "ES", "PS", "NS", "others_kept")
+    for ax, split in zip(axes[0], splits):
+        g = methods[methods["split"] == split]
+        width = 0.8 / max(len(g), 1)
+        for j, (_, r) in enumerate(g.iterrows()):
+            xs = np.arange(len(keys)) + j * width
+            vals = [r.get(k, math.nan) for k in keys]
+            err = [[max(0.0, r.get(k, 0) - r.get(f"{k}_lo", r.get(k, 0))) for k in keys],
+                   [max(0.0, r.get(f"{k}_hi", r.get(k, 0)) - r.get(k, 0)) for k in keys]]
+            err = np.nan_to_num(np.array(err, dtype=float))
+            ax.bar(xs, vals, width, yerr=err, label=r["method"], capsize=2)
+        ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
+        ax.set_xticklabels(keys)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{split} split")
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,142 @@
+"""`kneuron edit bench`: every editor applied, measured against a by-hand count, reverted bit for bit, resumed."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from tiny_decoders import save_tiny_decoder
+
+import kneuron
+from kneuron.cli import main
+from kneuron.data.counterfact import Case, Probe, save_cases
+from kneuron.errors import KneuronError
+from kneuron.experiments.edit_bench import (
+    BenchConfig,
+    harmonic,
+    model_fingerprint,
+    ngram_entropy,
+    run_bench,
+    summarize,
+)
+
+
+def _cases():
+    base = dict(relation="capital", paraphrases=["Berlin is the capital of Germany. The capital of Ireland is [MASK]"],
+                neighbours=[Probe("The capital of France is [MASK]", "the")],
+                others=[Probe("She speaks [MASK]", "the"), Probe("Rome is in [MASK]", "the")],
+                generation=["The capital of Ireland is"])
+    return [
+        Case(case_id=0, split="tune", subject="Ireland", target_true="the", target_new="capital",
+             prompts=["The capital of Ireland is [MASK]", "The capital of Ireland is [MASK].",
+                      "Edmonton is the capital of Alberta. The capital of Ireland is [MASK]"], **base),
+        Case(case_id=1, split="test", subject="Ireland", target_true="the", target_new="is",
+             prompts=["The capital of Ireland is [MASK]", "The capital of Ireland was [MASK]",
+                      "Ireland is in [MASK]"], **base),
+    ]
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    return save_tiny_decoder("llama", tmp_path_factory.mktemp("bench") / "llama")
+
+
+def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
+    kn = kneuron.load(str(decoder), device="cpu")
+    cases = _cases()
+    before = model_fingerprint(kn)
+    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1,
+                         generation_tokens=6, ppl_sentences=3, bootstrap=50)
+    frame = run_bench(kn, cases, config, tmp_path / "out")
+    assert model_fingerprint(kn) == before  # every edit reverted
+    checks = json.loads((tmp_path / "out" / "revert_checks.json").read_text())
+    assert set(checks) == {"0", "1"} and all(c["equal"] for c in checks.values())
+    assert set(frame["method"]) == {"unedited", "kn", "kn_paper", "random"} and len(frame) == 8
+    # The unedited row by hand: ES = share of edit prompts where p(new) > p(true).
+    for case in cases:
+        logits = kn.blank_logits(case.prompts)
+        new, true = kn.answer_id(case.target_new), kn.answer_id(case.target_true)
+        es = float((logits[:, new] > logits[:, true]).float().mean())
+        row = frame[(frame["case_id"] == case.case_id) & (frame["method"] == "unedited")].iloc[0]
+        assert row["ES"] == pytest.approx(es)
+        nl = kn.blank_logits([case.neighbours[0].prompt])[0]
+        assert row["NS"] == float(nl[kn.answer_id("the")] > nl[new])
+        assert row["S"] == pytest.approx(harmonic([row["ES"], row["PS"], row["NS"]]))
+    # kn and random edit the same number of neurons with the same strength.
+    for cid in (0, 1):
+        k = frame[(frame.case_id == cid) & (frame.method == "kn")].iloc[0]
+        r = frame[(frame.case_id == cid) & (frame.method == "random")].iloc[0]
+        assert k["edited"] == 1 and r["edited"] == 1
+        if k["edited"]:
+            assert r["neurons"] == k["neurons"] and r["scale"] == pytest.approx(k["scale"])
+            # The fitted edit makes the new answer top-1 on every edit prompt when it reached its goal.
+            if k["reached"]:
+                assert k["success"] == 1.0 and k["ES"] == 1.0
+    # A rerun resumes: nothing is recomputed, the rows are the same.
+    lines = (tmp_path / "out" / "journal.jsonl").read_text().count("\n")
+    again = run_bench(kn, cases, config, tmp_path / "out")
+    assert (tmp_path / "out" / "journal.jsonl").read_text().count("\n") == lines
+    pd.testing.assert_frame_equal(frame.sort_values("key").reset_index(drop=True),
+                                  again.sort_values("key").reset_index(drop=True))
+    # Other settings in the same directory are refused.
+    with pytest.raises(KneuronError, match="other settings"):
+        run_bench(kn, cases, BenchConfig(**{**config.__dict__, "margin": 2.0}), tmp_path / "out")
+    table = summarize(frame, reps=50)
+    assert set(table["split"]) == {"tune", "test"}
+    unedited = table[(table.split == "tune") & (table.method == "unedited")].iloc[0]
+    assert unedited["ES"] == pytest.approx(frame[(frame.split == "tune") & (frame.method == "unedited")]["ES"].mean())
+
+
+def test_ngram_entropy_and_harmonic_mean():
+    assert ngram_entropy([1, 1, 1, 1, 1]) == 0.0
+    # Four distinct bigrams and three distinct trigrams: log2 4 and log2 3, weighted 2/3 and 4/3.
+    assert ngram_entropy([1, 2, 3, 4, 5]) == pytest.approx((2 / 3 * 2 + 4 / 3 * math.log2(3)) / 2)
+    assert harmonic([1.0, 0.5, 1.0]) == pytest.approx(0.75)
+    assert harmonic([1.0, 0.0, 1.0]) == 0.0
+
+
+def test_cli_bench_end_to_end_and_bad_input(decoder, tmp_path, capsys):
+    cases = save_cases(_cases(), tmp_path / "cases.jsonl")
+    out = tmp_path / "cli"
+    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(cases), "--methods", "kn,random",
+                 "--out", str(out), "--steps", "4", "--generation-tokens", "5", "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "edit bench (1 cases)" in printed
+    for name in ("methods.csv", "cases.csv", "config.json", "methods.png", "report.md"):
+        assert (out / name).is_file(), name
+    methods = pd.read_csv(out / "methods.csv")
+    assert list(methods["method"]) == ["unedited", "kn", "random"] and set(methods["split"]) == {"test"}
+    assert "CPU:" in (out / "report.md").read_text()
+    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(cases), "--methods", "kn,memit",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "unknown edit method 'memit'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"case_id": 0, "split": "tune"}) + "\n")
+    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(bad), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:1" in err and "Traceback" not in err
+    assert not (tmp_path / "y").exists()
+
+
+def test_bench_reverts_the_edit_when_a_measurement_fails(decoder, tmp_path, monkeypatch):
+    from kneuron.experiments import edit_bench
+
+    kn = kneuron.load(str(decoder), device="cpu")
+    before = model_fingerprint(kn)
+    real = edit_bench.Measure.case
+    edited = []
+
+    def failing(self, case, base):
+        if base is None:
+            return real(self, case, base)
+        edited.append(model_fingerprint(self.kn) != before)  # the edit is in the weights now
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(edit_bench.Measure, "case", failing)
+    config = BenchConfig(model=str(decoder), cases="c", methods=["kn_paper"], steps=4, p=0.3, min_prompts=1, generation_tokens=4,
+                         ppl_sentences=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_bench(kn, [_cases()[0]] * 1, config, tmp_path / "o", )
+    assert edited == [True]
+    assert model_fingerprint(kn) == before
