@@ -97,6 +97,31 @@ def test_update_from_explicit_neurons(tiny_world, tmp_path, capsys):
     assert "before -> after" in capsys.readouterr().out
 
 
+def test_signed_updates_on_the_trained_world_are_the_papers(run, tiny_world):
+    """On BERT the default direction ("auto") is the paper's rule, bit for bit: results on the fact
+    world stay what they were, although GELU lets a knowledge neuron fire negatively."""
+    from kneuron.edits import neuron_signs, plan_update
+
+    kn = kneuron.load(str(tiny_world), device="cpu")
+    sets = run.sets("kn")
+    checked = negative = 0
+    for i in run.facts_with_neurons() if hasattr(run, "facts_with_neurons") else range(len(run.facts.facts)):
+        neurons = sets[i]
+        if not neurons:
+            continue
+        fact = run.facts.facts[i]
+        target = next(f.object for f in run.facts.facts if f.relation == fact.relation and f.object != fact.object)
+        default = plan_update(kn, neurons, fact.object, target, prompts=fact.prompts)
+        paper = plan_update(kn, neurons, fact.object, target, direction="paper", embedding="input")
+        assert default.info["direction"] == "paper" and torch.equal(default.values, paper.values)
+        signs = neuron_signs(kn, neurons, fact.prompts)
+        negative += signs.count(-1.0)
+        signed = plan_update(kn, neurons, fact.object, target, prompts=fact.prompts, direction="signed")
+        assert torch.equal(signed.values, paper.values) == (-1.0 not in signs)
+        checked += 1
+    assert checked >= 3 and not kn.adapter.gated(kn.model)
+
+
 def test_update_finds_neurons_from_prompts_and_fits(tiny_world, tmp_path, capsys):
     from kneuron.world import load_world_facts
 
@@ -114,7 +139,7 @@ def test_update_finds_neurons_from_prompts_and_fits(tiny_world, tmp_path, capsys
     edit = Edit.load(path)
     kn = kneuron.load(str(tiny_world), device="cpu")
     expect = kn.find_neurons(a.prompts[:4], a.object, min_prompts=3)
-    assert edit.neurons == expect and edit.info["fit"] and edit.info["direction"] == "signed"
+    assert edit.neurons == expect and edit.info["fit"] and edit.info["direction"] == "paper"  # BERT: auto = paper
     if edit.info["reached"]:  # the fitted edit makes the new answer top-1 on every prompt it was fitted to
         with edit.apply(kn):
             assert all(kn.predict(p, 1)[0][0].strip() == b.object for p in a.prompts[:4])
@@ -155,7 +180,7 @@ def test_erase_relation_from_a_run(run, tiny_world, tmp_path, capsys):
     (["update", "--to", "x", "--out", "e.kedit", "--from", "a", "--prompt", "p [MASK].", "--check", "nothing"],
      "write PROMPT=ANSWER"),
     (["update", "--to", "x", "--out", "e.kedit", "--from", "a", "--prompt", "p", "--direction", "up"],
-     "--direction must be one of signed, paper"),
+     "--direction must be one of auto, signed, paper"),
     (["update", "--to", "x", "--out", "e.bin", "--neurons", "0:1", "--from", "a"], "ends in .kedit"),
     (["update", "--to", "x", "--out", "e.kedit", "--neurons", "0-1", "--from", "a"], "bad neuron '0-1'"),
     (["update", "--to", "x", "--out", "e.kedit", "--subject", "s", "--neurons", "0:1", "--from", "a"], "need --run"),

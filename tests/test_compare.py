@@ -101,14 +101,17 @@ def _run(setup, out, **kw):
     return compare(kn, load_facts_jsonl(path), out, cfg)
 
 
-def _row_by_hand(kn, facts, neurons, method, budget, factor):
+def _row_by_hand(kn, facts, neurons, method, budget, factor, records=None):
     """A row's suppress (factor 0) or amplify (factor 2), recomputed through kn.suppress / kn.amplify:
-    per relation (mean p_new - mean p_orig) / mean p_orig over its facts' usable prompts, in percent,
-    then the unweighted mean over relations."""
+    per relation (mean p_new - mean p_orig) / mean p_orig over its facts' usable prompts (with
+    `records`, scores.jsonl's: each fact's selection prompts), in percent, then the unweighted mean
+    over relations."""
     sets = neurons[(neurons.method == method) & (neurons.budget == budget)]
     per_rel: dict[str, list[tuple[float, float]]] = {}
-    for f in facts.facts:
+    for n, f in enumerate(facts.facts):
         prompts = [p for p in f.prompts if kn.is_masked or kn.ends_at_blank(p)]
+        if records is not None:
+            prompts = [f.prompts[k] for k in records[n].get("prompts", ())]
         try:
             for p in prompts:
                 kn.encode(p, f.object)
@@ -135,7 +138,9 @@ def test_methods_csv_schema_and_outputs(setup, tiny, tmp_path):
     assert rows == expect + [("ig_refined", 0), ("ig_specific", 0)]
     top = methods[methods.budget > 0]
     assert (top["neurons_per_fact"] == top["budget"]).all()
-    assert (methods["facts"] == 9).all() and (methods["prompts"] == 45).all()  # "Paris Texas" is skipped
+    # "Paris Texas" is skipped; of each fact's 5 prompts 3 choose (in-sample) and 2 are held out.
+    assert (methods["facts"] == 9).all() and (methods["prompts"] == 27).all() and (methods["heldout_prompts"] == 18).all()
+    assert (methods["split"] == "all").all() and methods[["suppress_heldout", "amplify_heldout"]].notna().all().all()
     assert methods["other_relations_suppress"].notna().all()
     # IG's neurons lower their facts, far more than random ones (measured: -27/-43/-63% against 0/+1/-3%).
     by = methods.set_index(["method", "budget"])
@@ -147,15 +152,17 @@ def test_methods_csv_schema_and_outputs(setup, tiny, tmp_path):
     neurons = pd.read_csv(tmp_path / "out" / "neurons.csv")
     # The numbers themselves, recomputed independently through kn.suppress / kn.amplify.
     facts = load_facts_jsonl(setup[2])
+    records = {r["fact"]: r for r in map(json.loads, (tmp_path / "out" / "scores.jsonl").read_text().splitlines())}
     for method, budget in (("ig", 2), ("random", 2), ("ig_refined", 0)):
         for col, factor in (("suppress", 0.0), ("amplify", 2.0)):
-            want = _row_by_hand(tiny, facts, neurons, method, budget, factor)
+            want = _row_by_hand(tiny, facts, neurons, method, budget, factor, records)
             assert by.loc[(method, budget), col] == pytest.approx(want, rel=1e-4, abs=1e-4), (method, col)
     assert list(neurons.columns) == ["method", "budget", "relation", "subject", "layer", "index"]
     per = neurons[(neurons.method == "ig") & (neurons.budget == 2)].groupby("subject").size()
     assert (per == 2).all()
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["seed"] == 0 and config["budgets"] == [1, 2, 4] and config["other_prompts"] == 4
+    assert config["heldout"] == 2 and config["tune_share"] == 0.0
     assert (tmp_path / "out" / "deletion_curve.png").read_bytes()[:4] == b"\x89PNG"
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="compare"' in html and 'id="figure-deletion_curve"' in html
@@ -228,26 +235,44 @@ def test_run_reuses_the_stored_ig(setup, tmp_path, monkeypatch):
     discover(kn, load_facts_jsonl(path), tmp_path / "run", DiscoveryConfig(model=str(model_dir), data=str(path)),
              progress=False)
     monkeypatch.setattr(type(kn), "attribute", lambda *a, **k: pytest.fail("IG recomputed despite --run"))
-    out = tmp_path / "cmp"
-    assert main(["compare", "--model", str(model_dir), "--out", str(out), "--run", str(tmp_path / "run"),
-                 "--methods", "ig,random", "--budgets", "1,2", "--no-progress"]) == 0
-    neurons = pd.read_csv(out / "neurons.csv")
+    # The run saw every prompt (no --holdout): compare holds 2 of each fact's 5 out of the stored IG and
+    # refines the other 3 prompts' coarse sets again; with --heldout 0 the refined sets are the run's.
+    out, whole = tmp_path / "cmp", tmp_path / "whole"
+    for where, extra in ((out, []), (whole, ["--heldout", "0"])):
+        assert main(["compare", "--model", str(model_dir), "--out", str(where), "--run", str(tmp_path / "run"),
+                     "--methods", "ig,random", "--budgets", "1,2", "--no-progress", *extra]) == 0
     table = RunDir(tmp_path / "run").neurons()
     kn_sets = table[table.method == "kn"]
-    got = neurons[neurons.method == "ig_refined"]
+    got = pd.read_csv(whole / "neurons.csv")
+    got = got[got.method == "ig_refined"]
     assert list(zip(got.subject, got.layer, got["index"])) == list(zip(kn_sets.subject, kn_sets.layer, kn_sets["index"]))
-    # ig at budget 1: the neuron with the highest mean stored coarse score (0 where a prompt did not keep it).
+    assert json.loads((whole / "selection.json").read_text())["specific"]["refined_from"] == "run"
+    assert pd.read_csv(whole / "methods.csv")["suppress_heldout"].isna().all()
+    assert json.loads((out / "selection.json").read_text())["specific"]["refined_from"] == "selection prompts"
+    # ig at budget 1: the neuron with the highest mean stored coarse score over the selection prompts
+    # (0 where a prompt did not keep it); the held-out prompts' scores do not count.
+    neurons = pd.read_csv(out / "neurons.csv")
+    scored = {r["fact"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
     records = RunDir(tmp_path / "run").records()
-    rec = next(r for r in records.values() if "skipped" not in r)
-    totals = {}
-    for prompt in rec["kn"]:
-        for layer, index, score in prompt:
-            totals[(layer, index)] = totals.get((layer, index), 0.0) + score
-    best = max(totals, key=lambda n: (totals[n], -n[0], -n[1]))
-    row = neurons[(neurons.method == "ig") & (neurons.budget == 1) & (neurons.subject == rec["subject"])]
-    assert (int(row.layer.iloc[0]), int(row["index"].iloc[0])) == best
+    differs = 0
+    for i, rec in records.items():
+        if "skipped" in rec:
+            continue
+        assert len(scored[i]["prompts"]) == 3 and len(scored[i]["heldout"]) == 2
+        totals, everywhere = {}, {}
+        for k, prompt in enumerate(rec["kn"]):
+            for layer, index, score in prompt:
+                everywhere[(layer, index)] = everywhere.get((layer, index), 0.0) + score
+                if k in scored[i]["prompts"]:
+                    totals[(layer, index)] = totals.get((layer, index), 0.0) + score
+        best = max(totals, key=lambda n: (totals[n], -n[0], -n[1]))
+        differs += best != max(everywhere, key=lambda n: (everywhere[n], -n[0], -n[1]))
+        row = neurons[(neurons.method == "ig") & (neurons.budget == 1) & (neurons.subject == rec["subject"])]
+        assert (int(row.layer.iloc[0]), int(row["index"].iloc[0])) == best
+    assert differs  # the check can tell the two apart
     methods = pd.read_csv(out / "methods.csv")
     assert methods[methods.method == "ig"]["seconds_per_prompt"].isna().all()
+    assert methods["suppress_heldout"].notna().all()
     assert json.loads((out / "config.json").read_text())["run"] == str(tmp_path / "run")
 
 
@@ -258,6 +283,10 @@ def test_run_reuses_the_stored_ig(setup, tmp_path, monkeypatch):
     (["--budgets", "1,2.5"], "budgets must be integers, got '2.5'"),
     (["--limit-facts", "0"], "--limit-facts must be >= 1, got 0"),
     (["--run", "RUN", "--model", "other-model"], "was made with the model"),
+    (["--heldout", "-1"], "--heldout must be an integer >= 0, got -1"),
+    (["--tune-share", "1"], "--tune-share must be in [0, 1), got 1.0"),
+    (["--tune-share", "0.5", "--specific-fractions", "0.1,x"], "--specific-fractions must be numbers, got 'x'"),
+    (["--tune-share", "0.5", "--specific-fractions", "0.1,-2"], "fraction must be >= 0, got -2"),
 ])
 def test_bad_input_is_one_line(setup, tmp_path, capsys, args, message):
     _, model_dir, path = setup
@@ -314,7 +343,7 @@ def test_atp_finds_its_subject_in_any_case_and_a_bad_fact_skips_alone(setup, tin
     skipped = json.loads((tmp_path / "out" / "selection.json").read_text())["skipped"]
     assert sorted(skipped) == ["1", "2", "9"]  # Gaul, Italy, and "Paris Texas" (not one token)
     assert "subject 'Gaul' does not occur in the prompt" in skipped["1"] and skipped["2"] == "atp: no noise today"
-    assert (res.methods["facts"] == 7).all() and (res.methods["prompts"] == 35).all()
+    assert (res.methods["facts"] == 7).all() and (res.methods["prompts"] == 21).all()
     atp = res.neurons[(res.neurons.method == "atp") & (res.neurons.budget == 2)]
     assert len(atp[atp.subject == "ireland"]) == 2
 
@@ -360,6 +389,9 @@ def test_causal_compare_end_to_end_on_a_run_that_skipped_prompts(tmp_path):
     assert json.loads((out / "selection.json").read_text())["skipped"] == {}
     assert all(json.loads(line)["prompts"] == [0, 1, 2] for line in (out / "scores.jsonl").read_text().splitlines())
     assert methods[["suppress", "amplify", "other_relations_suppress"]].notna().all().all()
+    # 3 prompts per fact: too few to hold any out, so the held-out columns are NaN and one warning says why.
+    assert methods[["suppress_heldout", "amplify_heldout"]].isna().all().all() and (methods["heldout_prompts"] == 0).all()
+    assert json.loads((out / "selection.json").read_text())["heldout"]["facts_without"] == 7
     top = methods[methods.budget > 0]
     assert (top["neurons_per_fact"] == top["budget"]).all()
     by = methods.set_index(["method", "budget"])

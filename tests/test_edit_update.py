@@ -44,8 +44,9 @@ def test_signed_update_flips_the_change_of_negative_neurons(llama):
     assert act[neg] < 0 < act[pos]  # a gated MLP has coefficients of both signs
     assert neuron_signs(kn, [neg, pos], PROMPTS) == [-1.0, 1.0]
     paper = plan_update(kn, [neg, pos], "the", "capital", direction="paper")
-    signed = plan_update(kn, [neg, pos], "the", "capital", prompts=PROMPTS)
-    assert signed.info["signs"] == [-1.0, 1.0] and signed.info["direction"] == "signed"
+    signed = plan_update(kn, [neg, pos], "the", "capital", prompts=PROMPTS)  # "auto" is "signed" on a gated MLP
+    assert kn.adapter.gated(kn.model) and signed.info["direction"] == "signed"
+    assert signed.info["signs"] == [-1.0, 1.0]
     base = paper.base_values
     assert torch.equal(signed.base_values, base)
     assert torch.allclose(signed.values[0] - base[0], -(paper.values[0] - base[0]), atol=1e-6)
@@ -66,7 +67,7 @@ def test_signed_equals_the_paper_rule_bit_for_bit_when_activations_are_positive(
     positive = [Neuron(int(i) // kn.num_neurons, int(i) % kn.num_neurons)
                 for i in torch.topk(act.flatten(), 6).indices]
     assert all(act[n] > 0 for n in positive)
-    signed = plan_update(kn, positive, "Dublin", "Paris", prompts=prompts)
+    signed = plan_update(kn, positive, "Dublin", "Paris", prompts=prompts, direction="signed")
     paper = plan_update(kn, positive, "Dublin", "Paris", direction="paper", embedding="input")
     assert torch.equal(signed.values, paper.values) and signed.base_fingerprint == paper.base_fingerprint
 
@@ -114,9 +115,26 @@ def test_update_refuses_bad_input_and_leaves_the_model_alone(llama):
     with pytest.raises(KneuronError, match="new answer is the old one"):
         plan_update(kn, [(0, 1)], "the", "the", prompts=PROMPTS)
     with pytest.raises(KneuronError, match="reads the neurons' signs"):
-        plan_update(kn, [(0, 1)], "the", "capital")
+        plan_update(kn, [(0, 1)], "the", "capital")  # a gated MLP: "auto" needs the prompts
     with pytest.raises(KneuronError, match="direction must be"):
         plan_update(kn, [(0, 1)], "the", "capital", direction="up")
     with pytest.raises(KneuronError, match="embedding must be"):
         plan_update(kn, [(0, 1)], "the", "capital", prompts=PROMPTS, embedding="both")
     assert same(before, state(kn))
+
+
+def test_erase_unk_follows_the_neurons_signs_and_zero_ignores_them(llama):
+    from kneuron.edits import plan_erase
+
+    kn = llama
+    kn.tokenizer.unk_token = kn.tokenizer.unk_token or kn.tokenizer.eos_token
+    neurons = [Neuron(0, 1), Neuron(2, 5)]
+    emb = kn.adapter.word_embeddings(kn.model)
+    unk = kn.tokenizer.unk_token_id
+    signed = plan_erase(kn, neurons, "unk", signs=[-1.0, 1.0])
+    assert torch.equal(signed.values[0], -emb[unk].detach()) and torch.equal(signed.values[1], emb[unk].detach())
+    assert signed.info["signs"] == [-1.0, 1.0]
+    assert torch.equal(plan_erase(kn, neurons, "unk").values[0], emb[unk].detach())
+    assert torch.count_nonzero(plan_erase(kn, neurons, "zero", signs=[-1.0, 1.0]).values) == 0
+    with pytest.raises(KneuronError, match="one per neuron"):
+        plan_erase(kn, neurons, "unk", signs=[1.0])

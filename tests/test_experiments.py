@@ -243,7 +243,16 @@ def test_updating_against_direct_computation(kn, tmp_path):
         assert row.intra_logppl_orig == pytest.approx(logppl(intra), abs=1e-4)
         assert row.inter_logppl_orig == pytest.approx(logppl(inter), abs=1e-4)
         neurons = [tuple(int(x) for x in s[1:].split(".")) for s in row.neuron_list.split()]
-        with plan_update(kn, neurons, row.original, row.target).apply(kn):
+        edit = plan_update(kn, neurons, row.original, row.target, prompts=facts.facts[row.fact].prompts)
+        assert edit.info["direction"] == "paper"  # BERT: the default keeps the paper's rule
+        paper = plan_update(kn, neurons, row.original, row.target, direction="paper")
+        for k, sign in enumerate(edit.info["signs"]):  # +1: the paper's slot bit for bit; -1: the change flipped
+            if sign > 0:
+                assert torch.equal(edit.values[k], paper.values[k])
+            else:
+                base = paper.base_values[k]
+                assert torch.allclose(edit.values[k] - base, -(paper.values[k] - base), atol=1e-5)
+        with edit.apply(kn):
             assert row.intra_logppl_new == pytest.approx(logppl(intra), abs=1e-4)
             assert row.inter_logppl_new == pytest.approx(logppl(inter), abs=1e-4)
             top = kn.predict(row.prompt, 1)[0][0]

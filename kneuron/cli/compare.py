@@ -28,7 +28,9 @@ def compare_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (an existing one is resumed)."),
     relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids."),
     limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts of each relation."),
-    prompts_per_fact: int = typer.Option(None, "--prompts-per-fact", help="A seeded sample of N prompts per fact."),
+    prompts_per_fact: int = typer.Option(None, "--prompts-per-fact",
+                                         help="A seeded sample of N selection prompts per fact (the held-out ones are "
+                                              "drawn first)."),
     methods: str = typer.Option("ig,activation,grad_x_act,ig_1step,atp,random", "--methods",
                                 help="Comma-separated: ig, activation, grad_x_act, ig_1step, atp, random."),
     budgets: str = typer.Option("1,2,4,8,16,32", "--budgets", help="Comma-separated neurons per fact (integers >= 1)."),
@@ -39,14 +41,28 @@ def compare_cmd(
     specific_fraction: float = typer.Option(0.2, "--specific-fraction",
                                             help="Rule effect: keep a neuron when its collateral damage is at most "
                                                  "this fraction of its own effect."),
+    heldout: int = typer.Option(2, "--heldout",
+                                help="Held-out prompts per fact: drawn (seeded) from each fact with at least K + 3 "
+                                     "usable prompts, they choose nothing and give the suppress_heldout / "
+                                     "amplify_heldout columns; 0 = none (every effect in-sample)."),
+    tune_share: float = typer.Option(0.0, "--tune-share",
+                                     help="Share of each relation's facts (seeded) on which rule effect's fraction is "
+                                          "chosen among --specific-fractions (tuning.csv); every row of methods.csv is "
+                                          "then measured on the other facts (split = test). 0 = no tuning."),
+    specific_fractions: str = typer.Option("0.1,0.2,0.5", "--specific-fractions",
+                                           help="With --tune-share: the fractions of rule effect to sweep on the tune "
+                                                "facts (--specific-fraction is then not used)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice (recorded in config.json)."),
     run: Path = typer.Option(None, "--run", help="A discovery run whose IG to reuse (same model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every neuron by each method, keep each fact's top-k, and test them causally: own-prompt
-    suppress/amplify, other relations' collateral damage, split-half consistency; writes methods.csv,
-    neurons.csv, config.json, deletion_curve.png and report.html to OUT (resumable)."""
+    suppress/amplify (in-sample, and on --heldout prompts per fact that chose nothing), other relations'
+    collateral damage (on facts and answers that chose nothing), split-half consistency; writes
+    methods.csv, neurons.csv, selection.json, config.json, deletion_curve.png and report.html to OUT
+    (resumable).  With --tune-share, rule effect's fraction is chosen on tune facts (tuning.csv) and
+    every row is reported on the remaining test facts."""
     import kneuron
     from kneuron.cli.experiment import set_threads
     from kneuron.compare import CompareConfig, check_budgets, check_methods, compare
@@ -57,7 +73,8 @@ def compare_cmd(
                            methods=check_methods(methods.split(",")), budgets=check_budgets(budgets.split(",")),
                            seed=seed, other_prompts=other_prompts, prompts_per_fact=prompts_per_fact,
                            specific_rule=check_specific_rule(specific_rule, specific_fraction),
-                           specific_fraction=specific_fraction)
+                           specific_fraction=specific_fraction, heldout=heldout, tune_share=tune_share,
+                           specific_fractions=_fractions(specific_fractions))
     if limit_facts is not None and limit_facts < 1:
         raise KneuronError(f"--limit-facts must be >= 1, got {limit_facts}")
     rundata = None
@@ -68,10 +85,25 @@ def compare_cmd(
     facts = None if rundata is not None else load_facts(config.data)
     say = (lambda text: console.print(f"[dim]{escape(text)}[/]")) if progress else None
     result = compare(kn, facts, out, config, progress=say, run=rundata)
+    if result.heldout_note:
+        console.print(f"[yellow]warning:[/] {escape(result.heldout_note)}")
     print_methods(result.methods)
+    if result.tuning is not None:
+        console.print(f"rule effect: fraction {result.specific_fraction:g} chosen on the tune facts "
+                      f"(-> {out / 'tuning.csv'}); every row above is measured on the test facts")
     console.print(f"-> {out / 'methods.csv'}, {out / 'neurons.csv'}, {out / 'deletion_curve.png'}, "
                   f"{out / 'report.html'}" + (f" (resumed {result.resumed_facts} scored facts)"
                                               if result.resumed_facts else ""))
+
+
+def _fractions(text: str) -> list[float]:
+    out = []
+    for t in _split(text) or []:
+        try:
+            out.append(float(t))
+        except ValueError:
+            raise KneuronError(f"--specific-fractions must be numbers, got {t!r}") from None
+    return out
 
 
 def _load_run(run: Path, config, data, relations, limit_facts):
@@ -101,9 +133,12 @@ def _same_model(a: str, b: str) -> bool:
 
 def print_methods(methods) -> None:
     table = Table(title="localization methods under causal tests (% change of P(answer))")
-    cols = ["method", "budget", "suppress", "amplify", "other_relations_suppress", "consistency",
-            "seconds_per_prompt", "neurons_per_fact"]
-    heads = ["method", "k", "suppress", "amplify", "other rel.", "consist.", "s/prompt", "n/fact"]
+    cols = ["method", "budget", "suppress", "amplify", "suppress_heldout", "amplify_heldout",
+            "other_relations_suppress", "consistency", "seconds_per_prompt", "neurons_per_fact"]
+    heads = ["method", "k", "suppress", "amplify", "supp. held-out", "ampl. held-out", "other rel.", "consist.",
+             "s/prompt", "n/fact"]
+    if "split" in methods and (methods["split"] != "all").any():
+        table.caption = "rows measured on the test facts (split = test)"
     for c, head in zip(cols, heads):
         table.add_column(head, justify="left" if c == "method" else "right", no_wrap=c == "method")
     for row in methods.itertuples(index=False):

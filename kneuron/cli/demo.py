@@ -2,7 +2,8 @@
 
 With a real model (`--model smollm2-135m`) the facts are the 21 real facts shipped with kneuron
 (`--data real`).  Beside the paper's own-prompt effects it prints the collateral effect on other
-relations' prompts, so that generic neurons show as such.
+relations' prompts, so that generic neurons show as such, and, with `--holdout K` (default 2),
+the same effects on K prompts per fact that discovery never saw (facts with at least K + 3 prompts).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import POSITIVE, SEED, ranged
+from kneuron.cli.options import NON_NEGATIVE, POSITIVE, SEED, ranged
 from kneuron.errors import KneuronError
 
 console = Console()
@@ -36,6 +37,9 @@ def demo(
     causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
     other_prompts: int = ranged(10, "--other-prompts", within=POSITIVE,
                                 help="Prompts of other relations on which each fact's neurons are suppressed."),
+    holdout: int = ranged(2, "--holdout", within=NON_NEGATIVE,
+                          help="Prompts per fact held out of discovery (facts with at least K + 3 prompts), on which "
+                               "the effects are measured again; 0 = none."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -45,6 +49,7 @@ def demo(
     from kneuron.cli.experiment import set_threads
     from kneuron.data import load_facts
     from kneuron.experiments import method_means, other_fact_effects, prompt_effects, relation_ratios
+    from kneuron.experiments.activation_effects import HELDOUT_FACTORS, heldout_ratios
     from kneuron.experiments.controls import method_sets
     from kneuron.experiments.rundata import RunData
     from kneuron.runs import DiscoveryConfig, discover
@@ -67,18 +72,27 @@ def demo(
     set_threads(kn, ctx)
     console.print(f"model: {kn!r}\nfacts: {len(facts)} facts, {facts.num_prompts} prompts, "
                   f"{len(facts.by_relation())} relations")
-    config = DiscoveryConfig(model=model_name, data=data_name, limit_facts=limit_facts, seed=seed)
+    config = DiscoveryConfig(model=model_name, data=data_name, limit_facts=limit_facts, seed=seed, holdout=holdout)
     result = discover(kn, facts, out / "run", config, progress=progress)
     print_relations(result.relations)
-    chosen = RunData.load(out / "run", facts).facts  # the prompts discovery used (a causal LM skips some)
+    rundata = RunData.load(out / "run", facts)
+    chosen = rundata.facts  # the prompts discovery used (a causal LM skips some, --holdout keeps some apart)
     sets = method_sets(result.neurons, kn.num_layers, kn.num_neurons, seed)
-    effects = prompt_effects(kn, chosen, sets)
+    done = rundata.fact_indices  # the facts discovery did not skip (an answer of several tokens, say)
+    effects = prompt_effects(kn, chosen, sets, fact_indices=done)
     ratios = relation_ratios(effects)
-    others = other_fact_effects(kn, chosen, sets, seed=seed, prompts_per_fact=other_prompts)
+    held = heldout_ratios(kn, rundata.heldout, sets, fact_indices=done)
+    if held is not None:
+        ratios = ratios.merge(held, on=["method", "relation"], how="left")
+    elif holdout:
+        console.print(f"[yellow]warning:[/] no fact has {holdout} + 3 prompts: no held-out prompt, every effect "
+                      "below is measured on the prompts that chose the neurons")
+    others = other_fact_effects(kn, chosen, sets, seed=seed, prompts_per_fact=other_prompts, fact_indices=done)
     other_ratios = relation_ratios(others, factors=("other",)) if len(others) else None
     if other_ratios is not None:
         ratios = ratios.merge(other_ratios[["method", "relation", "other"]], on=["method", "relation"], how="left")
-    means = method_means(ratios, factors=("suppress", "amplify") + (("other",) if other_ratios is not None else ()))
+    means = method_means(ratios, factors=("suppress", "amplify") + (HELDOUT_FACTORS if held is not None else ())
+                         + (("other",) if other_ratios is not None else ()))
     out.mkdir(parents=True, exist_ok=True)
     effects.to_csv(out / "effects.csv", index=False)
     others.to_csv(out / "other_effects.csv", index=False)
@@ -88,6 +102,9 @@ def demo(
     (out / "summary.json").write_text(json.dumps({"model": model_name, "data": data_name,
                                                   "mean_change_percent": summary, "seed": seed,
                                                   "other_prompts_per_fact": other_prompts,
+                                                  "holdout": holdout, "heldout_prompts": int(
+                                                      held.drop_duplicates("relation")["heldout_prompts"].sum())
+                                                  if held is not None else 0,
                                                   "seconds": time.perf_counter() - start}, indent=2))
     print_effects(ratios, means)
     console.print(f"results in {out}/ (run/, effects.csv, other_effects.csv, ratios.csv, summary.json); "
@@ -96,14 +113,16 @@ def demo(
 
 def print_effects(ratios, means) -> None:
     """One row per relation; each cell is knowledge neurons / activation baseline / random neurons."""
-    effects = ("suppress", "amplify") + (("other",) if "other" in ratios.columns else ())
+    effects = ("suppress", "amplify") + tuple(e for e in ("suppress_heldout", "amplify_heldout", "other")
+                                              if e in ratios.columns)
     methods = ("kn", "baseline", "random")
     table = Table(title="change of the gold probability, % (kn / baseline / random)", caption=(
         "ratio of means per relation; mean = over relations; 'others': a fact's neurons suppressed on "
         "prompts of other relations"))
     table.add_column("relation")
+    heads = {"other": "suppress others", "suppress_heldout": "suppress held-out", "amplify_heldout": "amplify held-out"}
     for e in effects:
-        table.add_column("suppress others" if e == "other" else e, justify="right", no_wrap=True)
+        table.add_column(heads.get(e, e), justify="right", no_wrap=True)
     pivot = {(r["method"], r["relation"]): r for r in ratios.to_dict("records")}
 
     def cell(rows, e):

@@ -51,6 +51,9 @@ def discover(
     specific_fraction: float = ranged(0.2, "--specific-fraction", within=NON_NEGATIVE,
                                       help="--specific effect: keep a neuron when its collateral damage is at most this "
                                            "fraction of its own effect."),
+    holdout: int = ranged(0, "--holdout", within=NON_NEGATIVE,
+                          help="Hold K prompts of each fact (with at least K + 3 usable ones) out of discovery, seeded; "
+                               "the run records them, and demo, reproduce and compare --run measure effects on them."),
 ) -> None:
     """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
 
@@ -61,7 +64,7 @@ def discover(
     try:
         _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
                   address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific,
-                  specific_fraction)
+                  specific_fraction, holdout)
     except KneuronError as exc:
         from kneuron.cli import _state, err_console
 
@@ -74,7 +77,7 @@ def discover(
 
 def _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
               address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific="none",
-              specific_fraction=0.2) -> None:
+              specific_fraction=0.2, holdout=0) -> None:
     from kneuron.data import load_facts
     from kneuron.errors import KneuronError
     from kneuron.runs import DiscoveryConfig
@@ -91,7 +94,7 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
             raise KneuronError(f"{', '.join(given)} only apply to --backend ray")
     config = DiscoveryConfig(model=model, data=data, relations=_relations(relations), limit_facts=limit_facts,
                              steps=steps, method=method, precision=precision, seed=seed, tf32=tf32,
-                             specific=specific, specific_fraction=specific_fraction)
+                             specific=specific, specific_fraction=specific_fraction, holdout=holdout)
     if backend == "ray":
         runner = RayBackend(address=address, workers=workers, threads_per_worker=worker_threads,
                             gpus_per_worker=gpus_per_worker, device=device)  # fails early without Ray
@@ -132,6 +135,9 @@ def print_relations(summary: dict, neurons=None) -> None:
             cells.append(_num(specific.get(rel, 0) / done if done else None))
         table.add_row(*cells)
     console.print(table)
+    held = sum(s.get("heldout_prompts", 0) for s in summary.values())
+    if held:
+        console.print(f"{held} prompts held out of discovery (--holdout): the run records them for measuring")
     skipped = sum(s.get("skipped_prompts", 0) for s in summary.values())
     if skipped:
         console.print(f"{skipped} prompts skipped: their blank is not at the end, which a causal LM cannot continue")

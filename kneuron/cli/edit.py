@@ -125,8 +125,8 @@ def update(
     lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
     lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
     scaling: str = typer.Option("norm", help="(with --no-fit) norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
-    direction: str = typer.Option("signed", help="signed (each slot's change times the sign of its neuron's mean "
-                                  "activation; right for gated MLPs) | paper (the literal rule)."),
+    direction: str = typer.Option("auto", help="auto (signed on gated MLPs, paper elsewhere) | signed (each slot's "
+                                  "change times the sign of its neuron's mean activation) | paper (the literal rule)."),
     embedding: str = typer.Option("output", help="output (the unembedding rows the head reads) | input (the paper's E)."),
     paper: bool = typer.Option(False, "--paper", help="The paper's rule exactly: --no-fit --direction paper "
                                "--embedding input, λ1 = 1, λ2 = 8 norm-scaled unless given."),
@@ -190,8 +190,8 @@ def update(
             raise KneuronError("--from without --neurons needs --prompt (the fact's prompts, to find its neurons)")
         fact_prompts = prompts
         model = model or "world"
-    if (fit or direction == "signed") and not fact_prompts:
-        raise KneuronError("--fit and --direction signed read the fact's prompts: give --prompt (or --paper)")
+    if (fit or direction != "paper") and not fact_prompts:
+        raise KneuronError("--fit and --direction auto/signed read the fact's prompts: give --prompt (or --paper)")
     kn = load_model(model, device, ctx)
     for p in fact_prompts + [c for c, _ in checks_]:
         kn.encode(p)  # a prompt without a blank fails here, before any work
@@ -209,13 +209,13 @@ def update(
         edit = fit_update(kn, chosen, original, to, fact_prompts, direction=direction, embedding=embedding,
                           ratio=ratio, margin=margin)
     else:
-        edit = plan_update(kn, chosen, original, to, prompts=fact_prompts if direction == "signed" else None,
+        edit = plan_update(kn, chosen, original, to, prompts=fact_prompts if direction != "paper" else None,
                            direction=direction, embedding=embedding, lambda1=lambda1, lambda2=lambda2,
                            scaling=scaling)
     edit.info.update({"model": model, **source})
     how = (f"fitted strength {edit.info['scale']:.3g}" + ("" if edit.info["reached"] else " (capped: the new answer "
            "did not become top-1 on every prompt)")) if fit else f"λ1 {lambda1:g}, λ2 {lambda2:g} ({scaling})"
-    console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots ({direction}, {embedding} "
+    console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots ({edit.info['direction']}, {embedding} "
                   f"embeddings, {how}): " + ", ".join(map(str, edit.neurons)), highlight=False)
     if prompts:
         console.print(_prediction_table(kn, prompts, [original, to], lambda fn: _with(edit, kn, fn)))
@@ -266,7 +266,13 @@ def erase(
         raise KneuronError(f"relation {relation} has no knowledge neurons in {run_dir}; nothing to erase")
     model = model or run.config.model
     kn = load_model(model, device, ctx)
-    edit = plan_erase(kn, chosen, replacement)
+    signs = None
+    if replacement == "unk":  # orient E[UNK] by each neuron's sign over the relation's prompts (a zero needs none)
+        from kneuron.edits import neuron_signs
+
+        own = [p for i in run.universe[relation] for p in run.facts.facts[i].prompts][:32]
+        signs = neuron_signs(kn, chosen, own)
+    edit = plan_erase(kn, chosen, replacement, signs=signs)
     edit.info.update({"model": model, "run": str(run_dir), "relation": relation, "top_k": top_k, "seed": seed})
     console.print(f"erase {relation}: {len(edit)} value slots -> {replacement}: " + ", ".join(map(str, edit.neurons)),
                   highlight=False)

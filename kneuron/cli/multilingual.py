@@ -22,6 +22,7 @@ from kneuron.ranges import Range
 
 console = Console()
 TOP = Range(2, integer=True)  # interactions need a pair
+REPEATS = Range(0, integer=True)  # 0: no null
 MARKER = "multilingual.json"  # config of a finished output directory; an existing one may be replaced
 
 
@@ -44,6 +45,26 @@ def _write_dir(out: Path, write) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _null_line(what: str, c: dict | None) -> str:
+    """`observed vs null mean [95% interval], p` of one `compare_to_null` result."""
+    if not c:
+        return f"{what}: no null"
+
+    def show(x):
+        return "not reached" if x is None else f"{x:g}"
+
+    mean = "none reached" if c["null_mean"] is None else f"{c['null_mean']:g}"
+    share = c.get("null_defined")
+    reached = f" (over the {share:.0%} of draws reached)" if share is not None and 0 < share < 1 else ""
+    return escape(f"{what}: observed {show(c['observed'])}; null mean {mean}{reached}, 95% interval "
+                  f"[{show(c['null_low'])}, {show(c['null_high'])}], one-sided p = {c['p_value']:.3g}")
+
+
+def _null_help(what: str) -> str:
+    return (f"Random matched sets for the null of {what} (same layer and activation quantile bin at the "
+            "blank; each costs as much as the observed pairs and greedy search); 0: no null.")
 
 
 def _matrix_table(title: str, frame) -> Table:
@@ -77,6 +98,10 @@ def multilingual(
     with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
                                            "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
     top: int = ranged(20, "--top", within=TOP, help="Neurons per fact and language for --interactions."),
+    null_repeats: int = ranged(20, "--null-repeats", within=REPEATS,
+                               help=_null_help("--interactions (seeded from --seed, per fact and language)")),
+    null_bins: int = ranged(10, "--null-bins", within=POSITIVE, help="Activation quantile bins per layer for "
+                            "the null's matching (halved where a bin has too few neurons)."),
     steps: int = STEPS,
     device: str = DEVICE,
 ) -> None:
@@ -127,15 +152,25 @@ def multilingual(
         console.print(_matrix_table("random neurons, same counts", run.matrix("random")))
         if (run.effects["control"] == "kn@other").any():
             console.print(_matrix_table("knowledge neurons measured on another fact", run.matrix("kn@other")))
-    studied = fact_interactions(kn, run, top=top) if with_interactions else []
+    studied = fact_interactions(kn, run, top=top, seed=seed, null_repeats=null_repeats, null_bins=null_bins) \
+        if with_interactions else []
     if studied:
-        from kneuron.reports.multilingual import interactions_summary
+        from kneuron.reports.multilingual import interactions_null_totals, interactions_summary
 
         summary = interactions_summary(studied)
         console.print(f"interactions: {int(summary['degenerate_pairs'].sum())} degenerate pairs over {len(summary)} "
                       f"(fact, language); greedy set reached in {int(summary['greedy_set_size'].notna().sum())}")
+        totals = {row["statistic"]: row for row in interactions_null_totals(studied).to_dict(orient="records")}
+        if null_repeats:
+            drawn = sum(bool((res.null or {}).get("available")) for _, res in studied)
+            console.print(f"null: {null_repeats} matched random sets per (fact, language); drawn in {drawn} of "
+                          f"{len(studied)}")
+            console.print(_null_line("  degenerate pairs, all facts", totals.get("degenerate_pairs")), highlight=False)
+            console.print(_null_line("  greedy set reached (facts)", totals.get("greedy_reached")), highlight=False)
     config = {"command": "multilingual", "model": model, "data": data, "relations": keep_rel, "languages": languages,
-              "limit_facts": limit_facts, "interactions": with_interactions, "top": top, "device": str(kn.device),
+              "limit_facts": limit_facts, "interactions": with_interactions, "top": top,
+              "null_repeats": null_repeats if with_interactions else None, "null_bins": null_bins,
+              "null_seeds": "derived_seed(seed, 'interactions', fact, language)", "device": str(kn.device),
               "seconds": round(time.perf_counter() - t0, 1), **run.settings}
 
     def write(tmp: Path) -> None:
@@ -166,12 +201,17 @@ def interactions(
     drop_joint: float = ranged(0.75, "--drop-joint", within=FRACTION,
                                help="Degenerate pair: both together keep < this share."),
     remove: float = ranged(0.5, "--remove", within=FRACTION, help="Greedy set: joint suppression keeps < this share."),
+    null_repeats: int = ranged(20, "--null-repeats", within=REPEATS, help=_null_help("both counts")),
+    null_seed: int = ranged(0, "--null-seed", within=SEED, help="Seed of the null's random neurons."),
+    null_bins: int = ranged(10, "--null-bins", within=POSITIVE, help="Activation quantile bins per layer for "
+                            "the null's matching (halved where a bin has too few neurons)."),
     steps: int = STEPS,
     json_out: Path = typer.Option(None, "--json", help="Write every single, pair and set effect here."),
     figure: Path = typer.Option(None, "--figure", help="Write the interaction heatmap (PNG) here."),
     device: str = DEVICE,
 ) -> None:
-    """Single and pair suppression effects of a fact's neurons, their interactions, degenerate pairs."""
+    """Single and pair suppression effects of a fact's neurons, their interactions, degenerate pairs, a
+    greedy decisive set, and both counts against random neurons at matched activation levels."""
     from kneuron.reports.figures import save_png
     from kneuron.reports.multilingual import interaction_figure
     from kneuron.runs.store import write_json_atomic
@@ -179,7 +219,8 @@ def interactions(
     kn = load_model(model, device, ctx)
     chosen = parse_neurons(neurons) if neurons else None
     res = kn.neuron_interactions(list(prompts), answer, chosen, top=top, steps=steps, keep_alone=keep_alone,
-                                 drop_joint=drop_joint, remove=remove)
+                                 drop_joint=drop_joint, remove=remove, null_repeats=null_repeats,
+                                 null_seed=null_seed, null_bins=null_bins)
     console.print(f"{len(res.neurons)} neurons, {len(res.pair)} pairs over {len(res.prompts)} prompts; "
                   f"mean P({escape(answer)}) = {res.p:.4f}", highlight=False)
     single = res.single_effects()
@@ -196,11 +237,21 @@ def interactions(
                   f"(alone >= {keep_alone:.0%}, both < {drop_joint:.0%}): {int(table['degenerate'].sum())}")
     g = res.greedy
     if g.get("reached"):
-        console.print(f"greedy: {g['size']} individually dispensable neurons together keep {g['kept']:.1%} "
-                      f"of the gold probability: {', '.join(g['neurons'])}")
+        console.print(f"greedy set (not necessarily the smallest): {g['size']} individually dispensable neurons "
+                      f"together keep {g['kept']:.1%} of the gold probability: {', '.join(g['neurons'])}")
     else:
-        console.print(f"greedy: no set of the {g.get('pool', 0)} individually dispensable neurons brings the gold "
-                      f"probability below {remove:.0%} (all of them keep {g.get('kept', 1.0):.1%})")
+        console.print(f"greedy: the greedy search over the {g.get('pool', 0)} individually dispensable neurons "
+                      f"never brings the gold probability below {remove:.0%} (all of them keep "
+                      f"{g.get('kept', 1.0):.1%})")
+    null = res.null
+    if null.get("available"):
+        console.print(f"null: {null['repeats']} random sets, each neuron matched by layer and activation bin at "
+                      f"the blank ({null['bins']} bins per layer), seed {null['seed']}")
+        console.print(_null_line("  degenerate pairs", null["degenerate_pairs"]), highlight=False)
+        if "greedy_size" in null:
+            console.print(_null_line("  greedy set size", null["greedy_size"]), highlight=False)
+    elif null:
+        console.print(f"null: not drawn ({escape(null.get('reason', ''))})", highlight=False)
     if json_out is not None:
         write_json_atomic(json_out, res.to_dict())
         console.print(f"-> {json_out}")

@@ -35,7 +35,7 @@ from kneuron.cli.experiment import (
     set_threads,
     settings_from_options,
 )
-from kneuron.cli.options import POSITIVE, ranged
+from kneuron.cli.options import NON_NEGATIVE, POSITIVE, ranged
 
 console = Console()
 
@@ -52,6 +52,10 @@ def reproduce(
                                     help="Comma-separated subset of: statistics,suppression,prompt-types,update,erase."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    holdout: int = ranged(0, "--holdout", within=NON_NEGATIVE,
+                          help="Hold K prompts of each fact (with at least K + 3) out of discovery (seeded); the "
+                               "suppression experiment then also reports suppress_heldout / amplify_heldout on them. "
+                               "0 (default): the paper's discovery on every prompt, effects in-sample."),
     seed: int = SEED_OPTION, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
     max_tries: int = TRIES, share: float = SHARE, scaling: str = SCALING, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2,
     erase_relations: str = ERASE_RELS, top_k: int = TOP_K, replacement: str = REPLACEMENT,
@@ -81,7 +85,8 @@ def reproduce(
     console.print(f"model: {kn!r}\ndata: {data}: {len(facts)} facts, {facts.num_prompts} prompts")
 
     t = time.perf_counter()
-    config = DiscoveryConfig(model=model, data=data, relations=_list(relations), limit_facts=limit_facts)
+    config = DiscoveryConfig(model=model, data=data, relations=_list(relations), limit_facts=limit_facts,
+                             holdout=holdout)
     result = discover(kn, facts, out / "run", config, progress=progress)
     timings["discovery_s"] = time.perf_counter() - t
     console.print(f"discovery: {len(result.neurons)} neuron rows in {timings['discovery_s']:.0f} s"

@@ -2,6 +2,7 @@
 
 from kneuron.compare.engine import (
     COLUMNS,
+    TUNING_COLUMNS,
     CompareConfig,
     CompareResult,
     check_budgets,
@@ -10,4 +11,4 @@ from kneuron.compare.engine import (
 )
 from kneuron.compare.scores import METHODS
 
-__all__ = ["COLUMNS", "METHODS", "CompareConfig", "CompareResult", "check_budgets", "check_methods", "compare"]
+__all__ = ["COLUMNS", "METHODS", "TUNING_COLUMNS", "CompareConfig", "CompareResult", "check_budgets", "check_methods", "compare"]

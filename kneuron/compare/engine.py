@@ -1,37 +1,60 @@
 """Which localization method holds up under causal tests: `compare` scores, selects and intervenes.
 
-For every fact, each method scores every neuron at the blank of each of the fact's prompts
-(`kneuron.compare.scores`); a fact's score of a neuron is its mean over the fact's prompts, and at
+Each fact's usable prompts are split first (`kneuron.selection.heldout`, seed
+`derived_seed(seed, "heldout", fact)`): `heldout` of them (default 2) are held out when the fact
+has at least `heldout` + 3, the rest are its *selection* prompts (a fact with fewer has no
+held-out prompt; such facts are counted, summed up in one warning line and recorded in
+selection.json).  Everything that chooses neurons sees the selection prompts only: every method's
+scores, the refined sets, the halves, and the effect rule's own-fact judgement.
+
+For every fact, each method scores every neuron at the blank of each of the fact's selection
+prompts (`kneuron.compare.scores`); a fact's score of a neuron is its mean over those prompts, and at
 budget k a method keeps its top k neurons.  Two rows of variable size come from IG as well:
 `ig_refined` (the paper's refined sets, p adapted per relation as in discovery) and
 `ig_specific` (the refined sets without their generic neurons, by `specific_rule`, see
 `kneuron.selection.specific`: `effect` keeps a neuron when suppressing it alone lowers the fact
-and moves a seeded sample of other relations' prompts by at most `specific_fraction` of that;
-the sample is drawn apart from the one that measures the collateral damage below, so the rule is
-not judged on the prompts it chose by).  Per (method, budget):
+on its selection prompts and moves a seeded sample of other relations' prompts by at most
+`specific_fraction` of that; `other_relations` drops a neuron that is in the refined set of a
+fact of another relation).  The rules cannot see the test: per fact, the other relations' facts
+are split by gold answer into two seeded halves (`collateral_samples`); one half measures the
+collateral damage below, and only the other half may judge (effect: its prompts) or be looked at
+(other_relations: its refined sets).  No fact, and no gold answer, is in both.  Per (method,
+budget):
 
-- `suppress` / `amplify`: the paper's metric, in percent.  Per relation,
-  (mean p_new - mean p_orig) / mean p_orig over all prompts of its facts, with each fact's
-  neurons x0 (x2) at the blank; then the unweighted mean over relations.  A fact whose set is
-  empty counts with no change.
+- `suppress` / `amplify`: the paper's metric, in percent, in-sample: per relation,
+  (mean p_new - mean p_orig) / mean p_orig over the selection prompts of its facts, with each
+  fact's neurons x0 (x2) at the blank; then the unweighted mean over relations.  A fact whose
+  set is empty counts with no change.
+- `suppress_heldout` / `amplify_heldout`: the same on the held-out prompts of the facts that have
+  some (`heldout_facts`, `heldout_prompts`); NaN when no fact has held-out prompts.
 - `other_relations_suppress`: the same, each fact's neurons suppressed on a seeded sample of
   prompts of facts of *other* relations (grouped by the relation of the fact whose neurons they
-  are): the collateral damage.
-- `consistency`: each fact's prompts are split into two seeded halves, each half selects on its
+  are), from the measuring half above: the collateral damage.
+- `consistency`: each fact's selection prompts are split into two seeded halves, each half selects on its
   own, and the Jaccard index of the two sets is averaged over facts (facts with fewer than two
   prompts, or two empty sets, do not count).  For the refined rows each half is refined with the
   relation's p and a floor of min(3, half size) prompts.
 - `seconds_per_prompt`: the scoring time per prompt (the refined rows: IG's).
+- `split`: `all`, or `test` with `tune_share` > 0: then each relation's facts are split (seeded)
+  into tune facts (that share) and test facts; the effect rule's fraction is chosen among
+  `specific_fractions` on the tune facts alone (`tuning.csv`: the largest suppression, held-out
+  where there is some, among the fractions whose collateral is at most `tune_max_collateral` of
+  it; else the smallest such ratio), and every row of methods.csv is measured on the test facts
+  (collateral samples and judges come from facts of the same split).
 
 Work is journaled in the output directory (`kneuron.compare.outputs`): a killed run resumes
 where it stopped and ends with the same tables (timings aside, which are journaled too).
 `run=RUN_DIR` takes IG from a discovery run instead of recomputing it; a run stores each
 prompt's *coarse* neurons with their scores (those >= 0.2 x the prompt's maximum), not every
 score, so the `ig` row then ranks by the mean of the stored scores (a score below a prompt's
-coarse threshold counts as 0), the refined rows are the run's own sets, and `seconds_per_prompt`
-of IG is unknown (NaN).  The `ig_specific` row is journaled under a key that names its rule, so
-resuming a finished comparison with another `specific_rule` or `specific_fraction` computes that
-row alone.
+coarse threshold counts as 0), and `seconds_per_prompt` of IG is unknown (NaN).  A run made with
+`discover --holdout K` brings its own split: its held-out prompts are the held-out ones here, and
+the refined rows are the run's own sets.  A run without one saw every prompt: compare splits its
+prompts as above, ranks by the selection prompts' stored scores, and refines the selection
+prompts' coarse sets again (selection.json says `refined_from`).  The `ig_specific` row is
+journaled under a key that names its rule (and fraction), so resuming a finished comparison with
+another `specific_rule`, `specific_fraction` or `specific_fractions` computes those rows alone.  The split (`heldout`, `seed`, `tune_share`) is part of config.json, so a journal made
+with another split is refused, never mixed in.
 """
 
 from __future__ import annotations
@@ -49,22 +72,31 @@ from kneuron.compare.outputs import CompareDir
 from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, subject_positions, top_neurons
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
-from kneuron.interventions import SpecificityTask, effect_specific_sets, prefix_caches, scaled_probabilities
+from kneuron.interventions import SpecificityTask, prefix_caches, scaled_probabilities, single_neuron_changes
 from kneuron.neurons import Neuron
 from kneuron.runs.config import fingerprint, select_facts
 from kneuron.seeds import derived_seed
 from kneuron.selection import (
+    HELDOUT_PROMPTS,
     SPECIFIC_FRACTION,
     adapt_p,
+    check_heldout,
     check_specific_rule,
     coarse_neurons,
+    effect_specific,
+    heldout_split,
     refine,
     specific_sets,
 )
 
 REFINED_ROWS = ("ig_refined", "ig_specific")
-COLUMNS = ["method", "budget", "suppress", "amplify", "other_relations_suppress", "consistency",
-           "seconds_per_prompt", "neurons_per_fact", "facts", "prompts"]
+COLUMNS = ["method", "budget", "split", "suppress", "amplify", "suppress_heldout", "amplify_heldout",
+           "other_relations_suppress", "consistency", "seconds_per_prompt", "neurons_per_fact", "facts", "prompts",
+           "heldout_facts", "heldout_prompts"]
+TUNING_COLUMNS = ["specific_fraction", "chosen", "suppress", "amplify", "suppress_heldout", "amplify_heldout",
+                  "other_relations_suppress", "collateral_ratio", "neurons_per_fact", "facts", "prompts",
+                  "heldout_prompts"]
+SPECIFIC_FRACTIONS = (0.1, 0.2, 0.5)  # the effect rule's fractions swept on the tune facts, by default
 
 
 @dataclass
@@ -88,6 +120,10 @@ class CompareConfig:
     min_prompts: int = 3
     specific_rule: str = "effect"  # how ig_specific drops generic neurons (kneuron.selection.specific)
     specific_fraction: float = SPECIFIC_FRACTION  # rule "effect": collateral / own effect allowed per neuron
+    heldout: int = HELDOUT_PROMPTS  # held-out prompts per fact with >= heldout + 3 usable prompts; 0 = none
+    tune_share: float = 0.0  # > 0: choose the effect rule's fraction on this share of each relation's facts
+    specific_fractions: list[float] = field(default_factory=lambda: list(SPECIFIC_FRACTIONS))  # swept when tuning
+    tune_max_collateral: float = 0.2  # tuning: the collateral / own suppression a chosen fraction may have
     noise_scale: float = 3.0
     units: str = "percent change of the gold probability"
     facts_fingerprint: str = ""
@@ -134,14 +170,16 @@ def _pairs(neurons) -> list[list[int]]:
     return [[int(n[0]), int(n[1])] for n in neurons]
 
 
-def _usable_prompts(kn, fact, index: int, config: CompareConfig) -> list[int]:
-    """The prompts the model can answer (a causal LM: those ending at the blank), seeded-sampled down to
+def _split_prompts(kn, fact, index: int, config: CompareConfig) -> tuple[list[int], list[int]]:
+    """(selection, held out) of the prompts the model can answer (a causal LM: those ending at the blank):
+    the held-out ones are drawn first, then the selection part is seeded-sampled down to
     `config.prompts_per_fact`."""
     usable = [k for k, p in enumerate(fact.prompts) if kn.is_masked or kn.ends_at_blank(p)]
-    if config.prompts_per_fact is None or len(usable) <= config.prompts_per_fact:
-        return usable
+    sel, held = heldout_split(usable, config.heldout, derived_seed(config.seed, "heldout", index))
+    if config.prompts_per_fact is None or len(sel) <= config.prompts_per_fact:
+        return sel, held
     rng = np.random.default_rng(derived_seed(config.seed, "prompts", index))
-    return sorted(usable[int(t)] for t in rng.choice(len(usable), size=config.prompts_per_fact, replace=False))
+    return sorted(sel[int(t)] for t in rng.choice(len(sel), size=config.prompts_per_fact, replace=False)), held
 
 
 def _stored_ig(record: dict, shape) -> list[torch.Tensor]:
@@ -156,29 +194,40 @@ def _stored_ig(record: dict, shape) -> list[torch.Tensor]:
 
 
 def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | None = None) -> dict:
-    """One fact's journal record: each method's top neurons (all prompts, and each half), IG's coarse sets."""
+    """One fact's journal record: its selection and held-out prompts, each method's top neurons (on the
+    selection prompts, and on each half of them), IG's coarse sets (selection prompts)."""
     kmax = max(config.budgets)
     rec = {"fact": index, "relation": fact.relation, "subject": fact.subject, "object": fact.object}
-    # With a run, `fact` is the run's (`RunData.facts`): it holds only the prompts discovery used,
-    # so its record's "used_prompts" (indices into the unfiltered list) no longer apply.
-    used = list(range(len(fact.prompts))) if run_record is not None else _usable_prompts(kn, fact, index, config)
+    source = "compare"
+    if run_record is not None:
+        # With a run, `fact` is the run's (`RunData.facts`) with the run's held-out prompts appended
+        # (see `compare`): it holds only the prompts discovery attributed, then those it held out, so
+        # its record's "used_prompts" (indices into the unfiltered list) no longer apply.
+        n_run = len(fact.prompts) - len(run_record.get("heldout_prompts", ()))
+        if "heldout_prompts" in run_record:  # a run made with --holdout: its split is the split
+            sel, held, source = list(range(n_run)), list(range(n_run, len(fact.prompts))), "run"
+        else:
+            sel, held = heldout_split(range(n_run), config.heldout, derived_seed(config.seed, "heldout", index))
+    else:
+        sel, held = _split_prompts(kn, fact, index, config)
     try:
         if run_record is not None and "skipped" in run_record:
             raise KneuronError(run_record["skipped"])
-        if not used:
+        if not sel:
             raise KneuronError("no prompt ends at the blank, as a causal LM needs")
-        if run_record is not None and len(run_record.get("kn", ())) != len(used):
+        if run_record is not None and len(run_record.get("kn", ())) != n_run:
             raise KneuronError(f"the run stores IG of {len(run_record.get('kn', ()))} prompts, the fact has "
-                               f"{len(used)}")
-        for k in used:
+                               f"{n_run}")
+        for k in sel + held:
             kn.encode(fact.prompts[k], fact.object)
         if "atp" in config.methods:  # atp corrupts the subject: a prompt without it skips the fact, here
-            for k in used:
+            for k in sel:
                 subject_positions(kn, fact.prompts[k], fact.subject)
     except KneuronError as exc:
         return rec | {"skipped": str(exc)}
-    halves = _halves(len(used), derived_seed(config.seed, "halves", index))
-    rec |= {"prompts": used, "halves": [list(h) for h in halves], "top": {}, "half_top": {}, "seconds": {}}
+    halves = _halves(len(sel), derived_seed(config.seed, "halves", index))
+    rec |= {"prompts": sel, "heldout": held, "heldout_from": source, "halves": [list(h) for h in halves],
+            "top": {}, "half_top": {}, "seconds": {}}
     shape = (kn.num_layers, kn.num_neurons)
     for method in config.methods:
         if method == "random":
@@ -190,12 +239,13 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
             continue
         t0 = time.perf_counter()
         if method == "ig" and run_record is not None:
-            per_prompt = _stored_ig(run_record, shape)
+            stored = _stored_ig(run_record, shape)
+            per_prompt = [stored[k] for k in sel]  # the run's prompts are 0..n_run-1 here
             rec["seconds"][method] = None
         else:
             try:
                 per_prompt = [prompt_scores(kn, method, fact.prompts[k], fact.object, fact.subject,
-                                            derived_seed(config.seed, "atp", index, k)) for k in used]
+                                            derived_seed(config.seed, "atp", index, k)) for k in sel]
             except KneuronError as exc:  # one fact's bad input is its skip, not the comparison's end
                 return {key: rec[key] for key in ("fact", "relation", "subject", "object")} | {
                     "skipped": f"{method}: {exc}"}
@@ -204,7 +254,7 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
         rec["top"][method] = _pairs(top_neurons(stack.mean(0), kmax))
         rec["half_top"][method] = [_pairs(top_neurons(stack[h].mean(0), kmax)) if h else [] for h in halves]
         if method == "ig":
-            rec["coarse"] = ([[[int(t[0]), int(t[1])] for t in prompt] for prompt in run_record["kn"]]
+            rec["coarse"] = ([[[int(t[0]), int(t[1])] for t in run_record["kn"][k]] for k in sel]
                              if run_record is not None else
                              [_pairs(coarse_neurons(s, config.threshold)) for s in per_prompt])
     return rec
@@ -252,57 +302,138 @@ def select(records: dict[int, dict], config: CompareConfig, run_sets: dict[int, 
     return Selection(sets, half_sets, p)
 
 
-def add_specific(kn, facts: FactSet, records: dict[int, dict], selection: Selection, config: CompareConfig,
-                 others: dict[int, list[tuple[int, int]]]) -> None:
-    """Row `ig_specific`: the refined sets, and each half's, narrowed by `config.specific_rule`."""
-    if ("ig_refined", 0) not in selection.sets:
-        return
+def fact_groups(records: dict[int, dict], config: CompareConfig) -> dict[str, list[int]]:
+    """The facts the rows are measured on: {"all": every scored fact}, or, with `config.tune_share` > 0,
+    {"tune": ..., "test": ...}: of each relation's scored facts a seeded share (rounded, at least one,
+    never all; a relation with one fact gives none) to choose the effect rule's fraction on, the rest
+    to report on."""
+    done = [i for i in sorted(records) if "skipped" not in records[i]]
+    if not config.tune_share:
+        return {"all": done}
+    by_rel: dict[str, list[int]] = {}
+    for i in done:
+        by_rel.setdefault(records[i]["relation"], []).append(i)
+    tune: set[int] = set()
+    for rel, idx in sorted(by_rel.items()):
+        if len(idx) < 2:
+            continue
+        size = min(len(idx) - 1, max(1, round(config.tune_share * len(idx))))
+        rng = np.random.default_rng(derived_seed(config.seed, "tune", rel))
+        tune |= {idx[int(t)] for t in rng.choice(len(idx), size=size, replace=False)}
+    if not tune:
+        raise KneuronError("--tune-share: no relation has two scored facts to split into tune and test facts")
+    return {"tune": sorted(tune), "test": [i for i in done if i not in tune]}
+
+
+@dataclass
+class Collateral:
+    """Per fact: the (fact, prompt) pairs that measure its collateral damage (`measure`), those that
+    judge its neurons for rule effect (`judge`), and the facts whose refined sets rule other_relations
+    compares its set against (`reference`).  `judge` and `reference` share no fact and no gold answer
+    with `measure`."""
+
+    measure: dict[int, list[tuple[int, int]]]
+    judge: dict[int, list[tuple[int, int]]]
+    reference: dict[int, list[int]]
+
+
+def _answer_key(answer: str) -> str:
+    return str(answer).strip().casefold()
+
+
+def _sample_prompts(fact_ids: list[int], records: dict[int, dict], config: CompareConfig, salt: str,
+                    i: int) -> list[tuple[int, int]]:
+    pool = [(j, k) for j in fact_ids for k in records[j]["prompts"]]
+    rng = np.random.default_rng(derived_seed(config.seed, salt, i))
+    take = rng.choice(len(pool), size=min(config.other_prompts, len(pool)), replace=False) if pool else []
+    return [pool[t] for t in sorted(int(t) for t in take)]
+
+
+def collateral_samples(records: dict[int, dict], config: CompareConfig,
+                       groups: dict[str, list[int]] | None = None) -> Collateral:
+    """Per fact i: the scored facts of other relations in i's group (`fact_groups`) are split by gold
+    answer (case-folded) into two seeded halves (`derived_seed(seed, "collateral", i)`; the measuring
+    half takes the larger).  A seeded sample of `config.other_prompts` selection prompts of the measuring
+    facts measures i's collateral damage; as many of the other half's judge i's neurons (rule effect),
+    and the other half's refined sets are those rule other_relations looks at.  So what measures the
+    collateral shares no prompt, fact or gold answer with what chose the neurons."""
+    if groups is None:
+        groups = {"all": [i for i in sorted(records) if "skipped" not in records[i]]}
+    measure, judge, reference = {}, {}, {}
+    for group in groups.values():
+        for i in group:
+            cand = [j for j in group if records[j]["relation"] != records[i]["relation"]]
+            answers = sorted({_answer_key(records[j]["object"]) for j in cand})
+            order = np.random.default_rng(derived_seed(config.seed, "collateral", i)).permutation(len(answers))
+            measuring = {answers[int(t)] for t in order[: (len(answers) + 1) // 2]}
+            mine = [j for j in cand if _answer_key(records[j]["object"]) in measuring]
+            theirs = [j for j in cand if _answer_key(records[j]["object"]) not in measuring]
+            measure[i] = _sample_prompts(mine, records, config, "other", i)
+            judge[i] = _sample_prompts(theirs, records, config, "specific", i)
+            reference[i] = theirs
+    return Collateral(measure, judge, reference)
+
+
+def specific_candidates(kn, facts: FactSet, records: dict[int, dict], selection: Selection, config: CompareConfig,
+                        collateral: Collateral, fractions) -> dict:
+    """Row ig_specific: the refined sets, and each half's, narrowed by `config.specific_rule`, as
+    {fraction: (sets, half sets)} for each fraction of rule effect ({None: ...} for rule other_relations).
+    A fact is judged on its own selection prompts (a half: that half's) and, on the other relations'
+    side, only on `collateral.judge` / `collateral.reference`: never on what measures its collateral."""
     refined, halves = selection.sets[("ig_refined", 0)], selection.half_sets[("ig_refined", 0)]
     ids = list(refined)
     if config.specific_rule == "other_relations":
         rels = [records[i]["relation"] for i in ids]
-        full = specific_sets(rels, [refined[i] for i in ids])
-        parts = [specific_sets(rels, [halves[i][h] for i in ids]) for h in (0, 1)]
-    else:
-        judges = other_prompts(facts, records, config, salt="specific", exclude=others)
+        pos = {i: n for n, i in enumerate(ids)}
+        ref = [[pos[j] for j in collateral.reference.get(i, ()) if j in pos] for i in ids]
+        full = specific_sets(rels, [refined[i] for i in ids], ref)
+        parts = [specific_sets(rels, [halves[i][h] for i in ids], ref) for h in (0, 1)]
+        return {None: (dict(zip(ids, full)), {i: (parts[0][n], parts[1][n]) for n, i in enumerate(ids)})}
 
-        def task(i: int, neurons, positions) -> SpecificityTask:
-            own = [(facts.facts[i].prompts[records[i]["prompts"][k]], facts.facts[i].object) for k in positions]
-            return SpecificityTask(neurons, own, [(facts.facts[j].prompts[k], facts.facts[j].object)
-                                                  for j, k in judges[i]])
+    def task(i: int, neurons, positions) -> SpecificityTask:
+        own = [(facts.facts[i].prompts[records[i]["prompts"][k]], facts.facts[i].object) for k in positions]
+        return SpecificityTask(neurons, own, [(facts.facts[j].prompts[k], facts.facts[j].object)
+                                              for j, k in collateral.judge.get(i, ())])
 
-        tasks = [task(i, refined[i], range(len(records[i]["prompts"]))) for i in ids]
-        tasks += [task(i, halves[i][h], records[i]["halves"][h]) for h in (0, 1) for i in ids]
-        kept = effect_specific_sets(kn, tasks, config.specific_fraction)
-        n = len(ids)
-        full, parts = kept[:n], [kept[n: 2 * n], kept[2 * n:]]
-    selection.sets[("ig_specific", 0)] = dict(zip(ids, full))
-    selection.half_sets[("ig_specific", 0)] = {i: (parts[0][n], parts[1][n]) for n, i in enumerate(ids)}
-
-
-def other_prompts(facts: FactSet, records: dict[int, dict], config: CompareConfig, salt: str = "other",
-                  exclude: dict[int, list[tuple[int, int]]] | None = None) -> dict[int, list[tuple[int, int]]]:
-    """Per fact, a seeded sample of `config.other_prompts` (fact, prompt) pairs of facts of other
-    relations, none of them in `exclude[fact]`."""
-    pool = [(j, k) for j in sorted(records) if "skipped" not in records[j] for k in records[j]["prompts"]]
-    out = {}
-    for i in sorted(records):
-        if "skipped" in records[i]:
-            continue
-        taken = set(exclude.get(i, ())) if exclude else set()
-        mine = [pk for pk in pool if records[pk[0]]["relation"] != records[i]["relation"] and pk not in taken]
-        rng = np.random.default_rng(derived_seed(config.seed, salt, i))
-        take = rng.choice(len(mine), size=min(config.other_prompts, len(mine)), replace=False) if mine else []
-        out[i] = [mine[t] for t in sorted(int(t) for t in take)]
+    tasks = [task(i, refined[i], range(len(records[i]["prompts"]))) for i in ids]
+    tasks += [task(i, halves[i][h], records[i]["halves"][h]) for h in (0, 1) for i in ids]
+    changes = single_neuron_changes(kn, tasks)  # measured once, whatever the fractions
+    n, out = len(ids), {}
+    for fraction in fractions:
+        kept = [effect_specific(t.neurons, own, other, fraction) for t, (own, other) in zip(tasks, changes)]
+        out[fraction] = (dict(zip(ids, kept[:n])), {i: (kept[n + m], kept[2 * n + m]) for m, i in enumerate(ids)})
     return out
 
 
-def row_key(method: str, budget: int, config: CompareConfig) -> str:
-    """The effects journal's key of a row; ig_specific's names its rule."""
+def choose_fraction(rows: dict[float, dict], max_collateral: float) -> float:
+    """The tuned fraction of rule effect, from its rows on the tune facts: among the fractions whose set
+    lowers its facts (held-out suppression where there is one, else in-sample) and whose collateral
+    damage is at most `max_collateral` of that, the one that lowers them most; if none, the one with
+    the smallest collateral / own ratio.  Ties go to the smaller fraction."""
+    def own(row):
+        return row["suppress_heldout"] if row["suppress_heldout"] == row["suppress_heldout"] else row["suppress"]
+
+    ratio = {f: collateral_ratio(r) for f, r in rows.items()}
+    ok = [f for f, r in rows.items() if own(r) < 0 and ratio[f] <= max_collateral]
+    if ok:
+        return min(ok, key=lambda f: (own(rows[f]), f))
+    return min(rows, key=lambda f: (ratio[f] if ratio[f] == ratio[f] else float("inf"), f))
+
+
+def collateral_ratio(row: dict) -> float:
+    """|other_relations_suppress| / |own suppression| (held-out where measured); NaN unless the set lowers its facts."""
+    own = row["suppress_heldout"] if row["suppress_heldout"] == row["suppress_heldout"] else row["suppress"]
+    return abs(row["other_relations_suppress"]) / abs(own) if own < 0 else float("nan")
+
+
+def row_key(method: str, budget: int, config: CompareConfig, fraction: float | None = None, split: str = "all") -> str:
+    """The effects journal's key of a row; ig_specific's names its rule (and fraction), a split row its split."""
+    tail = "" if split == "all" else f"|{split}"
     if method != "ig_specific":
-        return f"{method}@{budget}"
-    rule = config.specific_rule + (f":{config.specific_fraction:g}" if config.specific_rule == "effect" else "")
-    return f"ig_specific[{rule}]@{budget}"
+        return f"{method}@{budget}{tail}"
+    fraction = config.specific_fraction if fraction is None else fraction
+    rule = config.specific_rule + (f":{fraction:g}" if config.specific_rule == "effect" else "")
+    return f"ig_specific[{rule}]@{budget}{tail}"
 
 
 def _relative_change(owner_rel: list[str], p_orig: torch.Tensor, p_new: torch.Tensor) -> float:
@@ -320,17 +451,22 @@ def _jaccard(a, b) -> float | None:
 
 
 def measure_row(kn, facts: FactSet, records, sets: dict[int, list[Neuron]], halves, others, clean) -> dict:
-    """suppress, amplify, other_relations_suppress and consistency of one (method, budget) row."""
+    """suppress, amplify (on the selection prompts, and on the held-out ones), other_relations_suppress and
+    consistency of one (method, budget) row, over the facts of `sets`."""
     own = [(i, k) for i in sets for k in records[i]["prompts"]]
-    prompts = [facts.facts[i].prompts[k] for i, k in own]
-    answers = [facts.facts[i].object for i, _ in own]
-    neuron_sets = [sets[i] for i, _ in own]
-    rels = [records[i]["relation"] for i, _ in own]
-    p_orig = torch.tensor([clean[(i, k)] for i, k in own], dtype=torch.float64)
+    held = [(i, k) for i in sets for k in records[i].get("heldout", ())]
+    both = own + held
+    prompts = [facts.facts[i].prompts[k] for i, k in both]
+    answers = [facts.facts[i].object for i, _ in both]
+    neuron_sets = [sets[i] for i, _ in both]
+    rels = [records[i]["relation"] for i, _ in both]
+    p_orig = torch.tensor([clean[(i, k)] for i, k in both], dtype=torch.float64)
+    n = len(own)
     row = {}
     for name, factor in (("suppress", 0.0), ("amplify", 2.0)):
         p_new = scaled_probabilities(kn, prompts, answers, neuron_sets, factor).double().cpu()
-        row[name] = _relative_change(rels, p_orig, p_new)
+        row[name] = _relative_change(rels[:n], p_orig[:n], p_new[:n])
+        row[f"{name}_heldout"] = _relative_change(rels[n:], p_orig[n:], p_new[n:])  # NaN without held-out prompts
     cross = [(i, j, k) for i in sets for j, k in others[i]]
     if cross:
         p_new = scaled_probabilities(kn, [facts.facts[j].prompts[k] for _, j, k in cross],
@@ -344,6 +480,7 @@ def measure_row(kn, facts: FactSet, records, sets: dict[int, list[Neuron]], halv
     row["consistency"] = float(np.mean(scores)) if scores else float("nan")
     row["neurons_per_fact"] = float(np.mean([len(s) for s in sets.values()])) if sets else float("nan")
     row["facts"], row["prompts"] = len(sets), len(own)
+    row["heldout_facts"], row["heldout_prompts"] = len({i for i, _ in held}), len(held)
     return row
 
 
@@ -354,6 +491,59 @@ class CompareResult:
     neurons: pd.DataFrame
     config: CompareConfig
     resumed_facts: int = 0
+    heldout_note: str = ""  # one line when facts have no held-out prompt (or held-out prompts are off)
+    tuning: pd.DataFrame | None = None  # tune_share > 0 with rule effect: the fraction sweep on the tune facts
+    specific_fraction: float | None = None  # the effect rule's fraction used for row ig_specific
+
+
+def _check_config(config: CompareConfig) -> None:
+    config.methods = check_methods(config.methods)
+    config.budgets = check_budgets(config.budgets)
+    check_specific_rule(config.specific_rule, config.specific_fraction)
+    check_heldout(config.heldout)
+    if config.limit_facts is not None and config.limit_facts < 1:
+        raise KneuronError(f"--limit-facts must be >= 1, got {config.limit_facts}")
+    if config.prompts_per_fact is not None and config.prompts_per_fact < 1:
+        raise KneuronError(f"--prompts-per-fact must be >= 1, got {config.prompts_per_fact}")
+    if config.other_prompts < 0:
+        raise KneuronError(f"other prompts per fact must be >= 0, got {config.other_prompts}")
+    if not 0.0 <= config.tune_share < 1.0:
+        raise KneuronError(f"--tune-share must be in [0, 1), got {config.tune_share}")
+    if config.tune_share:
+        if not config.specific_fractions:
+            raise KneuronError("--specific-fractions: no fraction given")
+        for fraction in config.specific_fractions:
+            check_specific_rule(config.specific_rule, fraction)
+        config.specific_fractions = sorted({float(f) for f in config.specific_fractions})
+
+
+def _run_facts(run) -> FactSet:
+    """The run's facts, each with the prompts discovery attributed, then those it held out (if any)."""
+    held = getattr(run, "heldout", None)
+    if held is None:
+        return run.facts
+    from kneuron.data.facts import Fact
+
+    return FactSet([Fact(f.relation, f.subject, f.object, list(f.prompts) + list(h.prompts))
+                    for f, h in zip(run.facts.facts, held.facts)], run.facts.relations, run.facts.source)
+
+
+def heldout_summary(records: dict[int, dict], config: CompareConfig, k: int | None = None) -> dict:
+    """How many scored facts have held-out prompts, and the one warning line when some have none.
+    `k`: the held-out prompts per fact when they are not `config.heldout` (a run made with --holdout K)."""
+    k = config.heldout if k is None else k
+    done = [r for r in records.values() if "skipped" not in r]
+    without = sum(1 for r in done if not r.get("heldout"))
+    sources = sorted({r.get("heldout_from", "compare") for r in done if r.get("heldout")})
+    note = ""
+    if k == 0 and not sources:
+        note = "held-out prompts are off (--heldout 0): every effect is measured on the prompts that chose the neurons"
+    elif without:
+        note = (f"{without} of {len(done)} facts have fewer than {k} + 3 usable prompts: they have no "
+                "held-out prompt (their effects are in-sample only; the held-out columns leave them out)")
+    return {"per_fact": k, "facts_with": len(done) - without, "facts_without": without,
+            "prompts": sum(len(r.get("heldout", ())) for r in done), "from": ",".join(sources) or "none",
+            "note": note}
 
 
 def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callable[[str], None] | None = None,
@@ -362,18 +552,10 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
 
     `run`: a `kneuron.experiments.rundata.RunData` whose IG to reuse (see the module docstring).
     """
-    config.methods = check_methods(config.methods)
-    config.budgets = check_budgets(config.budgets)
-    check_specific_rule(config.specific_rule, config.specific_fraction)
-    if config.limit_facts is not None and config.limit_facts < 1:
-        raise KneuronError(f"--limit-facts must be >= 1, got {config.limit_facts}")
-    if config.prompts_per_fact is not None and config.prompts_per_fact < 1:
-        raise KneuronError(f"--prompts-per-fact must be >= 1, got {config.prompts_per_fact}")
-    if config.other_prompts < 0:
-        raise KneuronError(f"other prompts per fact must be >= 0, got {config.other_prompts}")
+    _check_config(config)
     say = progress or (lambda text: None)
     if run is not None:
-        facts = run.facts  # the run's facts, with the prompts it used
+        facts = _run_facts(run)  # the run's facts, with the prompts it used (and those it held out)
     else:
         facts = select_facts(facts, config.relations, config.limit_facts)
     if not len(facts):
@@ -397,45 +579,89 @@ def compare(kn, facts: FactSet, out_dir, config: CompareConfig, progress: Callab
     finally:
         log.close()
     out_records = {i: log.records[i] for i in range(len(facts))}
+    heldout = heldout_summary(out_records, config, run.config.holdout if run is not None and run.config.holdout
+                              else None)
+    if heldout["note"]:
+        say(f"warning: {heldout['note']}")
     run_sets = run_p = None
-    if run is not None and "ig" in config.methods:
+    # The run's refined sets are reused only when they were chosen on the selection prompts alone.
+    reuse = run is not None and not any(r.get("heldout") and r.get("heldout_from") == "compare"
+                                        for r in out_records.values())
+    if reuse and "ig" in config.methods:
         run_sets = {i: [(n.layer, n.index) for n in s] for i, s in run.sets("kn").items()}
         run_p = {rel: (s.get("kn") or {}).get("p") for rel, s in run.summary.items()}
     selection = select(out_records, config, run_sets, run_p)
-    others = other_prompts(facts, out_records, config)
-    with prefix_caches(kn):  # a causal LM computes each prompt's prefix once for all rows
-        if "ig" in config.methods:
-            say(f"selecting ig_specific (rule {config.specific_rule})")
-            add_specific(kn, facts, out_records, selection, config, others)
-        effects = _measure(kn, facts, out_records, selection, others, config, out, say)
-    rows = [row_key(method, budget, config) for method, budget in selection.sets]
-    methods = _methods_table([effects[key] for key in rows], out_records, config)
-    neurons = _neurons_table(selection, out_records)
-    out.finish(methods, neurons, {"p": selection.p, "skipped": {i: r["skipped"] for i, r in out_records.items()
-                                                                  if "skipped" in r}})
-    return CompareResult(out, methods, neurons, config, resumed)
-
-
-def _measure(kn, facts, records, selection: Selection, others, config: CompareConfig, out: CompareDir, say) -> dict:
-    """Every row's measurements, journaled; returns the journal's records."""
-    needed = sorted({(i, k) for i in others for k in records[i]["prompts"]} | {pk for v in others.values() for pk in v})
-    # Clean values by the same route as the scaled ones (no neuron scaled), so both carry the same rounding.
-    clean = dict(zip(needed, scaled_probabilities(kn, [facts.facts[i].prompts[k] for i, k in needed],
-                                                  [facts.facts[i].object for i, _ in needed], [[]] * len(needed),
-                                                  1.0).double().cpu().tolist()))
+    groups = fact_groups(out_records, config)
+    reported = "test" if "test" in groups else "all"
+    collateral = collateral_samples(out_records, config, groups)
+    others = collateral.measure
+    clean = _clean(kn, facts, out_records, others)
+    chosen, tuning = None, {}
     effects = out.effect_log()
     try:
-        # The variable-size rows first: they are the ones a short session most needs.
-        for (method, budget), sets in sorted(selection.sets.items(), key=lambda kv: kv[0][1] != 0):
-            key = row_key(method, budget, config)
-            if key in effects:
-                continue
-            say(f"intervening: {method} at budget {budget}")
-            row = measure_row(kn, facts, records, sets, selection.half_sets[(method, budget)], others, clean)
-            effects.append({"row": key, "method": method, "budget": budget} | row)
+        with prefix_caches(kn):  # a causal LM computes each prompt's prefix once for all rows
+            if "ig" in config.methods:
+                say(f"selecting ig_specific (rule {config.specific_rule})")
+                tuned = "tune" in groups and config.specific_rule == "effect"
+                fractions = config.specific_fractions if tuned else [config.specific_fraction]
+                candidates = specific_candidates(kn, facts, out_records, selection, config, collateral, fractions)
+                if tuned:
+                    tune = set(groups["tune"])
+                    jobs = [(row_key("ig_specific", 0, config, f, "tune"), "ig_specific", 0, "tune",
+                             {i: s for i, s in sets.items() if i in tune},
+                             {i: h for i, h in halves.items() if i in tune}) for f, (sets, halves) in candidates.items()]
+                    done = _measure_rows(kn, facts, out_records, jobs, others, clean, effects, say)
+                    tuning = {f: done[job[0]] for f, job in zip(candidates, jobs)}
+                    chosen = choose_fraction(tuning, config.tune_max_collateral)
+                else:
+                    chosen = next(iter(candidates))
+                selection.sets[("ig_specific", 0)], selection.half_sets[("ig_specific", 0)] = candidates[chosen]
+            ids = set(groups[reported])
+            keys = {(method, budget): row_key(method, budget, config, chosen, reported)
+                    for method, budget in selection.sets}
+            # The variable-size rows first: they are the ones a short session most needs.
+            jobs = [(keys[(method, budget)], method, budget, reported, {i: s for i, s in sets.items() if i in ids},
+                     {i: h for i, h in selection.half_sets[(method, budget)].items() if i in ids})
+                    for (method, budget), sets in sorted(selection.sets.items(), key=lambda kv: kv[0][1] != 0)]
+            done = _measure_rows(kn, facts, out_records, jobs, others, clean, effects, say)
     finally:
         effects.close()
+    methods = _methods_table([done[keys[row]] for row in selection.sets], out_records, config)
+    tuning_table = _tuning_table(tuning, chosen) if tuning else None
+    neurons = _neurons_table(selection, out_records)
+    out.finish(methods, neurons, {
+        "p": selection.p, "skipped": {i: r["skipped"] for i, r in out_records.items() if "skipped" in r},
+        "heldout": heldout, "split": {name: ids for name, ids in groups.items()},
+        "specific": {"rule": config.specific_rule, "fraction": chosen, "tuned": bool(tuning),
+                     "refined_from": "run" if run_sets is not None else "selection prompts"}}, tuning_table)
+    return CompareResult(out, methods, neurons, config, resumed, heldout["note"], tuning_table, chosen)
+
+
+def _clean(kn, facts: FactSet, records: dict, others) -> dict:
+    """P(gold) of every prompt a row is measured on, by the same route as the scaled ones (no neuron
+    scaled), so both carry the same rounding."""
+    needed = sorted({(i, k) for i in others for k in list(records[i]["prompts"]) + list(records[i].get("heldout", ()))}
+                    | {pk for v in others.values() for pk in v})
+    return dict(zip(needed, scaled_probabilities(kn, [facts.facts[i].prompts[k] for i, k in needed],
+                                                 [facts.facts[i].object for i, _ in needed], [[]] * len(needed),
+                                                 1.0).double().cpu().tolist()))
+
+
+def _measure_rows(kn, facts, records, jobs, others, clean, effects, say) -> dict:
+    """Each job's row (key, method, budget, split, sets, half sets), journaled in `effects`; returns the journal's records."""
+    for key, method, budget, split, sets, halves in jobs:
+        if key in effects:
+            continue
+        say(f"intervening: {method} at budget {budget}" + ("" if split == "all" else f" ({split} facts)"))
+        row = measure_row(kn, facts, records, sets, halves, others, clean)
+        effects.append({"row": key, "method": method, "budget": budget, "split": split} | row)
     return effects.records
+
+
+def _tuning_table(rows: dict[float, dict], chosen: float) -> pd.DataFrame:
+    out = [{**{c: rec.get(c) for c in TUNING_COLUMNS}, "specific_fraction": f, "chosen": f == chosen,
+            "collateral_ratio": collateral_ratio(rec)} for f, rec in sorted(rows.items())]
+    return pd.DataFrame(out, columns=TUNING_COLUMNS)
 
 
 def _methods_table(effects: list[dict], records: dict, config: CompareConfig) -> pd.DataFrame:
@@ -449,7 +675,8 @@ def _methods_table(effects: list[dict], records: dict, config: CompareConfig) ->
     rows = []
     for rec in effects:
         source = "ig" if rec["method"] in REFINED_ROWS else rec["method"]
-        rows.append({**{c: rec.get(c) for c in COLUMNS}, "seconds_per_prompt": per_prompt(source)})
+        rows.append({**{c: rec.get(c) for c in COLUMNS}, "split": rec.get("split", "all"),
+                     "seconds_per_prompt": per_prompt(source)})
     order = {m: n for n, m in enumerate(list(config.methods) + list(REFINED_ROWS))}
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["budget"] = frame["budget"].astype("int64")

@@ -1,13 +1,21 @@
 """The output directory of `kneuron compare`, the one reader and writer of its files.
 
-    config.json        every setting and seed (a resumed run must have the same, but for the
-                       ig_specific rule: a new rule computes that row alone)
-    scores.jsonl       journal: per fact, each method's top neurons (fsynced, see `FactLog`)
-    effects.jsonl      journal: per (method, budget) row, its measurements (ig_specific's per rule)
-    methods.csv        method,budget,suppress,amplify,other_relations_suppress,consistency,
-                       seconds_per_prompt,neurons_per_fact,facts,prompts
+    config.json        every setting and seed, the held-out split's (`heldout`, `seed`) and the
+                       tuning split's (`tune_share`) included: a resumed run must have the same,
+                       but for the ig_specific rule and fractions (a new one computes its rows alone)
+    scores.jsonl       journal: per fact, its selection and held-out prompts, each method's top
+                       neurons on the selection prompts (fsynced, see `FactLog`)
+    effects.jsonl      journal: per (method, budget, split) row, its measurements (ig_specific's per
+                       rule and fraction)
+    methods.csv        method,budget,split,suppress,amplify,suppress_heldout,amplify_heldout,
+                       other_relations_suppress,consistency,seconds_per_prompt,neurons_per_fact,
+                       facts,prompts,heldout_facts,heldout_prompts (split: all, or test when tuning)
+    tuning.csv         with --tune-share (rule effect): the fraction sweep on the tune facts,
+                       specific_fraction,chosen,suppress,...,collateral_ratio
     neurons.csv        method,budget,relation,subject,layer,index: every selected neuron
-    selection.json     the refined rows' p per relation, the skipped facts
+    selection.json     the refined rows' p per relation, the skipped facts, the held-out split
+                       (facts with and without held-out prompts, the warning), the tune/test facts,
+                       the ig_specific rule and fraction used
     deletion_curve.png suppress against budget, one line per method
     report.html/.md    the comparison section of the HTML report (with tables/ and figures/)
 """
@@ -24,7 +32,7 @@ from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
 
 # Settings a resumed comparison may change: only the ig_specific row depends on the rule, and its
 # journal key names the rule, so a new rule computes that row alone.
-RESUME_FREE = {"kneuron_version", "specific_rule", "specific_fraction"}
+RESUME_FREE = {"kneuron_version", "specific_rule", "specific_fraction", "specific_fractions", "tune_max_collateral"}
 
 
 def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
@@ -53,11 +61,16 @@ class CompareDir:
     def effect_log(self) -> FactLog:
         return FactLog(self.path / "effects.jsonl", key="row")
 
-    def finish(self, methods: pd.DataFrame, neurons: pd.DataFrame, selection: dict) -> None:
+    def finish(self, methods: pd.DataFrame, neurons: pd.DataFrame, selection: dict,
+               tuning: pd.DataFrame | None = None) -> None:
         from kneuron.reports.figures import deletion_curve_figure, save_png
         from kneuron.reports.report import Report, compare_section
 
         write_csv_atomic(self.path / "methods.csv", methods)
+        if tuning is not None:
+            write_csv_atomic(self.path / "tuning.csv", tuning)
+        elif (self.path / "tuning.csv").exists():  # a rerun without tuning: no stale sweep beside it
+            (self.path / "tuning.csv").unlink()
         write_csv_atomic(self.path / "neurons.csv", neurons)
         write_json_atomic(self.path / "selection.json", {k: {str(a): b for a, b in v.items()} for k, v in selection.items()})
         png = save_png(deletion_curve_figure(methods), self.path / "deletion_curve.png")

@@ -2,7 +2,7 @@
 
 Both return an `Edit`: the new value slots plus what is needed to undo, save and re-apply them.
 
-    edit = kn.update_fact(neurons, "Dublin", "Paris")      # applied
+    edit = kn.update_fact(neurons, "Dublin", "Paris", prompts=prompts)   # applied
     edit.save("dublin-to-paris.kedit")
     edit.undo()                                            # weights restored bit for bit
     Edit.load("dublin-to-paris.kedit").apply(other_kn)     # same shape required
@@ -19,6 +19,7 @@ from kneuron.edits.update import (
     neuron_signs,
     plan_update,
     select_update_neurons,
+    selective_neurons,
     update_fact,
     update_lambdas,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "EMBEDDINGS",
     "answer_embeddings",
     "fit_update",
+    "selective_neurons",
     "neuron_signs",
     "REPLACEMENTS",
     "SCALINGS",

@@ -6,6 +6,11 @@ Paper-faithful (the authors' `src/7_erase_knowledge.py`): the neurons are the 20
 order); their value slots are set to zero (`replacement="zero"`), which removes the neurons'
 contribution at every position.  `replacement="unk"` writes the [UNK] word embedding instead
 (present in the authors' script only as a commented-out line).
+
+Signs: a zeroed slot removes the neuron's contribution whatever the sign of its activation, so the
+paper's erase needs no sign handling on gated MLPs.  `replacement="unk"` writes s_i * E[UNK], with
+s_i the sign of the neuron's mean activation when `signs` are given (else +1, the literal rule), so
+that the neuron writes +E[UNK] where it fires, as it does in BERT.
 """
 
 from __future__ import annotations
@@ -51,8 +56,11 @@ def relation_neurons(fact_neurons, top_k: int | None = 20) -> list[Neuron]:
     return [Neuron(*k) for k, _ in top]
 
 
-def plan_erase(kn, neurons, replacement: str = "zero") -> Edit:
-    """Overwrite exactly `neurons`' value slots with zeros or the [UNK] embedding (not applied)."""
+def plan_erase(kn, neurons, replacement: str = "zero", signs=None) -> Edit:
+    """Overwrite exactly `neurons`' value slots with zeros or the [UNK] embedding (not applied).
+
+    `signs` (+1/-1 per neuron, `kneuron.edits.neuron_signs`) orient the [UNK] vector; zeros ignore them.
+    """
     if replacement not in REPLACEMENTS:
         raise KneuronError(f"replacement must be one of {', '.join(REPLACEMENTS)}, got {replacement!r}")
     info = {"replacement": replacement}
@@ -68,9 +76,15 @@ def plan_erase(kn, neurons, replacement: str = "zero") -> Edit:
             raise KneuronError("word embeddings and value slots differ in size; use replacement='zero'")
         e_unk = emb[unk].detach().clone()
         info["unk_id"] = int(unk)
+        order = list(dict.fromkeys(kn.neurons(neurons)))
+        if signs is not None and len(signs) != len(order):
+            raise KneuronError(f"signs must be one per neuron ({len(order)}), got {len(signs)}")
+        sign_of = {n: float(x) for n, x in zip(order, signs)} if signs is not None else {}
+        if signs is not None:
+            info["signs"] = [sign_of[n] for n in order]
 
         def compute(n, v):
-            return e_unk.to(v.device, v.dtype).clone()
+            return (e_unk * sign_of.get(n, 1.0)).to(v.device, v.dtype).clone()
     return make_edit(kn, "erase_relation", neurons, compute, info)
 
 

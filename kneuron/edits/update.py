@@ -22,8 +22,10 @@ Two named deviations, on by default, make the rule correct on models the paper n
 - `direction="signed"`: each slot's change is multiplied by the sign of its neuron's mean
   activation at the blank over the fact's prompts.  The neuron writes a_i * v_i; in a gated MLP
   (SwiGLU, GeGLU) a_i = act(gate) * up is often negative, and then subtracting E[t] from v_i *adds*
-  t to the output.  BERT's knowledge neurons have positive activations, where the sign is +1 and
-  the edit is the paper's bit for bit.  `direction="paper"` is the literal rule.
+  t to the output.  `direction="paper"` is the literal rule.  The default, `"auto"`, is "signed"
+  on gated MLPs (`Adapter.gated`) and "paper" elsewhere, so that BERT's results stay the paper's
+  bit for bit.  (GELU can be negative too: one of the trained fact world's knowledge neurons has a
+  negative mean activation, where "signed" and "paper" differ; ask for "signed" to handle it.)
 - `embedding="output"`: E is the unembedding matrix (the rows the head reads), not the input
   embeddings.  The two are the same matrix in tied models (BERT, SmolLM2, Gemma 3);
   `embedding="input"` is the literal rule.
@@ -47,7 +49,7 @@ from kneuron.models.tokens import token_text
 from kneuron.neurons import Neuron, as_neurons
 
 SCALINGS = ("norm", "raw")
-DIRECTIONS = ("signed", "paper")
+DIRECTIONS = ("auto", "signed", "paper")
 EMBEDDINGS = ("output", "input")
 
 
@@ -89,8 +91,41 @@ def neuron_signs(kn, neurons: Sequence[Neuron], prompts: Sequence[str]) -> list[
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise KneuronError("the neurons' signs need at least one prompt of the fact")
+    neurons = as_neurons(neurons, kn.num_layers, kn.num_neurons)
     mean = torch.stack([kn.activations(p) for p in prompts]).mean(0)
     return [-1.0 if float(mean[n.layer, n.index]) < 0 else 1.0 for n in neurons]
+
+
+@torch.no_grad()
+def selective_neurons(kn, neurons: Sequence[Neuron], prompts: Sequence[str], contrast: Sequence[str],
+                      selectivity: float = 0.5) -> list[Neuron]:
+    """The neurons that fire for this fact much more than for other subjects of its relation.
+
+    A value-slot edit acts wherever its neuron fires.  A neuron that carries the relation ("capital")
+    as much as the subject ("Japan") moves every subject's answer.  With s_i the sign of the
+    neuron's mean activation a_i over the fact's `prompts`, a neuron is kept when
+    s_i * b_i <= selectivity * |a_i| for its activation b_i on every `contrast` prompt (the same
+    relation, other subjects, answered by the model): the edit then pushes those prompts at most
+    `selectivity` times as hard as the fact's own.  When none passes, the single most selective
+    neuron is kept, so an edit is never silently empty.  (kneuron's deviation; not in the paper.)
+    """
+    neurons = list(neurons)
+    if not neurons or not contrast:
+        return neurons
+    own = torch.stack([kn.activations(p) for p in prompts]).mean(0)
+    other = torch.stack([kn.activations(p) for p in contrast])
+    kept, ratios = [], []
+    for n in neurons:
+        a = float(own[n.layer, n.index])
+        sign = -1.0 if a < 0 else 1.0
+        worst = float((sign * other[:, n.layer, n.index]).max())
+        ratio = worst / abs(a) if a != 0 else float("inf")
+        ratios.append(ratio)
+        if ratio <= selectivity:
+            kept.append(n)
+    if not kept:
+        kept = [neurons[min(range(len(neurons)), key=ratios.__getitem__)]]
+    return kept
 
 
 def update_lambdas(kn, neurons: Sequence[Neuron], original_id: int, target_id: int, lambda1: float = 1.0,
@@ -112,12 +147,21 @@ def update_lambdas(kn, neurons: Sequence[Neuron], original_id: int, target_id: i
         return out
 
 
+def resolve_direction(kn, direction: str) -> str:
+    """'signed' or 'paper': "auto" is "signed" on models whose coefficients are gated (can be negative)."""
+    if direction not in DIRECTIONS:
+        raise KneuronError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if direction == "auto":
+        return "signed" if kn.adapter.gated(kn.model) else "paper"
+    return direction
+
+
 def _answer(kn, answer: str | int) -> int:
     return answer if isinstance(answer, int) else kn.answer_id(answer)
 
 
 def plan_update(kn, neurons, original: str | int, target: str | int, *, prompts: Sequence[str] | None = None,
-                direction: str = "signed", embedding: str = "output", lambda1: float = 1.0,
+                direction: str = "auto", embedding: str = "output", lambda1: float = 1.0,
                 lambda2: float = 8.0, scaling: str = "norm", signs: Sequence[float] | None = None) -> Edit:
     """The update of `neurons` from answer `original` to `target`, computed but not applied.
 
@@ -125,8 +169,7 @@ def plan_update(kn, neurons, original: str | int, target: str | int, *, prompts:
     `signs` as given; `direction="paper"` needs neither.
     """
     neurons = as_neurons(neurons, kn.num_layers, kn.num_neurons)
-    if direction not in DIRECTIONS:
-        raise KneuronError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    direction = resolve_direction(kn, direction)
     old_id, new_id = _answer(kn, original), _answer(kn, target)
     if old_id == new_id:
         raise KneuronError(f"the new answer is the old one ({token_text(kn.tokenizer, old_id).strip()!r}); "
@@ -184,7 +227,7 @@ def _edit_reaches(kn, edit: Edit, prompts: Sequence[str], old_id: int, new_id: i
 
 
 def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
-               direction: str = "signed", embedding: str = "output", ratio: float = 1.0, margin: float = 1.5,
+               direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = 1.5,
                max_scale: float = 64.0, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
     """The smallest norm-scaled update (times `margin`) that makes `target` top-1 on every prompt.
 
@@ -198,6 +241,7 @@ def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Seq
         raise KneuronError("fit_update needs at least one prompt of the fact")
     neurons = as_neurons(neurons, kn.num_layers, kn.num_neurons)
     old_id, new_id = _answer(kn, original), _answer(kn, target)
+    direction = resolve_direction(kn, direction)
     if direction == "signed" and signs is None:
         signs = neuron_signs(kn, neurons, prompts)
 

@@ -4,6 +4,9 @@ Each prompt of each fact runs three times: clean, with the fact's neurons x0 and
 Per relation the paper's metric is a ratio of means over all prompts of all its facts,
 mean(p_new - p_orig) / mean(p_orig); facts without neurons count with no change.  The reported
 number is the unweighted mean over relations.
+
+A run made with `discover --holdout K` also has held-out prompts that chose nothing:
+`heldout_ratios` gives the same ratios on them (`suppress_heldout`, `amplify_heldout`).
 """
 
 from __future__ import annotations
@@ -107,3 +110,26 @@ def other_fact_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int
                  for (i, (g, j)), p in zip(todo, new)]
     return pd.DataFrame(rows, columns=["method", "relation", "fact", "other_fact", "prompt", "neurons", "p_orig",
                                        "p_other"])
+
+
+HELDOUT_FACTORS = ("suppress_heldout", "amplify_heldout")
+
+
+def heldout_ratios(kn, heldout: FactSet | None, neuron_sets: Mapping[str, Mapping[int, Sequence]],
+                   fact_indices: Sequence[int] | None = None) -> pd.DataFrame | None:
+    """The paper's ratios on held-out prompts (a run's `RunData.heldout`, which discovery never saw):
+    per (method, relation) `suppress_heldout`, `amplify_heldout`, `heldout_facts`, `heldout_prompts`,
+    to merge beside `relation_ratios` of the prompts that chose the neurons.  None when no fact has a
+    held-out prompt.  A relation none of whose facts has one has no row (NaN after the merge)."""
+    if heldout is None:
+        return None
+    indices = list(range(len(heldout))) if fact_indices is None else list(fact_indices)
+    indices = [i for i in indices if heldout.facts[i].prompts]
+    if not indices:
+        return None
+    effects = prompt_effects(kn, heldout, neuron_sets, fact_indices=indices)
+    if not len(effects):
+        return None
+    ratios = relation_ratios(effects)
+    return ratios.rename(columns={"suppress": "suppress_heldout", "amplify": "amplify_heldout", "facts": "heldout_facts",
+                                  "prompts": "heldout_prompts"}).drop(columns="neurons_per_fact")

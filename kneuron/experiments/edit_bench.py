@@ -4,12 +4,13 @@ Each case (`kneuron.data.counterfact`) asks to rewrite subject -> target_true in
 Every editor is applied, measured and reverted on every case, beside the unedited model:
 
 - `kn`: kneuron's default knowledge-neuron edit: the fact's refined neurons found on the case's
-  `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), then `fit_update` (signed
-  direction, output embeddings, the smallest scale that makes target_new top-1 on those prompts,
-  times a margin).
+  `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), less those that fire as much
+  for other subjects of the relation (`selective_neurons` on other cases' first prompts, never a
+  subject the case measures), then `fit_update` (signed direction, output embeddings, the
+  smallest scale that makes target_new top-1 on those prompts, times a margin).
 - `kn_paper`: the same neurons, the paper's literal rule (v - 1*E[t] + 8*E[t'], norm-scaled, input
   embeddings, no sign).  The paper's 10% relation filter is left out: one case per fact.
-- `kn_specific`: `kn` with the effect-specific rule (`kneuron.selection.specific`): neurons whose
+- `kn_specific`: `kn`'s neurons, less those dropped by the effect-specific rule (`kneuron.selection.specific`): neurons whose
   suppression moves other relations' facts are dropped.  Judged on other cases' facts of other
   relations, never on the case's own measurement prompts (`others`).
 - `random`: as many random neurons as `kn` edits, with the same scale, ratio and sign rule.
@@ -22,7 +23,7 @@ ES, PS, NS; EM, PM = mean p(new) - p(true); NM = mean p(answer) - p(new); `succe
 = top-1 is new on the edit prompts; `others_kept` = other relations' prompts whose top-1 is what
 the unedited model said; `gen_new` = the greedy continuation of the first edit prompt starts with
 the new answer (teacher forcing flatters; generation is the check); `entropy` = n-gram entropy of
-50-token greedy generations (ROME's 2/3-gram mix); `ppl` = perplexity of held-out BINGREL
+the 50-token greedy generation from the first edit prompt (ROME's 2/3-gram mix); `ppl` = perplexity of held-out BINGREL
 sentences.  Fluency metrics are also given relative to the unedited model.
 """
 
@@ -64,12 +65,14 @@ class BenchConfig:
     p: float = 0.7
     min_prompts: int = 3
     ratio: float = 1.0
+    selectivity: float | None = 0.5
+    contrast: int = 4
     margin: float = 1.5
     specific_fraction: float = 0.2
     specific_facts: int = 6
     rome_layer: int | None = None
     generation_tokens: int = 50
-    ppl_sentences: int = 16
+    ppl_sentences: int = 8
     bootstrap: int = 1000
 
 
@@ -193,8 +196,7 @@ class Measure:
         if not kn.is_masked:
             gen = self.generate(case.prompts[0])
             row["gen_new"] = float(bool(gen) and gen[0] == new)
-            gens = [gen] + [self.generate(p) for p in case.generation[:1]]
-            row["entropy"] = float(np.mean([ngram_entropy(g) for g in gens]))
+            row["entropy"] = ngram_entropy(gen)
             row["ppl"] = self.perplexity() if base is None or self.ppl_texts else math.nan
         else:
             row["gen_new"] = row["entropy"] = row["ppl"] = math.nan
@@ -241,6 +243,24 @@ class Editors:
                                                                p=c.p, min_prompts=min(c.min_prompts, n), steps=c.steps)
         return self._neurons[case.case_id]
 
+    def contrast(self, case) -> list[str]:
+        """Other subjects of the case's relation for the selectivity filter: other cases' first prompts,
+        never a subject that the case measures as a neighbour."""
+        measured = " ".join(x.prompt for x in case.neighbours)
+        pool = [c for c in self.cases if c.relation == case.relation and c.subject != case.subject
+                and c.subject not in measured]
+        rng = random.Random(f"{self.config.seed}:{case.case_id}:contrast")
+        return [c.prompts[0] for c in rng.sample(pool, min(self.config.contrast, len(pool)))]
+
+    def edit_neurons(self, case) -> list[Neuron]:
+        """kn's neurons: the refined set, less the neurons that fire as much for other subjects."""
+        from kneuron.edits import selective_neurons
+
+        refined = self.neurons(case)
+        if self.config.selectivity is None:
+            return refined
+        return selective_neurons(self.kn, refined, case.prompts, self.contrast(case), self.config.selectivity)
+
     def judging_facts(self, case) -> list[tuple[list[str], str]]:
         """Facts of other relations for the specific rule: other cases' own prompts, none of whose
         answers or prompts the case measures its `others` on."""
@@ -256,7 +276,7 @@ class Editors:
 
         kn, c = self.kn, self.config
         if method == "kn":
-            neurons = self.neurons(case)
+            neurons = self.edit_neurons(case)
             if not neurons:
                 return None, {"neurons": 0}
             edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
@@ -270,10 +290,12 @@ class Editors:
             edit = plan_update(kn, neurons, case.target_true, case.target_new, direction="paper", embedding="input")
             return edit, {"neurons": len(neurons)}
         if method == "kn_specific":
-            neurons = kn.find_neurons(case.prompts, case.target_true, threshold=c.threshold, p=c.p,
-                                      min_prompts=min(c.min_prompts, len(case.prompts)), steps=c.steps,
-                                      specific_against=self.judging_facts(case), specific_rule="effect",
-                                      specific_fraction=c.specific_fraction)
+            from kneuron.interventions import SpecificityTask, effect_specific_sets
+
+            own = self.edit_neurons(case)
+            other = [(p, a) for ps, a in self.judging_facts(case) for p in ps]
+            task = SpecificityTask(own, [(p, case.target_true) for p in case.prompts], other)
+            neurons = effect_specific_sets(kn, [task], c.specific_fraction)[0] if own else []
             if not neurons:
                 return None, {"neurons": 0}
             edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,

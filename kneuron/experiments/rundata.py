@@ -117,6 +117,9 @@ class RunData:
     summary: dict
     facts: FactSet
     universe: dict[str, list[int]]  # relation -> indices of the facts that were not skipped
+    # A run made with `--holdout K`: each fact with only its held-out prompts (discovery never saw
+    # them; none for a fact too small to split), aligned with `facts`; None for a run without.
+    heldout: FactSet | None = None
     _sets: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -130,13 +133,18 @@ class RunData:
             raise KneuronError(f"the facts of {config.data!r} are not those the run in {run_dir} was made "
                                "with (fingerprint differs); rerun discovery")
         records = RunDir(run_dir).records()
+        heldout = None
+        if config.holdout:
+            held = RunDir(run_dir).heldout(records)
+            heldout = FactSet([Fact(f.relation, f.subject, f.object, [f.prompts[k] for k in held.get(i, ())])
+                               for i, f in enumerate(facts.facts)], facts.relations, facts.source)
         facts = FactSet([_used(f, records.get(i, {})) for i, f in enumerate(facts.facts)], facts.relations, facts.source)
         universe: dict[str, list[int]] = {}
         for i, f in enumerate(facts.facts):
             if "skipped" in records.get(i, {}):
                 continue
             universe.setdefault(f.relation, []).append(i)
-        return cls(run_dir, config, table, summary, facts, universe)
+        return cls(run_dir, config, table, summary, facts, universe, heldout)
 
     @property
     def relations(self) -> list[str]:

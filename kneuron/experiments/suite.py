@@ -103,7 +103,14 @@ def statistics(kn, run, s: ExperimentSettings) -> Outcome:
 
 
 def suppression(kn, run, s: ExperimentSettings) -> Outcome:
-    from kneuron.experiments.activation_effects import method_means, prompt_effects, relation_ratios
+    from kneuron.experiments.activation_effects import (
+        FACTORS,
+        HELDOUT_FACTORS,
+        heldout_ratios,
+        method_means,
+        prompt_effects,
+        relation_ratios,
+    )
     from kneuron.experiments.controls import method_sets
 
     out = Outcome("suppression", TITLES["suppression"])
@@ -111,13 +118,25 @@ def suppression(kn, run, s: ExperimentSettings) -> Outcome:
     sets = {m: sets[m] for m in s.suppression_methods}
     effects = prompt_effects(kn, run.facts, sets, fact_indices=run.fact_indices)
     ratios = relation_ratios(effects)
-    means = method_means(ratios)
+    held = heldout_ratios(kn, getattr(run, "heldout", None), sets, fact_indices=run.fact_indices)
+    if held is not None:
+        ratios = ratios.merge(held, on=["method", "relation"], how="left")
+    means = method_means(ratios, tuple(FACTORS) + (HELDOUT_FACTORS if held is not None else ()))
     out.key["effects"] = means
     out.data["suppression_prompts"] = effects
     labels = run.labels()
     out.text("Per relation: mean over all its prompts of (p_new − p_orig) divided by the mean of p_orig, in %; "
              "the headline is the unweighted mean over relations (spec 5.2).  Random neurons: as many as the "
              f"fact's knowledge neurons, uniform over the model (numpy seed {s.seed}).")
+    if held is not None:
+        out.text(f"Held out: the run was discovered with `--holdout {run.config.holdout}`, so the prompts that "
+                 "chose the neurons are measured (suppress, amplify; in-sample) apart from "
+                 f"{int(held.drop_duplicates('relation')['heldout_prompts'].sum())} held-out prompts that chose "
+                 "nothing (suppress_heldout, amplify_heldout; facts with fewer than "
+                 f"{run.config.holdout} + 3 prompts have none).")
+    else:
+        out.text("Held out: none; these effects are measured on the prompts that chose the neurons (discover "
+                 "with `--holdout K` to measure them on prompts that chose nothing).")
     out.table("suppression_means", _round(means), "Mean change of the gold probability over relations (%)")
     out.figure("figure4_suppress", F.effects_figure(ratios, "suppress", labels, means),
                "Figure 4: suppressing the neurons (activation set to 0)")

@@ -11,9 +11,9 @@ for each relation, up to `max_tries` times, until `edits_per_relation` valid edi
      (`kneuron.edits.select_update_neurons`); for `random`, each is replaced by a uniformly random
      (layer, index) (`randint` layer, then index), so the count is kept; none left: skipped;
   3. one random prompt of the fact (`randint`); skipped unless the model's top-1 is the gold object;
-  4. the value-slot edit (lambda1 = 1, lambda2 = 8, norm-scaled; `direction="signed"` flips the
-     change of a neuron whose mean activation over the fact's prompts is negative, which never
-     happens to BERT's knowledge neurons; "paper" is the literal rule), then on that prompt:
+  4. the value-slot edit (lambda1 = 1, lambda2 = 8, norm-scaled; `direction="auto"` flips the
+     change of a neuron whose mean activation over the fact's prompts is negative on gated MLPs,
+     and is the literal rule on BERT), then on that prompt:
      success = new top-1 is t', change = new top-1 differs from the original top-1;
   5. side effects: 5 random *other* facts of the relation (intra) and 5 random facts of random
      other relations (inter; relation by `choice`, redrawn while it is the edited one; then
@@ -57,7 +57,7 @@ def gold_log_probs(kn, prompts: Sequence[str], answers: Sequence[str]) -> np.nda
 def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edits_per_relation: int = 10,
                  max_tries: int = 10000, share: float = 0.1, lambda1: float = 1.0, lambda2: float = 8.0,
                  scaling: str = "norm", ppl_facts: int = 5, relations: Sequence[str] | None = None,
-                 direction: str = "signed"):
+                 direction: str = "auto"):
     """(edits, attempts): one row per valid edit; one row per (method, relation) with the skip counts."""
     facts = run.facts
     universe = {r: run.universe[r] for r in (relations or run.relations)}

@@ -83,6 +83,13 @@ class Adapter:
             return inputs
         return weight
 
+    def gated(self, model: nn.Module) -> bool:
+        """Whether the FFN is gated (act(gate) * up: SwiGLU, GeGLU), so that a neuron's coefficient
+        is as often negative as positive.  Read from the module holding the down projection."""
+        parent, _, _ = self.down_proj.rpartition(".")
+        mlp = get_module(self.blocks(model)[0], parent)
+        return any("gate" in name for name, _ in mlp.named_children())
+
     def num_neurons(self, model: nn.Module) -> int:
         return self.value_slots(model, 0).shape[self.slot_axis]
 

@@ -126,17 +126,54 @@ def add_multilingual_section(report, run, title: str = "Multilingual knowledge n
 
 
 def interactions_summary(results) -> pd.DataFrame:
-    """One row per studied fact: p, strongest single effect, degenerate pairs, greedy set."""
+    """One row per studied fact: p, strongest single effect, degenerate pairs, greedy set, and each
+    count against its null of matched random neurons (`Interactions.null`: mean, 95% interval,
+    one-sided p-value; empty where no null was drawn)."""
     rows = []
     for name, res in results:
         table = res.table()
         greedy = res.greedy or {}
-        rows.append({"fact": name, "neurons": len(res.neurons), "p": res.p,
-                     "strongest_single": float(min(res.single_effects().values())),
-                     "degenerate_pairs": int(table["degenerate"].sum()) if len(table) else 0,
-                     "most_negative_interaction": float(table["interaction"].min()) if len(table) else float("nan"),
-                     "greedy_set_size": greedy.get("size"), "greedy_kept": greedy.get("kept")})
+        null = res.null or {}
+        row = {"fact": name, "neurons": len(res.neurons), "p": res.p,
+               "strongest_single": float(min(res.single_effects().values())),
+               "degenerate_pairs": int(table["degenerate"].sum()) if len(table) else 0,
+               "most_negative_interaction": float(table["interaction"].min()) if len(table) else float("nan"),
+               "greedy_set_size": greedy.get("size"), "greedy_kept": greedy.get("kept")}
+        for stat, prefix in (("degenerate_pairs", "degenerate"), ("greedy_size", "greedy")):
+            c = null.get(stat) or {}
+            row.update({f"{prefix}_null_mean": c.get("null_mean"), f"{prefix}_null_low": c.get("null_low"),
+                        f"{prefix}_null_high": c.get("null_high"), f"{prefix}_p": c.get("p_value")})
+        row["greedy_null_reached"] = (null.get("greedy_size") or {}).get("null_defined")
+        row.update(null_repeats=null.get("repeats"), null_seed=null.get("seed"), null_bins=null.get("bins"))
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def interactions_null_totals(results) -> pd.DataFrame:
+    """Counts over all studied facts against their pooled null: the degenerate pairs in total, and
+    the facts whose greedy set is reached.  Null draw r of the total sums draw r of every fact (the
+    facts' draws are independent), so only facts with a drawn null count, and all must have the same
+    number of repeats.  Columns as `Interactions.null_table`, plus `facts` (how many were pooled)."""
+    from kneuron.experiments.interactions import compare_to_null
+
+    drawn = [res for _, res in results if (res.null or {}).get("available")]
+    repeats = {res.null["repeats"] for res in drawn}
+    if not drawn or len(repeats) != 1:
+        return pd.DataFrame()
+    rows = []
+    degenerate = compare_to_null(sum(res.null["degenerate_pairs"]["observed"] for res in drawn),
+                                 [int(sum(v)) for v in zip(*(res.null["degenerate_pairs"]["null"] for res in drawn))],
+                                 "greater")
+    rows.append({"statistic": "degenerate_pairs", **degenerate})
+    greedy = [res for res in drawn if "greedy_size" in res.null]
+    if len(greedy) == len(drawn):
+        reached = compare_to_null(sum(res.null["greedy_size"]["observed"] is not None for res in greedy),
+                                  [int(sum(v is not None for v in vs))
+                                   for vs in zip(*(res.null["greedy_size"]["null"] for res in greedy))], "greater")
+        rows.append({"statistic": "greedy_reached", **reached})
+    frame = pd.DataFrame(rows).drop(columns=["null", "null_defined"])
+    frame["repeats"], frame["facts"] = repeats.pop(), len(drawn)
+    return frame
 
 
 def interactions_pairs(results) -> pd.DataFrame:
@@ -152,12 +189,23 @@ def add_interactions_section(report, results, title: str = "Neuron interactions"
     report.table("interactions_summary", interactions_summary(results),
                  "Per fact: mean gold probability p; the largest single suppression effect; AMIG's degenerate "
                  "pairs (each alone keeps >= 80%, both < 75%); the most negative interaction (joint effect "
-                 "minus the sum of singles); the greedy set of individually dispensable neurons that removes "
-                 "most of the gold probability (size empty: not reached) and the share it keeps.")
+                 "minus the sum of singles); the set a greedy search grows from individually dispensable "
+                 "neurons until it removes most of the gold probability (greedy, not necessarily the "
+                 "smallest; size empty: not reached) and the share it keeps.  Each count against its null: "
+                 "the same computation on random neurons of the same layers and activation quantile bins at "
+                 "the blank (null_repeats draws, seeded with null_seed): the null's mean, 95% interval "
+                 "(low, high) and the one-sided empirical p-value (greedy: a set as small or smaller; "
+                 "greedy_null_reached: share of draws whose greedy set was reached).")
+    totals = interactions_null_totals(results)
+    if len(totals):
+        report.table("interactions_null", totals,
+                     "All facts together against the pooled null (draw r sums every fact's draw r): the "
+                     "degenerate pairs in total and the facts whose greedy set is reached; observed, null "
+                     "mean, 95% interval, one-sided empirical p-value.")
     for k, (name, res) in enumerate(results[:max_figures]):
         report.figure(f"interactions_{k}", interaction_figure(res, f"{name}: interactions"),
                       f"{name}: interaction matrix (outlined: degenerate pairs).")
 
 
 __all__ = ["add_interactions_section", "add_multilingual_section", "cross_lingual_figure", "interaction_figure",
-           "interactions_pairs", "interactions_summary", "suppression_summary"]
+           "interactions_null_totals", "interactions_pairs", "interactions_summary", "suppression_summary"]

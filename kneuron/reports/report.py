@@ -231,11 +231,16 @@ def compare_section(report: Report, methods: pd.DataFrame, deletion_png: bytes, 
     report.text(f"Model `{config.get('model')}`, data `{config.get('data')}`, seed {config.get('seed')}. "
                 "Suppress/amplify: the paper's metric in percent (per relation, change of the mean gold "
                 "probability over the mean original, then the mean over relations), each fact's neurons x0/x2 at "
-                "the blank; other_relations_suppress: the same on prompts of other relations' facts (collateral "
-                "damage); consistency: Jaccard of the sets chosen on two halves of each fact's prompts. Rows with "
+                "the blank, on the prompts that chose them (in-sample); suppress_heldout/amplify_heldout: the same "
+                f"on {config.get('heldout')} held-out prompts per fact that chose nothing (facts with at least "
+                f"{(config.get('heldout') or 0) + 3} prompts); other_relations_suppress: the same on prompts of "
+                "other relations' facts (collateral damage; those facts and their answers judged no neuron)"
+                + (f"; every row on the test facts, the effect rule's fraction chosen on a {config.get('tune_share'):g} "
+                   "share of tune facts (tuning.csv)" if config.get("tune_share") else "")
+                + "; consistency: Jaccard of the sets chosen on two halves of each fact's prompts. Rows with "
                 "budget 0 have variable size (neurons_per_fact): ig_refined, the paper's refined sets, and "
                 f"ig_specific, those sets without generic neurons by rule `{config.get('specific_rule')}`"
-                + (f" (fraction {config.get('specific_fraction')})" if config.get("specific_rule") == "effect" else "")
+                + (f" (fraction {config.get('specific_fraction')})" if config.get("specific_rule") == "effect" and not config.get("tune_share") else "")
                 + ", a named deviation from the paper.")
     report.table("compare_methods", methods, "Methods by budget")
     report.figure("deletion_curve", deletion_png, "Suppression against budget, one line per method")

@@ -36,6 +36,7 @@ class DiscoveryConfig:
     specific: str = "none"  # "other_relations" | "effect": also write method "kn_specific" (a named deviation)
     specific_fraction: float = SPECIFIC_FRACTION  # rule "effect": collateral / own effect allowed per neuron
     specific_other_prompts: int = 10  # rule "effect": other relations' prompts per fact it is judged on
+    holdout: int = 0  # prompts per fact held out of discovery (seeded; kneuron.selection.heldout); 0 = none
     facts_fingerprint: str = ""
     kneuron_version: str = field(default=kneuron.__version__)
 

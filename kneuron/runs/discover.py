@@ -8,6 +8,11 @@ A run directory holds:
 - `neurons.parquet`: the tidy result, one row per (fact, neuron, method), method "kn" or "baseline".
 - `relations.json`: per relation and method, the adapted sharing threshold p and neurons per fact.
 The files are read and written only through `kneuron.runs.rundir.RunDir`.
+With `holdout=K` (`kneuron discover --holdout K`), K prompts of each fact with at least K + 3
+usable ones are held out, seeded (`kneuron.selection.heldout`): discovery attributes, refines and
+judges (rule effect) on the others only, and each record lists the held-out ones as
+"heldout_prompts", for the experiments and `kneuron compare --run` to measure on
+(`RunDir.heldout()`, `RunData.heldout`).
 With `specific="other_relations"` or `"effect"` (named deviations, see `kneuron.selection.specific`)
 the table also has method "kn_specific": each fact's refined set without its generic neurons.
 Rule "effect" suppresses each refined neuron alone on the fact's prompts and on a seeded sample of
@@ -34,7 +39,7 @@ from kneuron.runs.backends import make_backend
 from kneuron.runs.config import SPECIFIC_RULES, DiscoveryConfig, fingerprint, select_facts
 from kneuron.runs.rundir import RunDir, neuron_sets
 from kneuron.seeds import derived_seed
-from kneuron.selection import adapt_p, check_specific_rule, specific_sets
+from kneuron.selection import adapt_p, check_heldout, check_specific_rule, specific_sets
 
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with kneuron.runs
     import pandas as pd
@@ -56,7 +61,8 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
     for rel, idx in by_rel.items():
         done = [i for i in idx if "skipped" not in records[i]]
         summary[rel] = {"facts": len(idx), "skipped": len(idx) - len(done),
-                        "skipped_prompts": sum(records[i].get("skipped_prompts", 0) for i in idx)}
+                        "skipped_prompts": sum(records[i].get("skipped_prompts", 0) for i in idx),
+                        "heldout_prompts": sum(len(records[i].get("heldout_prompts", ())) for i in done)}
         for method, key in (("kn", "kn"), ("baseline", "base")):
             if not done:  # every fact skipped: there is no p to choose
                 summary[rel][method] = {"p": None, "tries": 0, "neurons_per_fact": None, "converged": False,
@@ -147,6 +153,7 @@ def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: boo
         backend = make_backend(backend or "local", kn=kn)
     if config.specific not in SPECIFIC_RULES:
         raise KneuronError(f"unknown specific rule {config.specific!r}; use one of: {', '.join(SPECIFIC_RULES)}")
+    check_heldout(config.holdout, "--holdout")
     if config.specific == "effect":
         check_specific_rule(config.specific, config.specific_fraction)
         if config.specific_other_prompts < 1:

@@ -7,7 +7,8 @@ Both discovery backends (`kneuron.runs.backends`) turn batches of facts into rec
 from __future__ import annotations
 
 from kneuron.errors import KneuronError
-from kneuron.selection import baseline_neurons, coarse_neurons
+from kneuron.seeds import derived_seed
+from kneuron.selection import baseline_neurons, coarse_neurons, heldout_split
 
 
 def internal_batch_size(kn, prompts: list[str], config) -> int | None:
@@ -24,22 +25,30 @@ def attribute_facts(kn, facts, indices, config):
     """Records for the given fact indices (one attribution call, prompts batched by length).
 
     `facts.facts[i]` must give fact i (a FactSet, or any object whose `facts` maps indices to facts).
+    With `config.holdout` = K > 0, K of each fact's usable prompts (when it has at least K + 3) are
+    held out (`kneuron.selection.heldout`, seed `derived_seed(config.seed, "heldout", i)`): they are
+    not attributed, and the record lists them as "heldout_prompts" (always present, [] for a fact
+    too small to split); "used_prompts" then lists the attributed ones.
     """
     prompts, answers, owner = [], [], []
     records = {}
     used: dict[int, list[int]] = {}
+    held: dict[int, list[int]] = {}
+    usable: dict[int, list[int]] = {}
+    holdout = getattr(config, "holdout", 0)
     for i in indices:
         f = facts.facts[i]
         # A causal LM can only continue prompts that end at the blank; the others are skipped.
-        used[i] = [k for k, p in enumerate(f.prompts) if kn.is_masked or kn.ends_at_blank(p)]
+        usable[i] = [k for k, p in enumerate(f.prompts) if kn.is_masked or kn.ends_at_blank(p)]
+        used[i], held[i] = heldout_split(usable[i], holdout, derived_seed(config.seed, "heldout", i))
         try:
             if not used[i]:
                 raise KneuronError("no prompt ends at the blank, as a causal LM needs")
-            for k in used[i]:
+            for k in usable[i]:
                 kn.encode(f.prompts[k], f.object)
         except KneuronError as exc:
             records[i] = {"fact": i, "relation": f.relation, "subject": f.subject, "object": f.object,
-                          "skipped": str(exc), "skipped_prompts": len(f.prompts) - len(used[i])}
+                          "skipped": str(exc), "skipped_prompts": len(f.prompts) - len(usable[i])}
             continue
         for k in used[i]:
             prompts.append(f.prompts[k])
@@ -56,7 +65,10 @@ def attribute_facts(kn, facts, indices, config):
                "prob": [round(r.probability, 8) for r in mine], "kn": [], "base": []}
         if len(used[i]) < len(f.prompts):
             rec["used_prompts"] = used[i]
-            rec["skipped_prompts"] = len(f.prompts) - len(used[i])
+        if len(usable[i]) < len(f.prompts):
+            rec["skipped_prompts"] = len(f.prompts) - len(usable[i])
+        if holdout:
+            rec["heldout_prompts"] = held[i]
         for r in mine:
             kn_set = coarse_neurons(r.scores, config.threshold)
             base_set = baseline_neurons(r.activations, config.baseline_threshold)

@@ -4,6 +4,14 @@
     run.config()            config.json        -> DiscoveryConfig (everything that determines the result)
     run.fact_log()          attributions.jsonl -> FactLog: one record per finished fact, fsynced
     run.records()                                 {fact index: record} (coarse sets with their scores)
+    run.heldout()                                 {fact index: its held-out prompts (indices into its
+                                                  prompts)}: a run made with `--holdout K`
+                                                  (config.holdout); {} for older runs and K = 0
+
+A record's prompt fields: "used_prompts" (the attributed prompts, when not all of them),
+"skipped_prompts" (how many a causal LM could not continue) and, with `holdout` > 0,
+"heldout_prompts" (the prompts discovery never saw; [] for a fact with fewer than K + 3 usable
+prompts).  Runs written before `holdout` existed load with `holdout = 0` and no held-out prompts.
     run.neurons()           neurons.parquet    -> the tidy result, one row per (fact, neuron, method)
     run.relations()         relations.json     -> per relation and method: p, neurons per fact, ...
 
@@ -101,6 +109,14 @@ class RunDir:
         log = FactLog(self.path / RECORDS)
         log.close()
         return log.records
+
+    def heldout(self, records: dict[int, dict] | None = None) -> dict[int, list[int]]:
+        """{fact index: indices of its held-out prompts} for a run made with `holdout` > 0, else {}.
+        `records`: the run's `records()`, when the caller has them already."""
+        if not self.config().holdout:
+            return {}
+        records = self.records() if records is None else records
+        return {i: [int(k) for k in r.get("heldout_prompts", ())] for i, r in records.items() if "skipped" not in r}
 
     def write_result(self, table: pd.DataFrame, summary: dict) -> None:
         write_parquet_atomic(self.path / NEURONS, table)

@@ -39,11 +39,24 @@ def check_specific_rule(rule: str, fraction: float = SPECIFIC_FRACTION) -> str:
     return rule
 
 
-def specific_sets(relations: Sequence[str], sets: Sequence[Sequence[Neuron]]) -> list[list[Neuron]]:
+def specific_sets(relations: Sequence[str], sets: Sequence[Sequence[Neuron]],
+                  reference: Sequence[Sequence[int]] | None = None) -> list[list[Neuron]]:
     """Rule `other_relations`: each fact's set without the neurons that also occur in a set of a fact
-    of another relation.  `relations[i]` is the relation of fact i and `sets[i]` its refined set."""
+    of another relation.  `relations[i]` is the relation of fact i and `sets[i]` its refined set.
+
+    `reference[i]`, when given, lists the facts (positions) whose sets fact i is compared against;
+    the others are not looked at.  `kneuron compare` leaves out the facts whose prompts measure
+    fact i's collateral damage, so that the rule does not see the test."""
     if len(relations) != len(sets):
         raise ValueError("one relation per set is needed")
+    if reference is not None:
+        if len(reference) != len(sets):
+            raise ValueError("one reference list per set is needed")
+        out = []
+        for rel, neurons, ref in zip(relations, sets, reference):
+            generic = {Neuron(*n) for j in ref if relations[j] != rel for n in sets[j]}
+            out.append([Neuron(*n) for n in neurons if Neuron(*n) not in generic])
+        return out
     seen_in: dict[Neuron, set[str]] = {}
     for rel, neurons in zip(relations, sets):
         for n in neurons:

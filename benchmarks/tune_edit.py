@@ -1,0 +1,143 @@
+"""Choose the default knowledge-neuron edit on the TUNE split of a CounterFact-style case file.
+
+    python benchmarks/tune_edit.py --model smollm2-135m --cases cases.jsonl --out results/edit/tune-smollm2
+
+For each tune case: the refined neurons (found once), filtered at each selectivity
+(`selective_neurons` against other tune cases of the relation; "none" keeps them all), then
+`fit_update` at each ratio (λ2/λ1), and each margin applied to the fitted strength.  Every variant is applied, scored on ES / PS / NS /
+others kept (no generation: fluency is checked on the test split), and reverted.  The journal
+(`tune.jsonl`) makes a rerun resume.  The summary prints S per (ratio, margin) and the choice:
+the highest S whose others-kept is at least 0.9 (ties: the smaller margin).  The test split is
+never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import kneuron
+from kneuron.data.counterfact import load_cases
+from kneuron.edits import fit_update, plan_update, selective_neurons
+from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic
+from kneuron.runs.store import FactLog
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--cases", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--ratios", default="1")
+    ap.add_argument("--selectivities", default="none,1,0.5,0.25")
+    ap.add_argument("--margins", default="1,1.25,1.5,2,3")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ratios = [float(x) for x in args.ratios.split(",")]
+    margins = [float(x) for x in args.margins.split(",")]
+    sels = [None if x == "none" else float(x) for x in args.selectivities.split(",")]
+    cases = [c for c in load_cases(args.cases) if c.split == "tune"][: args.limit]
+    args.out.mkdir(parents=True, exist_ok=True)
+    kn = kneuron.load(args.model, device="cpu")
+    measure = Measure(kn, [], 0)
+    journal = FactLog(args.out / "tune.jsonl", key="key")
+    editors = Editors(kn, BenchConfig(model=args.model, cases=args.cases.name), cases)
+    started = time.perf_counter()
+    for k, case in enumerate(cases):
+        keys = [f"{case.case_id}:{sel}:{r}:{m}" for sel in sels for r in ratios for m in margins]
+        if all(key in journal for key in keys):
+            continue
+        t = time.perf_counter()
+        refined = editors.neurons(case)
+        contrast = editors.contrast(case)
+        base = _light(measure, case, None)
+        for sel in sels:
+            neurons = refined if sel is None else selective_neurons(kn, refined, case.prompts, contrast, sel)
+            for r in ratios:
+                fitted = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=r,
+                                    margin=1.0) if neurons else None
+                for m in margins:
+                    key = f"{case.case_id}:{sel}:{r}:{m}"
+                    if key in journal:
+                        continue
+                    row = {"key": key, "case_id": case.case_id, "relation": case.relation,
+                           "selectivity": "none" if sel is None else sel, "ratio": r, "margin": m,
+                           "neurons": len(neurons), "refined": len(refined), "contrast": len(contrast)}
+                    if fitted is None:
+                        row.update({**{x: base[x] for x in ("ES", "PS", "NS", "success")}, "others_kept": 1.0,
+                                    "edited": 0})
+                    else:
+                        s = min(fitted.info["scale"] * m, fitted.info["max_scale"])
+                        edit = plan_update(kn, neurons, case.target_true, case.target_new,
+                                           signs=fitted.info["signs"], lambda1=s, lambda2=r * s)
+                        with edit.apply(kn):
+                            row.update(_light(measure, case, base))
+                        row.update({"edited": 1, "scale": s, "reached": fitted.info["reached"]})
+                    journal.append(row)
+        print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {len(refined)} neurons, "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+    journal.close()
+    frame = pd.DataFrame(list(journal.records.values()))
+    rows = []
+    frame["selectivity"] = frame["selectivity"].astype(str)
+    for (sel, r, m), g in frame.groupby(["selectivity", "ratio", "margin"]):
+        es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
+        rows.append({"selectivity": sel, "ratio": r, "margin": m, "cases": len(g), "neurons": float(g["neurons"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
+                     "NS": ns, "others_kept": kept, "success": float(g["success"].mean()),
+                     "edited": float(g["edited"].mean())})
+    table = pd.DataFrame(rows).sort_values(["selectivity", "ratio", "margin"])
+    ok = table[table["others_kept"] >= 0.9]
+    pick = (ok if len(ok) else table).sort_values(["S", "margin"], ascending=[False, True]).iloc[0]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    text = [f"# Tuning the default knowledge-neuron edit: {args.model}, {table['cases'].max()} tune cases",
+            "", f"Command: `python benchmarks/tune_edit.py --model {args.model} --cases {args.cases.name} "
+            f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}`  ", f"CPU: {cpu}; torch threads "
+            f"{torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.", "",
+            _markdown(table), "",
+            f"Choice (highest S with others kept >= 0.9): selectivity {pick['selectivity']}, ratio {pick['ratio']:g}, "
+            f"margin {pick['margin']:g}."]
+    (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    choice = {"selectivity": pick["selectivity"], "ratio": float(pick["ratio"]), "margin": float(pick["margin"])}
+    (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
+    print("\n".join(text))
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _light(measure: Measure, case, base: dict | None) -> dict:
+    """ES, PS, NS, success and others kept, without generation or perplexity."""
+    kn = measure.kn
+    new, true = kn.answer_id(case.target_new), kn.answer_id(case.target_true)
+    e, p = measure.probs(case.prompts), measure.probs(case.paraphrases)
+    n = measure.probs([x.prompt for x in case.neighbours])
+    o = measure.probs([x.prompt for x in case.others])
+    ans = [kn.answer_id(x.answer) for x in case.neighbours]
+    row = {"ES": float((e[:, new] > e[:, true]).double().mean()),
+           "PS": float((p[:, new] > p[:, true]).double().mean()),
+           "NS": float(np.mean([float(n[i, a] > n[i, new]) for i, a in enumerate(ans)])),
+           "success": float((e.argmax(-1) == new).double().mean()), "_top": o.argmax(-1).tolist()}
+    row["others_kept"] = 1.0 if base is None else float(np.mean([a == b for a, b in zip(row["_top"], base["_top"])]))
+    if base is not None:
+        row.pop("_top")
+    return row
+
+
+if __name__ == "__main__":
+    main()
