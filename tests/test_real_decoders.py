@@ -1,7 +1,8 @@
 """Gemma 3 270M and SmolLM2 135M, the real pretrained decoders, as plain Hugging Face directories.
 
-Run when `$KNEURON_REAL_MODELS` (default /tmp/real) holds `gemma3-270m/` and `smollm2-135m/`
-(converted from the catalogue's GGUF files); skipped with the reason otherwise.
+Run when `$KNEURON_REAL_MODELS` holds `gemma3-270m/` and `smollm2-135m/` (converted from the
+catalogue's GGUF files), or when the catalogue has them in its cache (`kneuron models fetch NAME`;
+CI fetches SmolLM2); skipped with the reason otherwise.
 """
 
 import os
@@ -16,15 +17,19 @@ import kneuron
 from kneuron.attribution.reference import reference_attribution
 from kneuron.models.structural import structural_adapter
 
-ROOT = Path(os.environ.get("KNEURON_REAL_MODELS", "/tmp/real"))
+ROOT = Path(os.environ["KNEURON_REAL_MODELS"]) if os.environ.get("KNEURON_REAL_MODELS") else None
 PROMPT = "The capital of Japan is"
 
 
 def real(name):
-    path = ROOT / name
-    if not (path / "config.json").is_file():
-        pytest.skip(f"real model {name} not found under {ROOT} (set KNEURON_REAL_MODELS)")
-    return kneuron.load(str(path), device="cpu")
+    from kneuron.models import catalogue
+
+    if ROOT is not None and (ROOT / name / "config.json").is_file():
+        return kneuron.load(str(ROOT / name), device="cpu")
+    if catalogue.cached_dir(catalogue.get(name)) is not None:
+        return kneuron.load(name, device="cpu")
+    pytest.skip(f"real model {name} is neither under $KNEURON_REAL_MODELS nor in the cache "
+                f"(run `kneuron models fetch {name}`)")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The catalogue's real models, when they are in the cache (`kneuron models fetch NAME`); skipped otherwise.
 
-These never download: CI has no 93 MB to spare.  Run them after fetching both models.
+These never download; `.ci/run` fetches SmolLM2 (93 MB) first, so CI runs its tests (Gemma 3's
+skip there).  A failed fetch prints one line in CI and these skip.
 """
 
 from __future__ import annotations
@@ -66,3 +67,25 @@ def test_gemma3_converted_like_its_catalogue_entry():
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)
     assert tok.convert_ids_to_tokens(int(probs.argmax())) == "\u2581France" and probs.max() > 0.5  # 0.71
+
+
+@pytest.mark.slow
+def test_smollm2_fitted_edit_rewrites_the_fact_and_reverts_bit_for_bit():
+    """The issue's case: Japan's capital Tokyo -> Kyoto on SmolLM2, through its knowledge neurons."""
+    from kneuron.edits import fit_update
+
+    _cached("smollm2-135m")
+    kn = kneuron.load("smollm2-135m", device="cpu")
+    prompts = ["The capital of Japan is", "The capital city of Japan is", "Japan's capital city is",
+               "Japan's capital is"]
+    neurons = kn.find_neurons(prompts, "Tokyo", min_prompts=3)
+    assert neurons
+    before = {k: v.clone() for k, v in kn.model.state_dict().items()}
+    edit = fit_update(kn, neurons, "Tokyo", "Kyoto", prompts)
+    assert edit.info["direction"] == "signed" and edit.info["reached"]
+    assert -1.0 in edit.info["signs"]  # gated MLP: some knowledge neurons fire negatively
+    with edit.apply(kn):
+        for p in prompts:
+            assert kn.predict(p, 1)[0][0] == " Kyoto"
+        assert kn.predict("The capital of France is", 1)[0][0] == " Paris"
+    assert all(torch.equal(before[k], v) for k, v in kn.model.state_dict().items())

@@ -375,6 +375,8 @@ def bench(
     limit: int = ranged(None, "--limit", within=POSITIVE, help="At most this many cases (in file order)."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
     margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
+    selectivity: float = ranged(None, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons firing "
+                                "for other subjects of the relation at more than this share (default: off)."),
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
     seed: int = ranged(0, "--seed", within=SEED, help="Seed of random neurons, judging samples and bootstrap."),
     steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m (finding neurons)."),
@@ -402,7 +404,7 @@ def bench(
     if not cases:
         raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, seed=seed,
-                         steps=steps, ratio=ratio, margin=margin, rome_layer=rome_layer,
+                         steps=steps, ratio=ratio, margin=margin, selectivity=selectivity, rome_layer=rome_layer,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()

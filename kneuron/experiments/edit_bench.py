@@ -4,10 +4,11 @@ Each case (`kneuron.data.counterfact`) asks to rewrite subject -> target_true in
 Every editor is applied, measured and reverted on every case, beside the unedited model:
 
 - `kn`: kneuron's default knowledge-neuron edit: the fact's refined neurons found on the case's
-  `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), less those that fire as much
-  for other subjects of the relation (`selective_neurons` on other cases' first prompts, never a
-  subject the case measures), then `fit_update` (signed direction, output embeddings, the
-  smallest scale that makes target_new top-1 on those prompts, times a margin).
+  `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), then `fit_update` (signed
+  direction, output embeddings, the smallest scale that makes target_new top-1 on those prompts,
+  times a margin).  `selectivity` (off by default) first drops the neurons that fire as much for
+  other subjects of the relation (`selective_neurons` on other cases' first prompts, never a
+  subject the case measures).
 - `kn_paper`: the same neurons, the paper's literal rule (v - 1*E[t] + 8*E[t'], norm-scaled, input
   embeddings, no sign).  The paper's 10% relation filter is left out: one case per fact.
 - `kn_specific`: `kn`'s neurons, less those dropped by the effect-specific rule (`kneuron.selection.specific`): neurons whose
@@ -65,7 +66,7 @@ class BenchConfig:
     p: float = 0.7
     min_prompts: int = 3
     ratio: float = 1.0
-    selectivity: float | None = 0.5
+    selectivity: float | None = None
     contrast: int = 4
     margin: float = 1.5
     specific_fraction: float = 0.2
