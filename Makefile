@@ -24,3 +24,19 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The documentation site (mkdocs.yml, docs/): runs the two tutorials and builds site/ with --strict,
+# so a broken link, a page missing from the nav, a docstring that does not render or a failing
+# tutorial cell fails. KNEURON_DOCS_EXECUTE=false skips running the tutorials.
+.PHONY: docs check-paths
+
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,gguf,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# No absolute path of any machine in a tracked file.
+check-paths:
+	$(PYTHON) scripts/check_paths.py

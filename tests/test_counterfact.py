@@ -43,6 +43,7 @@ def _toy() -> FactSet:
     rows += [("born", s, "Paris") for s in ("Ann", "Bob", "Cy")]  # one object only: no target_new
     rows += [("lonely", "Solo", "Alpha"), ("lonely", "Wrongo", "Beta")]  # the only neighbour is wrong
     facts = [Fact(r, s, o, _prompts(s, r)) for r, s, o in rows]
+    facts.append(Fact("capital", "Italy", "Rome", _prompts("Italy", "capital")))  # a repeated fact
     facts.append(Fact("capital", "Tiny", "Bern", ["The capital of Tiny is [MASK].", "[MASK] is Tiny's.",
                                                    "Tiny: [MASK].", "[MASK] rules Tiny."]))  # 2 usable (causal)
     return FactSet(facts, {r: Relation(r) for r in ("capital", "lang", "born", "lonely")}, "toy")
@@ -79,7 +80,7 @@ def _build(facts=None, **kw):
 def test_drop_reasons_are_counted_and_add_up():
     cases, reports, stub = _build()
     cap, lang, born, lonely = reports["capital"], reports["lang"], reports["born"], reports["lonely"]
-    assert (cap.facts, cap.not_one_token, cap.few_prompts, cap.model_wrong) == (11, 1, 1, 2)  # New York; Tiny
+    assert (cap.facts, cap.duplicate, cap.not_one_token, cap.few_prompts, cap.model_wrong) == (12, 1, 1, 1, 2)
     assert cap.kept == 7 and cap.no_neighbour == 0 and cap.unexamined == 0  # Wrongland, Spain: wrong
     assert (born.no_target_new, born.kept) == (3, 0)
     assert (lonely.model_wrong, lonely.no_neighbour, lonely.kept) == (1, 1, 0)  # Solo: its one neighbour is wrong
@@ -291,7 +292,7 @@ def test_cli_end_to_end_on_a_tiny_decoder(tiny_llama, make_pararel, tmp_path, ca
     for nums in rows.values():
         facts, *dropped, unexamined, kept, tune, test = nums
         assert facts == 10 and facts == sum(dropped) + unexamined + kept and kept == tune + test
-        assert dropped[0] == 1  # "Dublin": two tokens
+        assert dropped[:2] == [0, 1]  # "Dublin": two tokens
         assert kept >= 1
     cases = load_cases(out)
     assert {c.relation for c in cases} == {"P36", "P17"} and all(c.neighbours and c.others for c in cases)

@@ -229,13 +229,14 @@ def sample_cmd(
                   f"from {_plural(len(reports), 'relation')}", soft_wrap=True, highlight=False)
 
 
-_DROP_COLUMNS = {"not_one_token": "not 1\ntoken", "few_prompts": "few\nprompts", "no_target_new": "no\nnew",
+_DROP_COLUMNS = {"duplicate": "re-\npeated", "not_one_token": "not 1\ntoken", "few_prompts": "few\nprompts", "no_target_new": "no\nnew",
                  "model_wrong": "model\nwrong", "no_neighbour": "no\nnbr"}
 
 
 def _drop_table(reports, title: str) -> Table:
-    # Two-line headers keep ten columns in an 80-column terminal; the legend is printed below.
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    # Two-line headers and one space between columns keep ten columns in an 80-column terminal;
+    # the legend is printed below.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("relation", no_wrap=True)
     for header in ("facts", *_DROP_COLUMNS.values(), "not\ntried", "kept", "tune/\ntest"):
         table.add_column(header, justify="right", no_wrap=True)
@@ -289,7 +290,7 @@ def counterfact_cmd(
     model_name = Path(model).name if Path(model).expanduser().exists() else model  # no absolute paths in the file
     data_name = Path(facts.source).name if facts.source else Path(data.removeprefix("pararel:")).name
     console.print(_drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
-    console.print("dropped: object not one token, too few usable prompts, no other one-token object for target_new, "
+    console.print("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for target_new, "
                   "model wrong on the fact, no neighbour answered correctly; not tried: the relation had its cases "
                   "or --max-tries was reached", soft_wrap=True, highlight=False, style="dim")
     if not cases:

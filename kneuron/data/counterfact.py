@@ -14,7 +14,8 @@ The benchmark is model-aware and seeded, like `kneuron.data.sampling`:
 
 - Usable prompts: for a causal LM only the prompts that end at the blank (`ends_at_blank`); for a
   masked LM all of them.  Prompts keep kneuron's "[MASK]" form either way.
-- A fact is a candidate when its object is one token for the model, it has at least
+- A fact is a candidate when it is the first copy of a repeated (relation, subject, object) (PARAREL
+  repeats 21), its object is one token for the model, it has at least
   `paraphrases + min_prompts` distinct usable prompts, and its relation has another one-token
   object that is not an object of the same subject (the `target_new` pool).
 - `prompts[0]` is always the relation's first usable template (filled with the subject); the
@@ -96,6 +97,7 @@ class Case:
 
 
 REASONS = {
+    "duplicate": "repeated fact",  # PARAREL repeats a few (relation, subject, object): the first copy counts
     "not_one_token": "object not one token",
     "few_prompts": "too few usable prompts",
     "no_target_new": "no target_new",
@@ -113,6 +115,7 @@ class CaseReport:
 
     relation: str
     facts: int
+    duplicate: int = 0
     not_one_token: int = 0
     few_prompts: int = 0
     no_target_new: int = 0
@@ -235,8 +238,12 @@ def build_cases(
     states = []
     for rel, idx in groups.items():
         rep = CaseReport(rel, len(idx))
-        candidates = []
+        candidates, seen = [], set()
         for i in idx:
+            if all_facts[i].key in seen:
+                rep.duplicate += 1
+                continue
+            seen.add(all_facts[i].key)
             if not single[i]:
                 rep.not_one_token += 1
             elif len(usable[i]) < paraphrases + min_prompts:
