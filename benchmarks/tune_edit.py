@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--selectivities", default="none,1,0.5,0.25")
     ap.add_argument("--margins", default="1,1.25,1.5,2,3")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--sample", type=int, default=None, help="a seeded sample, round robin over relations")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -46,7 +47,23 @@ def main() -> None:
     ratios = [float(x) for x in args.ratios.split(",")]
     margins = [float(x) for x in args.margins.split(",")]
     sels = [None if x == "none" else float(x) for x in args.selectivities.split(",")]
-    cases = [c for c in load_cases(args.cases) if c.split == "tune"][: args.limit]
+    cases = [c for c in load_cases(args.cases) if c.split == "tune"]
+    if args.sample:
+        import random
+
+        groups: dict = {}
+        for c in cases:
+            groups.setdefault(c.relation, []).append(c)
+        rng = random.Random(0)
+        for g in groups.values():
+            rng.shuffle(g)
+        picked: list = []
+        while len(picked) < min(args.sample, len(cases)):
+            for g in groups.values():
+                if g and len(picked) < args.sample:
+                    picked.append(g.pop())
+        cases = [c for c in cases if c in picked]
+    cases = cases[: args.limit]
     args.out.mkdir(parents=True, exist_ok=True)
     kn = kneuron.load(args.model, device="cpu")
     measure = Measure(kn, [], 0)
@@ -102,7 +119,8 @@ def main() -> None:
                 if ln.startswith("model name")), platform.processor())
     text = [f"# Tuning the default knowledge-neuron edit: {args.model}, {table['cases'].max()} tune cases",
             "", f"Command: `python benchmarks/tune_edit.py --model {args.model} --cases {args.cases.name} "
-            f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}`  ", f"CPU: {cpu}; torch threads "
+            f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}"
+            + (f" --sample {args.sample}" if args.sample else "") + "`  ", f"CPU: {cpu}; torch threads "
             f"{torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.", "",
             _markdown(table), "",
             f"Choice (highest S with others kept >= 0.9): selectivity {pick['selectivity']}, ratio {pick['ratio']:g}, "

@@ -373,6 +373,8 @@ def bench(
                                 "count and strength on random neurons), rome (rank-one model editing)."),
     split: str = typer.Option("all", "--split", help="tune | test | all: which cases to run."),
     limit: int = ranged(None, "--limit", within=POSITIVE, help="At most this many cases (in file order)."),
+    sample: int = ranged(None, "--sample", within=POSITIVE, help="A seeded sample of this many cases, spread over "
+                         "the relations in turn (after --split)."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
     margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
     selectivity: float = ranged(None, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons firing "
@@ -399,11 +401,28 @@ def bench(
     cases = load_cases(cases_path)
     if split != "all":
         cases = [c for c in cases if c.split == split]
+    if sample is not None and sample < len(cases):
+        import random
+
+        by_relation: dict[str, list] = {}
+        for c in cases:
+            by_relation.setdefault(c.relation, []).append(c)
+        rng = random.Random(seed)
+        for group in by_relation.values():
+            rng.shuffle(group)
+        picked: list = []
+        while len(picked) < sample:  # round robin over relations, so that every relation is represented
+            for group in by_relation.values():
+                if group and len(picked) < sample:
+                    picked.append(group.pop())
+        keep = {c.case_id for c in picked}
+        cases = [c for c in cases if c.case_id in keep]
     if limit is not None:
         cases = cases[:limit]
     if not cases:
         raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
-    config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, seed=seed,
+    config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,
+                         seed=seed,
                          steps=steps, ratio=ratio, margin=margin, selectivity=selectivity, rome_layer=rome_layer,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
@@ -417,7 +436,7 @@ def bench(
     cpu = _cpu_name()
     header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
-              f"--split {split}" + (f" --limit {limit}" if limit else "") + f" --ratio {ratio:g} --margin {margin:g} "
+              f"--split {split}" + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "") + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
               f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")
     paths = write_outputs(out_dir, frame, table, header)

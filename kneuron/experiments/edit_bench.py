@@ -60,6 +60,7 @@ class BenchConfig:
     methods: list[str] = field(default_factory=lambda: ["kn", "kn_paper", "kn_specific", "random", "rome"])
     split: str = "all"  # tune | test | all
     limit: int | None = None
+    sample: int | None = None
     seed: int = 0
     steps: int = 20
     threshold: float = 0.2
@@ -219,8 +220,7 @@ def held_out_sentences(count: int, seed: int, data_dir: Path | None = None) -> l
     pool = []
     for f in files:
         for bag in read_bingrel_file(f):
-            for attr in ("th_bags", "tt_bags", "sentences"):
-                pool.extend(s for s in getattr(bag, attr, []) or [] if isinstance(s, str))
+            pool.extend(s for s in (*bag.th, *bag.h) if isinstance(s, str))
     pool = sorted(set(s for s in pool if 40 <= len(s) <= 300))
     if not pool:
         return []
