@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 # The test install includes the optional Ray and GGUF extras so that the Ray backend and GGUF loading are tested too.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -18,6 +18,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The fast lane: no world training, no real model, no browser (tests marked slow, see tests/conftest.py).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check kneuron tests benchmarks

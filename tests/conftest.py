@@ -158,3 +158,18 @@ def tiny_world(tmp_path_factory) -> Path:
     tc = TrainConfig(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=64,
                      epochs=2, batch_size=16, num_threads=1)
     return build_world(tmp_path_factory.mktemp("world") / "w", seed=0, world_config=wc, train_config=tc, log=None)
+
+
+# The fast lane (`make test-fast`, `pytest -m "not slow"`) leaves out what trains a world, loads a
+# real model or opens a browser: tests that ask for these fixtures are marked slow here, so a new
+# test that uses them is in the slow lane without remembering a marker.
+SLOW_FIXTURES = {"tiny_world", "smollm2", "gemma3"}
+SLOW_FILES = {"test_world.py", "test_world_causal.py", "test_world_multilingual.py", "test_explorer.py",
+              "test_report.py", "test_real_models.py", "test_real_decoders.py", "test_backends.py",
+              "test_memory.py", "test_gguf.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

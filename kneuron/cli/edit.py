@@ -121,7 +121,7 @@ def update(
                              "--lambda1/--lambda2 as given."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="(with --fit) λ2/λ1, the weight of the added "
                           "answer against the removed one."),
-    margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted strength by this."),
+    margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted strength by this."),
     lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
     lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
     scaling: str = typer.Option("norm", help="(with --no-fit) norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
@@ -376,7 +376,7 @@ def bench(
     sample: int = ranged(None, "--sample", within=POSITIVE, help="A seeded sample of this many cases, spread over "
                          "the relations in turn (after --split)."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
-    margin: float = ranged(1.5, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
+    margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
     selectivity: float = ranged(None, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons firing "
                                 "for other subjects of the relation at more than this share (default: off)."),
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),

@@ -227,7 +227,7 @@ def _edit_reaches(kn, edit: Edit, prompts: Sequence[str], old_id: int, new_id: i
 
 
 def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
-               direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = 1.5,
+               direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = 1.0,
                max_scale: float = 64.0, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
     """The smallest norm-scaled update (times `margin`) that makes `target` top-1 on every prompt.
 

@@ -69,7 +69,7 @@ class BenchConfig:
     ratio: float = 1.0
     selectivity: float | None = None
     contrast: int = 4
-    margin: float = 1.5
+    margin: float = 1.0
     specific_fraction: float = 0.2
     specific_facts: int = 6
     rome_layer: int | None = None
