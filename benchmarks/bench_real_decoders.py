@@ -1,9 +1,11 @@
 """Real pretrained decoders (Gemma 3 270M, SmolLM2 135M): the fast attribution engine against the
 slow per-layer reference loop, and the prefix-cache path against one full forward, in one process.
 
-    python benchmarks/bench_real_decoders.py [--root /tmp/real] [--threads 1] [--steps 20]
+    python benchmarks/bench_real_decoders.py [--root DIR] [--threads 1] [--steps 20]
 
-`--root` holds the converted Hugging Face directories gemma3-270m/ and smollm2-135m/.  Prints, per
+Each model is loaded by its catalogue name (`kneuron models fetch gemma3-270m smollm2-135m` puts them
+in the cache), or from `--root` (default `$KNEURON_REAL_MODELS`) when that holds the converted Hugging
+Face directories gemma3-270m/ and smollm2-135m/.  Prints, per
 model: P(" Tokyo" | "The capital of Japan is") with and without the tokenizer's BOS, the largest
 relative difference of the scores, the largest absolute difference of activations and of the
 cached-prefix logits, and the seconds of each engine with their ratio.
@@ -12,6 +14,7 @@ cached-prefix logits, and the seconds of each engine with their ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -23,23 +26,29 @@ PROMPT, ANSWER = "The capital of Japan is", "Tokyo"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--root", default="/tmp/real")
+    ap.add_argument("--root", default=os.environ.get("KNEURON_REAL_MODELS"),
+                    help="directory of converted models (default: $KNEURON_REAL_MODELS, else the catalogue cache)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import kneuron
     from kneuron.attribution.reference import reference_attribution
+    from kneuron.models import catalogue
     from kneuron.models.replay import causal_trace
 
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{args.steps} steps")
     for name in ("gemma3-270m", "smollm2-135m"):
-        path = Path(args.root) / name
-        if not path.is_dir():
-            print(f"{name}: not found under {args.root}, skipped")
+        path = Path(args.root) / name if args.root else None
+        if path is not None and (path / "config.json").is_file():
+            kn = kneuron.load(str(path), device="cpu")
+        elif catalogue.cached_dir(catalogue.get(name)) is not None:
+            kn = kneuron.load(name, device="cpu")
+        else:
+            print(f"{name}: neither under {args.root or '$KNEURON_REAL_MODELS'} nor in the catalogue cache "
+                  f"(kneuron models fetch {name}), skipped")
             continue
-        kn = kneuron.load(str(path), device="cpu")
         enc = kn.encode(PROMPT, ANSWER)
         ids = torch.tensor([enc.ids])
         lead = len(enc.ids) - len(kn.tokenizer(PROMPT, add_special_tokens=False)["input_ids"])

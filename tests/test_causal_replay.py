@@ -2,6 +2,7 @@
 per-layer reference loop: sliding windows shorter than the prompt, logit soft-capping, a blank at
 position 0 (no prefix), long teacher-forced answers, small internal batches, and the real models."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,14 +89,28 @@ def test_right_riemann_and_gauss_legendre(kn):
         assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
-REAL = Path("/tmp/real/smollm2-135m")
+def _real(name):
+    """The converted real model under `$KNEURON_REAL_MODELS`, else the catalogue's cached copy
+    (as tests/test_real_decoders.py looks for it); skipped with the reason when neither is there."""
+    from kneuron.models import catalogue
+
+    root = os.environ.get("KNEURON_REAL_MODELS")
+    if root and (Path(root) / name / "config.json").is_file():
+        return kneuron.load(str(Path(root) / name), device="cpu")
+    if catalogue.cached_dir(catalogue.get(name)) is not None:
+        return kneuron.load(name, device="cpu")
+    pytest.skip(f"real model {name} is neither under $KNEURON_REAL_MODELS nor in the cache "
+                f"(run `kneuron models fetch {name}`)")
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="the converted SmolLM2-135M is not on this machine")
-def test_real_smollm2_matches_reference():
-    kn_real = kneuron.load(str(REAL), device="cpu")
-    res = kn_real.attribute("The capital of Japan is [MASK]", "Tokyo", steps=2)
-    ref, _ = reference_attribution(kn_real, "The capital of Japan is [MASK]", "Tokyo", steps=2)
+@pytest.fixture(scope="module")
+def smollm2():  # the name puts the test in the slow lane (tests/conftest.py: SLOW_FIXTURES)
+    return _real("smollm2-135m")
+
+
+def test_real_smollm2_matches_reference(smollm2):
+    res = smollm2.attribute("The capital of Japan is [MASK]", "Tokyo", steps=2)
+    ref, _ = reference_attribution(smollm2, "The capital of Japan is [MASK]", "Tokyo", steps=2)
     assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
 
 

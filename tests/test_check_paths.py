@@ -30,6 +30,7 @@ def test_other_paths_are_not_machine_paths():
 
 def test_placeholders_and_allowlist():
     assert check_paths.allowed("docs/development.md", "/" + "work/...")
-    assert check_paths.allowed("tests/test_real_decoders.py", "/" + "tmp/real")
-    assert not check_paths.allowed("tests/test_real_decoders.py", "/" + "tmp/real/smollm2-135m")
+    assert check_paths.allowed("scripts/check_paths.py", "/" + "tmp/real/smollm2-135m")  # None: any path
+    assert not check_paths.allowed("tests/test_real_decoders.py", "/" + "tmp/real")
+    assert not check_paths.allowed("tests/test_causal_replay.py", "/" + "tmp/real/smollm2-135m")
     assert not check_paths.allowed("results/demo/demo.log", "/" + "work/runs/demo")
