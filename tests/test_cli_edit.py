@@ -42,7 +42,7 @@ def test_update_save_apply_and_revert_bit_for_bit(run, tiny_world, tmp_path, cap
     edit_file, edited = tmp_path / "u.kedit", tmp_path / "edited"
     assert main(["edit", "update", "--run", str(run.run_dir), "--subject", fact.subject, "--relation",
                  fact.relation, "--to", target, "--out", str(edit_file), "--save-model", str(edited),
-                 "--share", str(SHARE)]) == 0
+                 "--share", str(SHARE), "--paper"]) == 0
     out = capsys.readouterr().out
     assert "before -> after" in out and f"P({target})" in out
     edit = Edit.load(edit_file)
@@ -90,7 +90,7 @@ def test_update_from_explicit_neurons(tiny_world, tmp_path, capsys):
     a, b = facts.facts[0], next(f for f in facts.facts if f.object != facts.facts[0].object)
     path = tmp_path / "x.kedit"
     assert main(["edit", "update", "-m", str(tiny_world), "--neurons", "1:3,L0.5", "--from", a.object, "--to",
-                 b.object, "--out", str(path), "--prompt", a.prompts[0]]) == 0
+                 b.object, "--out", str(path), "--prompt", a.prompts[0], "--no-fit"]) == 0
     edit = Edit.load(path)
     assert [(n.layer, n.index) for n in edit.neurons] == [(1, 3), (0, 5)]
     assert edit.info["original"] == a.object and edit.info["target"] == b.object and "source" not in edit.info
@@ -125,24 +125,37 @@ def test_signed_updates_on_the_trained_world_are_the_papers(run, tiny_world):
 def test_update_finds_neurons_from_prompts_and_fits(tiny_world, tmp_path, capsys):
     from kneuron.world import load_world_facts
 
+    from kneuron.edits import fit_update
+
     facts = load_world_facts(tiny_world)
-    a = next(f for f in facts.facts if len(f.prompts) >= 4)
-    b = next(f for f in facts.facts if f.relation == a.relation and f.object != a.object)
+    kn = kneuron.load(str(tiny_world), device="cpu")
+    for a in (f for f in facts.facts if len(f.prompts) >= 4):  # a fact whose neurons can carry the edit
+        b = next(f for f in facts.facts if f.relation == a.relation and f.object != a.object)
+        found = kn.find_neurons(a.prompts[:4], a.object, min_prompts=3)
+        if found and fit_update(kn, found, a.object, b.object, a.prompts[:4], max_scale=64).info["reached"]:
+            break
+    else:
+        pytest.fail("no fact of the tiny world can be edited within strength 64")
     path = tmp_path / "fit.kedit"
     args = ["edit", "update", "-m", str(tiny_world), "--from", a.object, "--to", b.object, "--out", str(path),
-            "--check", f"{b.prompts[0]}={b.object}"]
+            "--check", f"{b.prompts[0]}={b.object}", "--max-scale", "64"]
     for prompt in a.prompts[:4]:
         args += ["--prompt", prompt]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "knowledge neurons" in out and "checks: before -> after" in out
     edit = Edit.load(path)
-    kn = kneuron.load(str(tiny_world), device="cpu")
     expect = kn.find_neurons(a.prompts[:4], a.object, min_prompts=3)
     assert edit.neurons == expect and edit.info["fit"] and edit.info["direction"] == "paper"  # BERT: auto = paper
-    if edit.info["reached"]:  # the fitted edit makes the new answer top-1 on every prompt it was fitted to
-        with edit.apply(kn):
-            assert all(kn.predict(p, 1)[0][0].strip() == b.object for p in a.prompts[:4])
+    assert edit.info["reached"]  # the fitted edit makes the new answer top-1 on every prompt it was fitted to
+    with edit.apply(kn):
+        assert all(kn.predict(p, 1)[0][0].strip() == b.object for p in a.prompts[:4])
+    # Within a strength too small to reach it, the edit is refused and nothing is written.
+    refused = tmp_path / "refused.kedit"
+    args[args.index(str(path))] = str(refused)
+    args[args.index("64")] = str(edit.info["scale"] / 8)
+    assert main(args) == 2
+    assert "cannot make" in capsys.readouterr().err and not refused.exists()
 
 
 def test_update_paper_flag_is_the_literal_rule(tiny_world, tmp_path):

@@ -45,7 +45,7 @@ def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
     kn = kneuron.load(str(decoder), device="cpu")
     cases = _cases()
     before = model_fingerprint(kn)
-    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1,
+    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1, max_scale=64.0,
                          generation_tokens=6, ppl_sentences=3, bootstrap=50)
     frame = run_bench(kn, cases, config, tmp_path / "out")
     assert model_fingerprint(kn) == before  # every edit reverted
@@ -85,6 +85,20 @@ def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
     assert set(table["split"]) == {"tune", "test"}
     unedited = table[(table.split == "tune") & (table.method == "unedited")].iloc[0]
     assert unedited["ES"] == pytest.approx(frame[(frame.split == "tune") & (frame.method == "unedited")]["ES"].mean())
+
+
+def test_an_edit_that_cannot_reach_its_goal_is_declined(decoder, tmp_path):
+    kn = kneuron.load(str(decoder), device="cpu")
+    before = model_fingerprint(kn)
+    config = BenchConfig(model=str(decoder), cases="c", methods=["kn", "random"], steps=4, p=0.3, min_prompts=1,
+                         max_scale=1e-4, generation_tokens=4, ppl_sentences=2)
+    frame = run_bench(kn, _cases()[:1], config, tmp_path / "d")
+    kn_row = frame[frame.method == "kn"].iloc[0]
+    base = frame[frame.method == "unedited"].iloc[0]
+    assert kn_row["declined"] == 1 and kn_row["edited"] == 0 and not kn_row["reached"]
+    assert kn_row["ES"] == base["ES"] and kn_row["NS"] == base["NS"]  # scored as the unedited model
+    assert frame[frame.method == "random"].iloc[0]["declined"] == 1
+    assert model_fingerprint(kn) == before
 
 
 def test_ngram_entropy_and_harmonic_mean():

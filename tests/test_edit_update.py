@@ -95,9 +95,11 @@ def test_fit_update_makes_the_new_answer_top1_with_the_smallest_scale(llama):
     act = mean_activation(kn, PROMPTS)
     neurons = [Neuron(int(i) // kn.num_neurons, int(i) % kn.num_neurons)
                for i in torch.topk(act.abs().flatten(), 8).indices]
-    edit = fit_update(kn, neurons, "the", "capital", PROMPTS, margin=1.0)
+    edit = fit_update(kn, neurons, "the", "capital", PROMPTS, margin=1.0, max_scale=64.0)
     assert same(before, state(kn))  # fitting tries edits and undoes them
     assert edit.info["reached"] and 0 < edit.info["scale"] < edit.info["max_scale"]
+    capped = fit_update(kn, neurons, "the", "capital", PROMPTS, max_scale=edit.info["scale"] / 4)
+    assert not capped.info["reached"] and capped.info["scale"] == edit.info["scale"] / 4
     new = kn.answer_id("capital")
     with edit.apply(kn):
         assert (kn.blank_logits(PROMPTS).argmax(-1) == new).all()

@@ -122,6 +122,8 @@ def update(
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="(with --fit) λ2/λ1, the weight of the added "
                           "answer against the removed one."),
     margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted strength by this."),
+    max_scale: float = ranged(8.0, "--max-scale", within=POSITIVE_REAL, help="(with --fit) the strongest edit tried; "
+                              "an edit that needs more is refused (nothing written)."),
     lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
     lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
     scaling: str = typer.Option("norm", help="(with --no-fit) norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
@@ -207,14 +209,17 @@ def update(
         console.print(f"found {len(chosen)} knowledge neurons in {time.perf_counter() - started:.1f} s", highlight=False)
     if fit:
         edit = fit_update(kn, chosen, original, to, fact_prompts, direction=direction, embedding=embedding,
-                          ratio=ratio, margin=margin)
+                          ratio=ratio, margin=margin, max_scale=max_scale)
+        if not edit.info["reached"]:
+            raise KneuronError(f"the {len(chosen)} neurons cannot make {to!r} the top answer on every prompt within "
+                               f"strength {max_scale:g} (--max-scale); a stronger edit wrecks the model, so nothing "
+                               "was written")
     else:
         edit = plan_update(kn, chosen, original, to, prompts=fact_prompts if direction != "paper" else None,
                            direction=direction, embedding=embedding, lambda1=lambda1, lambda2=lambda2,
                            scaling=scaling)
     edit.info.update({"model": model, **source})
-    how = (f"fitted strength {edit.info['scale']:.3g}" + ("" if edit.info["reached"] else " (capped: the new answer "
-           "did not become top-1 on every prompt)")) if fit else f"λ1 {lambda1:g}, λ2 {lambda2:g} ({scaling})"
+    how = f"fitted strength {edit.info['scale']:.3g}" if fit else f"λ1 {lambda1:g}, λ2 {lambda2:g} ({scaling})"
     console.print(f"update {escape(original)} -> {escape(to)} in {len(edit)} value slots ({edit.info['direction']}, {embedding} "
                   f"embeddings, {how}): " + ", ".join(map(str, edit.neurons)), highlight=False)
     if prompts:
@@ -377,6 +382,8 @@ def bench(
                          "the relations in turn (after --split)."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
     margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
+    max_scale: float = ranged(8.0, "--max-scale", within=POSITIVE_REAL, help="kn: an edit needing a stronger "
+                              "strength is declined (counted, not applied)."),
     selectivity: float = ranged(None, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons firing "
                                 "for other subjects of the relation at more than this share (default: off)."),
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
@@ -423,7 +430,8 @@ def bench(
         raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,
                          seed=seed,
-                         steps=steps, ratio=ratio, margin=margin, selectivity=selectivity, rome_layer=rome_layer,
+                         steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
+                         rome_layer=rome_layer,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()

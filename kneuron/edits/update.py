@@ -228,13 +228,16 @@ def _edit_reaches(kn, edit: Edit, prompts: Sequence[str], old_id: int, new_id: i
 
 def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
                direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = 1.0,
-               max_scale: float = 64.0, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
+               max_scale: float = 8.0, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
     """The smallest norm-scaled update (times `margin`) that makes `target` top-1 on every prompt.
 
     lambda1 = s and lambda2 = ratio * s, with s found by doubling from 1/64 up to `max_scale`, then
     bisection (`iterations` steps, in log space) on the edit's own prompts; the edit uses
     s * margin, capped at `max_scale` (`info["reached"]` says whether even that made the answer
     top-1).  Each trial applies and undoes the edit, so the model is unchanged afterwards.
+    `max_scale` 8 is the paper's lambda2: on SmolLM2's tune split every fit that reached its goal
+    needed at most 4.9, and the edits that did not reach it at 64 wrecked the model (perplexity
+    x28 and x508), so callers should decline an edit whose `info["reached"]` is False.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:

@@ -6,7 +6,8 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 - `kn`: kneuron's default knowledge-neuron edit: the fact's refined neurons found on the case's
   `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), then `fit_update` (signed
   direction, output embeddings, the smallest scale that makes target_new top-1 on those prompts,
-  times a margin).  `selectivity` (off by default) first drops the neurons that fire as much for
+  times a margin; declined when that strength exceeds `max_scale`).  `selectivity` (off by
+  default) first drops the neurons that fire as much for
   other subjects of the relation (`selective_neurons` on other cases' first prompts, never a
   subject the case measures).
 - `kn_paper`: the same neurons, the paper's literal rule (v - 1*E[t] + 8*E[t'], norm-scaled, input
@@ -70,6 +71,7 @@ class BenchConfig:
     selectivity: float | None = None
     contrast: int = 4
     margin: float = 1.0
+    max_scale: float = 8.0
     specific_fraction: float = 0.2
     specific_facts: int = 6
     rome_layer: int | None = None
@@ -235,6 +237,7 @@ class Editors:
         self.kn, self.config, self.cases = kn, config, cases
         self._neurons: dict[int, list[Neuron]] = {}
         self._kn_edit: dict[int, object] = {}
+        self._kn_tried: set[int] = set()
 
     def neurons(self, case) -> list[Neuron]:
         if case.case_id not in self._neurons:
@@ -277,13 +280,17 @@ class Editors:
 
         kn, c = self.kn, self.config
         if method == "kn":
+            self._kn_tried.add(case.case_id)
             neurons = self.edit_neurons(case)
             if not neurons:
                 return None, {"neurons": 0}
             edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
-                              margin=c.margin)
+                              margin=c.margin, max_scale=c.max_scale)
+            info = {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+            if not edit.info["reached"]:
+                return None, {**info, "declined": 1}  # the neurons cannot carry the edit within max_scale
             self._kn_edit[case.case_id] = edit
-            return edit, {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+            return edit, info
         if method == "kn_paper":
             neurons = self.neurons(case)
             if not neurons:
@@ -300,15 +307,18 @@ class Editors:
             if not neurons:
                 return None, {"neurons": 0}
             edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
-                              margin=c.margin)
-            return edit, {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+                              margin=c.margin, max_scale=c.max_scale)
+            info = {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+            if not edit.info["reached"]:
+                return None, {**info, "declined": 1}
+            return edit, info
         if method == "random":
             ref = self._kn_edit.get(case.case_id)
-            if ref is None:
+            if ref is None and case.case_id not in self._kn_tried:
                 self.build("kn", case)
                 ref = self._kn_edit.get(case.case_id)
             if ref is None:
-                return None, {"neurons": 0}
+                return None, {"neurons": 0, "declined": 1}  # kn made no edit, so there is no strength to copy
             rng = random.Random(f"{c.seed}:{case.case_id}:random")
             total = kn.num_layers * kn.num_neurons
             picks = rng.sample(range(total), len(ref.neurons))
