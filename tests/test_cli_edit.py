@@ -123,9 +123,8 @@ def test_signed_updates_on_the_trained_world_are_the_papers(run, tiny_world):
 
 
 def test_update_finds_neurons_from_prompts_and_fits(tiny_world, tmp_path, capsys):
-    from kneuron.world import load_world_facts
-
     from kneuron.edits import fit_update
+    from kneuron.world import load_world_facts
 
     facts = load_world_facts(tiny_world)
     kn = kneuron.load(str(tiny_world), device="cpu")
