@@ -112,25 +112,33 @@ def demo(
 
 
 def print_effects(ratios, means) -> None:
-    """One row per relation; each cell is knowledge neurons / activation baseline / random neurons."""
-    effects = ("suppress", "amplify") + tuple(e for e in ("suppress_heldout", "amplify_heldout", "other")
-                                              if e in ratios.columns)
+    """One row per relation; each cell is knowledge neurons / activation baseline / random neurons.
+
+    Two tables, so that each fits 80 columns: on the prompts that chose the neurons (and others'
+    prompts), then on the held-out prompts when the run has them."""
     methods = ("kn", "baseline", "random")
-    table = Table(title="change of the gold probability, % (kn / baseline / random)", caption=(
-        "ratio of means per relation; mean = over relations; 'others': a fact's neurons suppressed on "
-        "prompts of other relations"))
-    table.add_column("relation")
-    heads = {"other": "suppress others", "suppress_heldout": "suppress held-out", "amplify_heldout": "amplify held-out"}
-    for e in effects:
-        table.add_column(heads.get(e, e), justify="right", no_wrap=True)
+    heads = {"other": "suppress others", "suppress_heldout": "suppress", "amplify_heldout": "amplify"}
     pivot = {(r["method"], r["relation"]): r for r in ratios.to_dict("records")}
+    mean = {r["method"]: r for r in means.to_dict("records")}
 
     def cell(rows, e):
         return "/".join(f"{rows[m][e]:+.1f}" if m in rows else "-" for m in methods)
 
-    for rel in dict.fromkeys(ratios["relation"]):
-        rows = {m: pivot[(m, rel)] for m in methods if (m, rel) in pivot}
-        table.add_row(rel, *[cell(rows, e) for e in effects])
-    mean = {r["method"]: r for r in means.to_dict("records")}
-    table.add_row("[bold]mean", *[f"[bold]{cell(mean, e)}" for e in effects])
-    console.print(table)
+    groups = [("change of the gold probability, % (kn / baseline / random)",
+               tuple(e for e in ("suppress", "amplify", "other") if e in ratios.columns),
+               "ratio of means per relation; mean = over relations; 'others': a fact's neurons suppressed on "
+               "prompts of other relations"),
+              ("on the held-out prompts (chose nothing), % (kn / baseline / random)",
+               tuple(e for e in ("suppress_heldout", "amplify_heldout") if e in ratios.columns), "")]
+    for title, effects, caption in groups:
+        if not effects:
+            continue
+        table = Table(title=title, caption=caption or None)
+        table.add_column("relation", no_wrap=True)
+        for e in effects:
+            table.add_column(heads.get(e, e), justify="right", no_wrap=True)
+        for rel in dict.fromkeys(ratios["relation"]):
+            rows = {m: pivot[(m, rel)] for m in methods if (m, rel) in pivot}
+            table.add_row(rel, *[cell(rows, e) for e in effects])
+        table.add_row("[bold]mean", *[f"[bold]{cell(mean, e)}" for e in effects])
+        console.print(table)
