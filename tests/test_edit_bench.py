@@ -45,7 +45,7 @@ def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
     kn = kneuron.load(str(decoder), device="cpu")
     cases = _cases()
     before = model_fingerprint(kn)
-    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1, max_scale=64.0,
+    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1, max_scale=64.0, margin=1.0,
                          generation_tokens=6, ppl_sentences=3, bootstrap=50)
     frame = run_bench(kn, cases, config, tmp_path / "out")
     assert model_fingerprint(kn) == before  # every edit reverted

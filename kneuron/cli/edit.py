@@ -18,6 +18,7 @@ from rich.table import Table
 
 from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, SEED, ranged
 from kneuron.cli.probe import load_model, parse_neurons
+from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -121,8 +122,16 @@ def update(
                              "--lambda1/--lambda2 as given."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="(with --fit) λ2/λ1, the weight of the added "
                           "answer against the removed one."),
-    margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted strength by this."),
-    max_scale: float = ranged(8.0, "--max-scale", within=POSITIVE_REAL, help="(with --fit) the strongest edit tried; "
+    margin: float = ranged(FIT_MARGIN, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted "
+                           "strength by this (below 1: the new answer beats the old one but may not be top-1; "
+                           "chosen on the benchmark's tune split; 1 makes it top-1 on every prompt)."),
+    contrast: list[str] = typer.Option(None, "--contrast", help="A prompt of ANOTHER subject of the relation "
+                                       "(repeatable): neurons firing for it at more than --selectivity of the "
+                                       "fact's strength are not edited."),
+    selectivity: float = ranged(SELECTIVITY, "--selectivity", within=POSITIVE_REAL,
+                                help="(with --contrast) the share of the fact's activation a neuron may reach on "
+                                "the contrast prompts."),
+    max_scale: float = ranged(MAX_SCALE, "--max-scale", within=POSITIVE_REAL, help="(with --fit) the strongest edit tried; "
                               "an edit that needs more is refused (nothing written)."),
     lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
     lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
@@ -207,6 +216,16 @@ def update(
         chosen = found
         source["found_on"] = len(fact_prompts)
         console.print(f"found {len(chosen)} knowledge neurons in {time.perf_counter() - started:.1f} s", highlight=False)
+    if contrast:
+        from kneuron.edits import selective_neurons
+
+        for p in contrast:
+            kn.encode(p)
+        kept = selective_neurons(kn, chosen, fact_prompts, list(contrast), selectivity)
+        console.print(f"{len(kept)} of {len(chosen)} neurons fire for this fact more than {selectivity:g} times as "
+                      f"much as for the {len(contrast)} contrast prompts", highlight=False)
+        chosen = kept
+        source.update({"contrast": list(contrast), "selectivity": selectivity})
     if fit:
         edit = fit_update(kn, chosen, original, to, fact_prompts, direction=direction, embedding=embedding,
                           ratio=ratio, margin=margin, max_scale=max_scale)
@@ -381,11 +400,11 @@ def bench(
     sample: int = ranged(None, "--sample", within=POSITIVE, help="A seeded sample of this many cases, spread over "
                          "the relations in turn (after --split)."),
     ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
-    margin: float = ranged(1.0, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
-    max_scale: float = ranged(8.0, "--max-scale", within=POSITIVE_REAL, help="kn: an edit needing a stronger "
+    margin: float = ranged(FIT_MARGIN, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
+    max_scale: float = ranged(MAX_SCALE, "--max-scale", within=POSITIVE_REAL, help="kn: an edit needing a stronger "
                               "strength is declined (counted, not applied)."),
-    selectivity: float = ranged(None, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons firing "
-                                "for other subjects of the relation at more than this share (default: off)."),
+    selectivity: float = ranged(SELECTIVITY, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons "
+                                "firing for other subjects of the relation at more than this share."),
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
     seed: int = ranged(0, "--seed", within=SEED, help="Seed of random neurons, judging samples and bootstrap."),
     steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m (finding neurons)."),

@@ -50,6 +50,11 @@ from kneuron.neurons import Neuron, as_neurons
 
 SCALINGS = ("norm", "raw")
 DIRECTIONS = ("auto", "signed", "paper")
+# kneuron's default edit, chosen on the tune split of SmolLM2's CounterFact-style cases
+# (results/edit/tune-smollm2-135m/tune.md): the highest S over margins 0.75-2 and selectivity off / 0.5.
+FIT_MARGIN = 0.75  # times the smallest strength that makes the new answer top-1 on the edit's prompts
+SELECTIVITY = 0.5  # selective_neurons' threshold, applied when other subjects' prompts are given
+MAX_SCALE = 8.0  # the strongest fitted edit; one that needs more is declined
 EMBEDDINGS = ("output", "input")
 
 
@@ -98,7 +103,7 @@ def neuron_signs(kn, neurons: Sequence[Neuron], prompts: Sequence[str]) -> list[
 
 @torch.no_grad()
 def selective_neurons(kn, neurons: Sequence[Neuron], prompts: Sequence[str], contrast: Sequence[str],
-                      selectivity: float = 0.5) -> list[Neuron]:
+                      selectivity: float = SELECTIVITY) -> list[Neuron]:
     """The neurons that fire for this fact much more than for other subjects of its relation.
 
     A value-slot edit acts wherever its neuron fires.  A neuron that carries the relation ("capital")
@@ -227,8 +232,8 @@ def _edit_reaches(kn, edit: Edit, prompts: Sequence[str], old_id: int, new_id: i
 
 
 def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
-               direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = 1.0,
-               max_scale: float = 8.0, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
+               direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = FIT_MARGIN,
+               max_scale: float = MAX_SCALE, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
     """The smallest norm-scaled update (times `margin`) that makes `target` top-1 on every prompt.
 
     lambda1 = s and lambda2 = ratio * s, with s found by doubling from 1/64 up to `max_scale`, then

@@ -6,8 +6,8 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 - `kn`: kneuron's default knowledge-neuron edit: the fact's refined neurons found on the case's
   `prompts` (IG, 20 steps, threshold 0.2, p 0.7, floor min(3, n)), then `fit_update` (signed
   direction, output embeddings, the smallest scale that makes target_new top-1 on those prompts,
-  times a margin; declined when that strength exceeds `max_scale`).  `selectivity` (off by
-  default) first drops the neurons that fire as much for
+  times a margin; declined when that strength exceeds `max_scale`).  `selectivity` first drops
+  the neurons that fire as much for
   other subjects of the relation (`selective_neurons` on other cases' first prompts, never a
   subject the case measures).
 - `kn_paper`: the same neurons, the paper's literal rule (v - 1*E[t] + 8*E[t'], norm-scaled, input
@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
 
@@ -68,10 +69,10 @@ class BenchConfig:
     p: float = 0.7
     min_prompts: int = 3
     ratio: float = 1.0
-    selectivity: float | None = None
+    selectivity: float | None = SELECTIVITY
     contrast: int = 4
-    margin: float = 1.0
-    max_scale: float = 8.0
+    margin: float = FIT_MARGIN
+    max_scale: float = MAX_SCALE
     specific_fraction: float = 0.2
     specific_facts: int = 6
     rome_layer: int | None = None
