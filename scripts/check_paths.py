@@ -52,9 +52,6 @@ PLACEHOLDER = re.compile(r"^(?:file://)?/[\w/]+?/(?:\.\.\.|…)$")
 # (file pattern, allowed paths (exact strings; None: any), reason)
 ALLOW: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("scripts/check_paths.py", None, "this script's own documentation of what it looks for"),
-    # $KNEURON_REAL_MODELS has no default any more (tests and benchmarks fall back to the catalogue
-    # cache); drop this once the README no longer names the old one.
-    ("README.md", ("/tmp/real",), "documents the old default of $KNEURON_REAL_MODELS"),
 )
 
 BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".ico", ".pdf", ".parquet", ".safetensors", ".npz", ".npy",
