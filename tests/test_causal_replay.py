@@ -14,6 +14,10 @@ import kneuron
 from kneuron.attribution.reference import reference_attribution
 from kneuron.models.adapters import Adapter, adapter_for_type, register_adapter
 
+# fp32 fast path against the slow reference: sums over steps and thousands of neurons differ in their
+# last bits by kernel; 1.3e-5 was seen on AMD Zen 4 (AVX-512) where Zen 3 gave < 1e-5.
+FP32_REL = 5e-5
+
 LONG = "Berlin is the capital of Germany and Rome is in Italy and the capital of France is [MASK]"
 
 
@@ -56,7 +60,7 @@ def kn(request, tmp_path_factory):
 def assert_matches_reference(kn, prompt, answer, steps=6, **options):
     res = kn.attribute(prompt, answer, steps=steps, **options)
     ref, ref_acts = reference_attribution(kn, prompt, answer, steps=steps)
-    assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert float((res.scores - ref).abs().max() / ref.abs().max()) < FP32_REL
     assert torch.allclose(res.activations, ref_acts, atol=1e-4, rtol=1e-4)
     assert res.probability == pytest.approx(kn.probability(prompt, answer), rel=1e-4)
     return res
@@ -86,7 +90,7 @@ def test_right_riemann_and_gauss_legendre(kn):
     for method in ("riemann_right", "gauss_legendre"):
         res = kn.attribute(LONG, "Paris", steps=4, method=method)
         ref, _ = reference_attribution(kn, LONG, "Paris", steps=4, method=method)
-        assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+        assert float((res.scores - ref).abs().max() / ref.abs().max()) < FP32_REL
 
 
 def _real(name):
@@ -111,7 +115,7 @@ def smollm2():  # the name puts the test in the slow lane (tests/conftest.py: SL
 def test_real_smollm2_matches_reference(smollm2):
     res = smollm2.attribute("The capital of Japan is [MASK]", "Tokyo", steps=2)
     ref, _ = reference_attribution(smollm2, "The capital of Japan is [MASK]", "Tokyo", steps=2)
-    assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert float((res.scores - ref).abs().max() / ref.abs().max()) < FP32_REL
 
 
 def test_rows_attend_to_the_shared_prefix_without_copying_it(kn, monkeypatch):

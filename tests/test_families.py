@@ -10,6 +10,10 @@ from kneuron.attribution.reference import reference_attribution
 from kneuron.errors import PromptError
 from kneuron.models.replay import as_3d
 
+# fp32 fast path against the slow reference: sums over steps and thousands of neurons differ in their
+# last bits by kernel; 1.3e-5 was seen on AMD Zen 4 (AVX-512) where Zen 3 gave < 1e-5.
+FP32_REL = 5e-5
+
 DECODERS = list(family_configs(100)) + list(structural_configs(100))
 ENCODERS = ["bert", "distilbert"]
 
@@ -67,7 +71,7 @@ def test_gated_neuron_is_act_gate_times_up(kn):
 def test_attribution_equals_reference(kn, prompt, answer):
     res = kn.attribute(prompt, answer)
     ref_scores, ref_acts = reference_attribution(kn, prompt, answer)
-    assert float((res.scores - ref_scores).abs().max() / ref_scores.abs().max()) < 1e-5
+    assert float((res.scores - ref_scores).abs().max() / ref_scores.abs().max()) < FP32_REL
     assert torch.allclose(res.activations, ref_acts, atol=1e-4, rtol=1e-4)
     assert res.probability == pytest.approx(kn.probability(prompt, answer), rel=1e-4)
 
@@ -77,7 +81,7 @@ def test_targets_first_and_mean_logprob(kn):
     for target in ("first", "mean_logprob"):
         res = kn.attribute(prompt, answer, target=target, steps=6)
         ref, _ = reference_attribution(kn, prompt, answer, steps=6, target=target)
-        assert float((res.scores - ref).abs().max() / ref.abs().max()) < 1e-5
+        assert float((res.scores - ref).abs().max() / ref.abs().max()) < FP32_REL
     p_first = kn.probability(prompt, answer, target="first")
     assert p_first >= kn.probability(prompt, answer)  # the product is smaller than its first factor
 

@@ -81,11 +81,14 @@ def test_smollm2_fitted_edit_rewrites_the_fact_and_reverts_bit_for_bit():
     neurons = kn.find_neurons(prompts, "Tokyo", min_prompts=3)
     assert neurons
     before = {k: v.clone() for k, v in kn.model.state_dict().items()}
-    edit = fit_update(kn, neurons, "Tokyo", "Kyoto", prompts)
+    edit = fit_update(kn, neurons, "Tokyo", "Kyoto", prompts, margin=1.0)  # margin 1: top-1 on every prompt
     assert edit.info["direction"] == "signed" and edit.info["reached"]
     assert -1.0 in edit.info["signs"]  # gated MLP: some knowledge neurons fire negatively
     with edit.apply(kn):
         for p in prompts:
             assert kn.predict(p, 1)[0][0] == " Kyoto"
         assert kn.predict("The capital of France is", 1)[0][0] == " Paris"
+    with fit_update(kn, neurons, "Tokyo", "Kyoto", prompts).apply(kn):  # the default margin: Kyoto beats Tokyo
+        for p in prompts:
+            assert kn.probability(p, "Kyoto") > kn.probability(p, "Tokyo")
     assert all(torch.equal(before[k], v) for k, v in kn.model.state_dict().items())
