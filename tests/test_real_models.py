@@ -88,7 +88,8 @@ def test_smollm2_fitted_edit_rewrites_the_fact_and_reverts_bit_for_bit():
         for p in prompts:
             assert kn.predict(p, 1)[0][0] == " Kyoto"
         assert kn.predict("The capital of France is", 1)[0][0] == " Paris"
-    with fit_update(kn, neurons, "Tokyo", "Kyoto", prompts).apply(kn):  # the default margin: Kyoto beats Tokyo
-        for p in prompts:
-            assert kn.probability(p, "Kyoto") > kn.probability(p, "Tokyo")
+    unedited = [(kn.probability(p, "Kyoto"), kn.probability(p, "Tokyo")) for p in prompts]
+    with fit_update(kn, neurons, "Tokyo", "Kyoto", prompts).apply(kn):  # the default margin (0.75): a softer edit
+        for p, (kyoto, tokyo) in zip(prompts, unedited):
+            assert kn.probability(p, "Kyoto") > 5 * kyoto and kn.probability(p, "Tokyo") < tokyo
     assert all(torch.equal(before[k], v) for k, v in kn.model.state_dict().items())
