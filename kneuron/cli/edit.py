@@ -467,14 +467,15 @@ def bench(
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
               f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")
     paths = write_outputs(out_dir, frame, table, header)
-    show = Table(title=f"edit bench ({len(cases)} cases)")
-    cols = ("split", "method", "cases", "S", "ES", "PS", "NS", "success", "others_kept", "gen_new", "entropy_rel",
-            "ppl_rel")
-    for col in cols:
-        show.add_column(col, justify="left" if col in ("split", "method") else "right")
+    show = Table(title=f"edit bench ({len(cases)} cases); every column and interval in report.md")
+    cols = {"split": "split", "method": "method", "edited": "edited", "S": "S", "ES": "ES", "PS": "PS", "NS": "NS",
+            "success": "top-1", "others_kept": "kept", "ppl_rel": "ppl x"}
+    for col, head in cols.items():
+        show.add_column(head, justify="left" if col in ("split", "method") else "right", no_wrap=True)
     for _, r in table.iterrows():
-        show.add_row(*(str(r[c]) if c in ("split", "method", "cases") else
-                       ("-" if c not in r or r[c] != r[c] else f"{r[c]:.2f}") for c in cols))
+        show.add_row(*(str(r[c]) if c in ("split", "method") else
+                       ("-" if c not in r or r[c] != r[c] else f"{r[c]:.2f}" if abs(r[c]) < 1e4 else f"{r[c]:.1e}")
+                       for c in cols))
     console.print(show)
     console.print("-> " + ", ".join(str(p) for p in paths), highlight=False)
 
