@@ -469,9 +469,12 @@ def bench(
     paths = write_outputs(out_dir, frame, table, header)
     show = Table(title=f"edit bench ({len(cases)} cases); every column and interval in report.md")
     cols = {"split": "split", "method": "method", "edited": "edited", "S": "S", "ES": "ES", "PS": "PS", "NS": "NS",
-            "success": "top-1", "others_kept": "kept", "ppl_rel": "ppl x"}
+            "success": "top1", "others_kept": "kept", "ppl_rel": "ppl x"}
+    if table["split"].nunique() == 1:
+        del cols["split"]
     for col, head in cols.items():
-        show.add_column(head, justify="left" if col in ("split", "method") else "right", no_wrap=True)
+        show.add_column(head, justify="left" if col in ("split", "method") else "right", no_wrap=True,
+                        min_width=len(head) if col in ("split", "method") else 4)
     for _, r in table.iterrows():
         show.add_row(*(str(r[c]) if c in ("split", "method") else
                        ("-" if c not in r or r[c] != r[c] else f"{r[c]:.2f}" if abs(r[c]) < 1e4 else f"{r[c]:.1e}")
