@@ -149,7 +149,9 @@ def test_click_through_search_links_and_fragment(page, run, browser):
     assert pg.locator("table.facts tbody tr").count() == int((table.drop_duplicates("fact")["relation"] == rel).sum())
     pg.click(f"table.facts a.fact:text-is('{subject}')")
     assert pg.evaluate("location.hash") == f"#fact/{fact}"
-    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    from playwright.sync_api import expect
+
+    expect(pg.locator("h2")).to_contain_text(f"{subject} → {obj}")  # waits for the view to render
     # prompts with their gold probabilities from attributions.jsonl
     probs = records[fact]["prob"]
     cells = pg.locator("table.prompts tbody tr td:nth-child(3)").all_inner_texts()
@@ -162,7 +164,7 @@ def test_click_through_search_links_and_fragment(page, run, browser):
     _shot(pg, "fact")
     pg.click(f"table.kn a.neuron:text-is('{own[0]}')")
     assert pg.evaluate("location.hash") == f"#neuron/{own[0]}"
-    assert pg.locator("h2").inner_text() == f"Neuron {own[0]}"
+    expect(pg.locator("h2")).to_have_text(f"Neuron {own[0]}")
     assert pg.locator("table.vocab tbody tr").count() == 20
     assert pg.locator("table.sents.top .tok").count() > 0
     assert pg.locator("svg.hist").count() == 1
@@ -172,7 +174,9 @@ def test_click_through_search_links_and_fragment(page, run, browser):
     assert pg.locator(".owners a").count() == len(holders)
     pg.go_back()
     assert pg.evaluate("location.hash") == f"#fact/{fact}"
-    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    from playwright.sync_api import expect
+
+    expect(pg.locator("h2")).to_contain_text(f"{subject} → {obj}")  # waits for the view to render
     # from a neuron to a fact by a link
     pg.goto(page.as_uri() + f"#neuron/{own[0]}")
     pg.locator(".owners a").first.click()
@@ -186,11 +190,13 @@ def test_click_through_search_links_and_fragment(page, run, browser):
     pg.fill("#q", own[0])
     pg.press("#q", "Enter")
     pg.locator(f"#results a:text-is('{own[0]}')").click()
-    assert pg.locator("h2").inner_text() == f"Neuron {own[0]}"
+    expect(pg.locator("h2")).to_have_text(f"Neuron {own[0]}")
     # reload with a fragment keeps the view
     pg.goto(page.as_uri() + f"#fact/{fact}")
     pg.reload()
-    assert f"{subject} → {obj}" in pg.locator("h2").inner_text()
+    from playwright.sync_api import expect
+
+    expect(pg.locator("h2")).to_contain_text(f"{subject} → {obj}")  # waits for the view to render
     # the page makes no network request: everything is inlined
     requests = []
     pg.on("request", lambda r: requests.append(r.url))
