@@ -222,8 +222,8 @@ def update(
         for p in contrast:
             kn.encode(p)
         kept = selective_neurons(kn, chosen, fact_prompts, list(contrast), selectivity)
-        console.print(f"{len(kept)} of {len(chosen)} neurons fire for this fact more than {selectivity:g} times as "
-                      f"much as for the {len(contrast)} contrast prompts", highlight=False)
+        console.print(f"{len(kept)} of {len(chosen)} neurons fire for the {len(contrast)} contrast prompts at most "
+                      f"{selectivity:g} times as much as for this fact; only those are edited", highlight=False)
         chosen = kept
         source.update({"contrast": list(contrast), "selectivity": selectivity})
     if fit:
@@ -243,6 +243,14 @@ def update(
                   f"embeddings, {how}): " + ", ".join(map(str, edit.neurons)), highlight=False)
     if prompts:
         console.print(_prediction_table(kn, prompts, [original, to], lambda fn: _with(edit, kn, fn)))
+    if fit and margin < 1:
+        new_id = kn.answer_id(to)
+        top = _with(edit, kn, lambda: kn.blank_logits(fact_prompts).argmax(-1))
+        won = int((top == new_id).sum())
+        if won < len(fact_prompts):
+            console.print(f"{to!r} is the top answer on {won} of the {len(fact_prompts)} prompts: margin {margin:g} is "
+                          "the benchmark's most specific edit; --margin 1 makes it the top answer on every prompt",
+                          highlight=False)
     if checks_:
         console.print(_check_table(kn, checks_, original, to, lambda fn: _with(edit, kn, fn)))
     edit.save(out)
