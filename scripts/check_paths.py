@@ -2,26 +2,25 @@
 """Fail when a committed text file holds an absolute path of some machine.
 
 Run logs, configs, reports and pages written by kneuron record the paths they were given; checked
-in as they are, they show `/work/runs/...` or `/home/someone/...` to every reader and point
-nowhere on any other machine.  This script lists every such path in the repository's files and
+in as they are, they show one machine's run or home folders to every reader and point nowhere
+on any other machine.  This script lists every such path in the repository's files and
 exits 1 if there is one (0 otherwise), so CI can hold the line:
 
     python scripts/check_paths.py            # tracked files and new files not ignored by git
     python scripts/check_paths.py --tracked  # tracked files only
     python scripts/check_paths.py FILE ...   # just these files
 
-What counts: an absolute path under a directory that belongs to one machine or one user
-(`/work`, `/home`, `/root`, `/tmp`, `/Users`, `/mnt`, `/scratch`, macOS's `/private/var/folders`
-and `/var/folders`, Windows' `C:\\Users`), also inside `file://` URLs.  System paths (`/usr/bin`,
-`/etc`, `/dev`) and URL paths (`https://host/home/...`) are not machine paths.  Binary files are
-skipped.
+What counts: an absolute path under a top-level directory that belongs to one machine or one
+user (the names in `MACHINE_DIRS` below, and Windows' user folders), also inside `file://` URLs.
+System paths (`/usr/bin`, `/etc`, `/dev`) and the paths of URLs are not machine paths.  Binary
+files are skipped.
 
 What is allowed, and why (keep this list short; a path that belongs to a run should be rewritten
 relative to the repository, to `~`, or to a placeholder instead):
 
-- placeholders: a path whose rest is `...` or `…` (`/home/...`), as prose uses to name a kind of path;
+- placeholders: a path whose rest is `...` or `…`, as prose uses to name a kind of path;
 - `ALLOW` below: a file pattern, the exact paths allowed in it, and the reason.  Code that needs a
-  temporary directory must use `tempfile` (it does, everywhere), never a literal `/tmp/...`.
+  temporary directory must use `tempfile` (it does, everywhere), never a literal temp path.
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rel}:{number}: {found}    [{context[:160]}]")
     if bad:
         print(f"\n{bad} absolute machine path(s) in {len(flagged)} file(s) of {len(files)} checked. Write them relative "
-              "to the repository or to ~, or as a placeholder (/home/...); see the allowlist in scripts/check_paths.py.",
+              "to the repository or to ~, or as a placeholder ending in ...; see the allowlist in scripts/check_paths.py.",
               file=sys.stderr)
         return 1
     print(f"no absolute machine paths in {len(files)} files")
