@@ -276,8 +276,20 @@ class Editors:
         picked = rng.sample(pool, min(self.config.specific_facts, len(pool)))
         return [(list(c.prompts[:2]), c.target_true) for c in picked]
 
+    def _fitted(self, case, neurons):
+        """kn's fitted edit of `neurons`, or None (declined) when they cannot carry it within max_scale."""
+        from kneuron.edits import fit_update
+
+        c = self.config
+        edit = fit_update(self.kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
+                          margin=c.margin, max_scale=c.max_scale)
+        info = {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
+        if not edit.info["reached"]:
+            return None, {**info, "declined": 1}
+        return edit, info
+
     def build(self, method: str, case):
-        from kneuron.edits import fit_update, plan_update
+        from kneuron.edits import plan_update
 
         kn, c = self.kn, self.config
         if method == "kn":
@@ -285,12 +297,9 @@ class Editors:
             neurons = self.edit_neurons(case)
             if not neurons:
                 return None, {"neurons": 0}
-            edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
-                              margin=c.margin, max_scale=c.max_scale)
-            info = {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
-            if not edit.info["reached"]:
-                return None, {**info, "declined": 1}  # the neurons cannot carry the edit within max_scale
-            self._kn_edit[case.case_id] = edit
+            edit, info = self._fitted(case, neurons)
+            if edit is not None:
+                self._kn_edit[case.case_id] = edit
             return edit, info
         if method == "kn_paper":
             neurons = self.neurons(case)
@@ -307,12 +316,7 @@ class Editors:
             neurons = effect_specific_sets(kn, [task], c.specific_fraction)[0] if own else []
             if not neurons:
                 return None, {"neurons": 0}
-            edit = fit_update(kn, neurons, case.target_true, case.target_new, case.prompts, ratio=c.ratio,
-                              margin=c.margin, max_scale=c.max_scale)
-            info = {"neurons": len(neurons), "scale": edit.info["scale"], "reached": edit.info["reached"]}
-            if not edit.info["reached"]:
-                return None, {**info, "declined": 1}
-            return edit, info
+            return self._fitted(case, neurons)
         if method == "random":
             ref = self._kn_edit.get(case.case_id)
             if ref is None and case.case_id not in self._kn_tried:
