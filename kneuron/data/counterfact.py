@@ -59,6 +59,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kneuron.data.facts import MASK, FactSet, ends_at_blank
+from kneuron.data.jsonl import json_lines
 from kneuron.errors import DataError
 from kneuron.ranges import POSITIVE, SEED, Range
 
@@ -525,15 +526,7 @@ def load_cases(path: str | Path) -> list[Case]:
     """The cases of a file written by `save_cases`; a bad line raises `DataError` naming file and line."""
     path = Path(path)
     cases, seen = [], set()
-    for lineno, line in _lines(path):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    for where, obj in json_lines(path, "cases file"):
         case = _parse_case(obj, where)
         if case.case_id in seen:
             raise DataError(f"{where}: duplicate case_id {case.case_id}")

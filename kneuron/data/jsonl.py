@@ -21,6 +21,7 @@ reads it unchanged; `load_multilingual_facts` gathers the languages of each fact
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from kneuron.data.facts import MASK, Fact, FactSet, MultilingualFact, Relation, group_languages
@@ -100,27 +101,37 @@ def _parse_line(obj: object, where: str) -> tuple[list[Fact], Relation]:
     return [Fact(obj["relation"], obj["subject"], obj["object"], prompts)], rel
 
 
+def json_lines(path: Path, what: str) -> Iterator[tuple[str, object]]:
+    """("FILE:LINE", parsed object) for each line of a JSON Lines file, blank and `#` lines skipped;
+    a missing file, text that is not UTF-8 or a line that is not JSON raises a one-line `DataError`."""
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                yield where, obj
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
 def load_facts_jsonl(path: str | Path) -> FactSet:
     """Read a facts file; any bad line raises `DataError` naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"facts file not found: {path}")
     facts: list[Fact] = []
     relations: dict[str, Relation] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            line_facts, rel = _parse_line(obj, where)
-            facts.extend(line_facts)
-            if rel.id not in relations or (rel.label or rel.type) and not relations[rel.id].label:
-                relations[rel.id] = rel
+    for where, obj in json_lines(path, "facts file"):
+        line_facts, rel = _parse_line(obj, where)
+        facts.extend(line_facts)
+        if rel.id not in relations or (rel.label or rel.type) and not relations[rel.id].label:
+            relations[rel.id] = rel
     if not facts:
         raise DataError(f"{path}: no facts found")
     return FactSet(facts, relations, str(path))
