@@ -202,7 +202,7 @@ class Measure:
             gen = self.generate(case.prompts[0])
             row["gen_new"] = float(bool(gen) and gen[0] == new)
             row["entropy"] = ngram_entropy(gen)
-            row["ppl"] = self.perplexity() if base is None or self.ppl_texts else math.nan
+            row["ppl"] = self.perplexity()  # NaN without held-out sentences
         else:
             row["gen_new"] = row["entropy"] = row["ppl"] = math.nan
         if base is not None:
@@ -239,6 +239,7 @@ class Editors:
         self._neurons: dict[int, list[Neuron]] = {}
         self._kn_edit: dict[int, object] = {}
         self._kn_tried: set[int] = set()
+        self._selective: dict[int, list[Neuron]] = {}
 
     def neurons(self, case) -> list[Neuron]:
         if case.case_id not in self._neurons:
@@ -261,10 +262,11 @@ class Editors:
         """kn's neurons: the refined set, less the neurons that fire as much for other subjects."""
         from kneuron.edits import selective_neurons
 
-        refined = self.neurons(case)
-        if self.config.selectivity is None:
-            return refined
-        return selective_neurons(self.kn, refined, case.prompts, self.contrast(case), self.config.selectivity)
+        if case.case_id not in self._selective:  # kn and kn_specific both start from these
+            refined = self.neurons(case)
+            self._selective[case.case_id] = refined if self.config.selectivity is None else selective_neurons(
+                self.kn, refined, case.prompts, self.contrast(case), self.config.selectivity)
+        return self._selective[case.case_id]
 
     def judging_facts(self, case) -> list[tuple[list[str], str]]:
         """Facts of other relations for the specific rule: other cases' own prompts, none of whose
