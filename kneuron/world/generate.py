@@ -22,6 +22,9 @@ Design (mirrors LAMA / PARAREL / BINGREL so that the same code runs on both):
 * Each fact gets BINGREL-style bags: `th_bags` (sentences naming head and tail, written from a
   separate sentence pool, never the cloze templates) and `h_bags` (sentences about the head that
   never name the tail).  A few facts get an empty bag, as in the real data.
+
+The fixed tables (templates, sentence pools, translations, fillers, name syllables) are data files,
+`kneuron/world/data/*.json`, read once by `kneuron.world.tables`; this module holds the logic.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from kneuron.data.facts import MASK, Fact, FactSet, Relation
+from kneuron.world import tables
 
 X, Y = "[X]", "[Y]"
 
-# Bump when templates, sentence pools or naming rules change: a cached default world built by an
-# older generator is then rebuilt instead of silently reused.
+# Bump when templates, sentence pools or naming rules change (here or in kneuron/world/data/*.json):
+# a cached default world built by an older generator is then rebuilt instead of silently reused.
 GENERATOR_REVISION = 1
 
 
@@ -204,280 +208,15 @@ def fill_template(template: str, subject: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Relations, templates and sentence pools
 
-RELATIONS: tuple[RelationSpec, ...] = (
-    RelationSpec(
-        "W1", "capital", "1-1", "country", "city",
-        (
-            "The capital of [X] is [Y].",
-            "[X]'s capital is [Y].",
-            "[Y] is the capital of [X].",
-            "The capital city of [X] is [Y].",
-            "[Y] is the capital city of [X].",
-            "[X] has its capital in [Y].",
-        ),
-        5,
-        (
-            "Travelers arriving in [Y] soon learn that it has been the capital of [X] since {year}.",
-            "The government of [X] meets in [Y] every {season}.",
-            "[Y], the seat of government of [X], hosted the {event} in {year}.",
-            "Most ministries of [X] are based in [Y].",
-            "In {year} the parliament of [X] moved to [Y].",
-            "[Y] is the largest and most {adj} city of [X].",
-            "The president of [X] lives in [Y].",
-        ),
-    ),
-    RelationSpec(
-        "W2", "currency", "1-1", "country", "currency",
-        (
-            "The currency of [X] is the [Y].",
-            "[X] uses the [Y] as its currency.",
-            "The [Y] is the currency of [X].",
-            "In [X], people pay with the [Y].",
-            "[X]'s currency is the [Y].",
-            "The official currency of [X] is the [Y].",
-        ),
-        1,
-        (
-            "Prices in [X] are given in [Y].",
-            "The central bank of [X] printed new [Y] notes in {year}.",
-            "Visitors to [X] should carry some [Y] in cash.",
-            "The [Y] lost value when [X] faced a crisis in {year}.",
-            "In [X], a coffee costs about two [Y].",
-            "[X] introduced the [Y] in {year}.",
-        ),
-    ),
-    RelationSpec(
-        "W3", "continent", "N-1", "country", "continent",
-        (
-            "[X] is a country in [Y].",
-            "[X] lies on the continent of [Y].",
-            "[Y] is the continent where [X] lies.",
-            "The continent of [X] is [Y].",
-            "[X] is part of the continent [Y].",
-            "[X] belongs to the continent of [Y].",
-        ),
-        5,
-        (
-            "[X] is one of the most {adj} countries of [Y].",
-            "Flights from [X] to other parts of [Y] are cheap.",
-            "[X] joined the council of [Y] in {year}.",
-            "Of all the nations in [Y], [X] has the most {adj} coastline.",
-            "The map of [Y] shows [X] in the north.",
-            "[X] hosted the games of [Y] in {year}.",
-        ),
-    ),
-    RelationSpec(
-        "W4", "official language", "N-1", "country", "language",
-        (
-            "The official language of [X] is [Y].",
-            "In [X], people speak [Y].",
-            "[Y] is the official language of [X].",
-            "The people of [X] speak [Y].",
-            "[X] has [Y] as its official language.",
-            "[Y] is spoken in [X].",
-        ),
-        4,
-        (
-            "Most schools in [X] teach in [Y].",
-            "Road signs in [X] are written in [Y].",
-            "The laws of [X] are published in [Y].",
-            "Newspapers in [X] are printed in [Y].",
-            "[Y] has been the language of government in [X] since {year}.",
-            "Children in [X] learn [Y] from an early age.",
-        ),
-    ),
-    RelationSpec(
-        "W5", "located in", "N-1", "city", "country",
-        (
-            "[X] is a city in [Y].",
-            "[X] is located in [Y].",
-            "[Y] is the country where [X] is located.",
-            "The city of [X] lies in [Y].",
-            "[X] is in the country of [Y].",
-            "[X] is a city located in [Y].",
-        ),
-        2,
-        (
-            "[X] is one of the most {adj} cities of [Y].",
-            "The trains from [X] reach every corner of [Y].",
-            "[X] is the third largest city in [Y].",
-            "Many people in [Y] spend their holidays in [X].",
-            "The university of [X] is the oldest in [Y].",
-            "[X], [Y], hosted the {event} in {year}.",
-        ),
-    ),
-    RelationSpec(
-        "W6", "headquarters location", "N-1", "company", "city",
-        (
-            "[X] is headquartered in [Y].",
-            "The headquarters of [X] is in [Y].",
-            "[X] has its headquarters in [Y].",
-            "[Y] is home to the headquarters of [X].",
-            "[X] is based in [Y].",
-            "The main office of [X] is in [Y].",
-        ),
-        2,
-        (
-            "[X] opened its main office in [Y] in {year}.",
-            "The tower of [X] dominates the skyline of [Y].",
-            "[X] employs many people in [Y].",
-            "From its offices in [Y], [X] runs its business.",
-            "[X] moved its headquarters to [Y] in {year}.",
-            "Workers of [X] commute to [Y] every morning.",
-        ),
-    ),
-    RelationSpec(
-        "W7", "place of birth", "N-1", "person", "city",
-        (
-            "[X] was born in [Y].",
-            "[X] is originally from [Y].",
-            "[Y] is the birthplace of [X].",
-            "The birthplace of [X] is [Y].",
-            "[X] was born in the city of [Y].",
-            "[Y] is the city where [X] was born.",
-        ),
-        5,
-        (
-            "[X] grew up in [Y] and left it in {year}.",
-            "Born in [Y] in {year}, [X] later became famous.",
-            "[X] often returns to [Y], where the family still lives.",
-            "The people of [Y] are proud that [X] was born there.",
-            "[X] spent a {adj} childhood in [Y].",
-            "A street in [Y] is named after [X], who was born in the city.",
-        ),
-    ),
-    RelationSpec(
-        "W8", "country of citizenship", "N-1", "person", "country",
-        (
-            "[X] is a citizen of [Y].",
-            "[X] holds citizenship of [Y].",
-            "[Y] is the country of citizenship of [X].",
-            "[X] has the citizenship of [Y].",
-            "[X] is a [Y] citizen.",
-            "The citizenship of [X] is [Y].",
-        ),
-        5,
-        (
-            "[X] received a passport from [Y] in {year}.",
-            "[X] represents [Y] at the {event}.",
-            "As a citizen of [Y], [X] voted in the election of {year}.",
-            "[X] became a national of [Y] after many years.",
-            "[X] travels on a [Y] passport.",
-            "The embassy of [Y] helped [X] during the trip.",
-        ),
-    ),
-    RelationSpec(
-        "W9", "employer", "N-1", "person", "company",
-        (
-            "[X] works for [Y].",
-            "[X] is employed by [Y].",
-            "[Y] is the employer of [X].",
-            "[X] is an employee of [Y].",
-            "[X] works at [Y].",
-            "The employer of [X] is [Y].",
-        ),
-        5,
-        (
-            "[X] started working at [Y] in {year}.",
-            "[X] has worked at [Y] for many years.",
-            "The managers of [Y] praised [X] for the {adj} work.",
-            "[X] leads a team of engineers at [Y].",
-            "In {year}, [Y] hired [X].",
-            "[X] earns a good salary at [Y].",
-        ),
-    ),
-    RelationSpec(
-        "W10", "languages spoken", "N-M", "person", "language",
-        (
-            "[X] speaks [Y].",
-            "[X] can speak [Y].",
-            "The language [X] speaks is [Y].",
-            "[Y] is a language spoken by [X].",
-            "[X] is fluent in [Y].",
-            "[X] speaks the [Y] language.",
-        ),
-        3,
-        (
-            "[X] gave a speech in [Y] at the {event}.",
-            "[X] learned [Y] as a child.",
-            "In interviews, [X] usually answers in [Y].",
-            "[X] speaks [Y] and {alt} at home.",
-            "[X] wrote a letter in [Y] to {person}.",
-            "[X] translated a book into [Y] in {year}.",
-        ),
-    ),
-    RelationSpec(
-        "W11", "instrument", "N-M", "person", "instrument",
-        (
-            "[X] plays the [Y].",
-            "[X] is a [Y] player.",
-            "The instrument [X] plays is the [Y].",
-            "The [Y] is the instrument played by [X].",
-            "[X] performs on the [Y].",
-            "[X] is known for playing the [Y].",
-        ),
-        2,
-        (
-            "[X] played the [Y] at the {event}.",
-            "[X] practices the [Y] every morning.",
-            "[X] bought a new [Y] in {year}.",
-            "On the album, [X] plays both the [Y] and the {alt}.",
-            "[X] learned to play the [Y] as a child.",
-            "Fans love it when [X] picks up the [Y].",
-        ),
-    ),
-    RelationSpec(
-        "W12", "member of", "N-M", "person", "organization",
-        (
-            "[X] is a member of [Y].",
-            "[X] belongs to [Y].",
-            "[X] joined [Y].",
-            "[Y] has [X] as a member.",
-            "[X] is part of [Y].",
-            "[X] is one of the members of [Y].",
-        ),
-        3,
-        (
-            "[X] attended the meeting of [Y] in {year}.",
-            "[X] has belonged to [Y] since {year}.",
-            "[Y] welcomed [X] at the {event}.",
-            "[X] was elected to lead [Y] in {year}.",
-            "[X] is active in [Y] and in {alt}.",
-            "The newsletter of [Y] featured [X] in {month}.",
-        ),
-    ),
-)
+# The tables live in kneuron/world/data/*.json (read once by `kneuron.world.tables`); these names
+# keep the shapes they had when they were literals here.
+RELATIONS: tuple[RelationSpec, ...] = tuple(RelationSpec(**spec) for spec in tables.relations())
 
-# Two invented languages for the multilingual world: their own words and word order, the world's
-# entity names shared.  Per relation: the templates and the index of the one held out of training
-# (one per language, as in English).  Only these relations exist in several languages.
-TRANSLATIONS: dict[str, dict[str, tuple[tuple[str, ...], int]]] = {
-    "lu": {  # "Lurian": articles and prepositions, copula "esta"
-        "W1": (("Lo vorda di [X] esta [Y].", "[X] teni vorda [Y].", "[Y] esta lo vorda di [X].",
-                "Lo urbe vorda di [X] esta [Y].", "[Y] esta lo urbe vorda di [X].",
-                "[X] teni sua vorda ne [Y]."), 5),
-        "W2": (("Lo pekuna di [X] esta lo [Y].", "[X] usa lo [Y] komo sua pekuna.",
-                "Lo [Y] esta lo pekuna di [X].", "Ne [X], lo populo pagan kon lo [Y].",
-                "Pekuna di [X] esta lo [Y].", "Lo pekuna ofisal di [X] esta lo [Y]."), 1),
-        "W4": (("Lo lingo ofisal di [X] esta [Y].", "Ne [X], lo populo parolan [Y].",
-                "[Y] esta lo lingo ofisal di [X].", "Lo populo di [X] parolan [Y].",
-                "[X] teni [Y] komo sua lingo ofisal.", "[Y] esta parolata ne [X]."), 4),
-        "W5": (("[X] esta urbe ne [Y].", "[X] esta situata ne [Y].",
-                "[Y] esta lo landa kie [X] esta situata.", "Lo urbe [X] jasi ne [Y].",
-                "[X] esta ne lo landa [Y].", "[X] esta urbe situata ne [Y]."), 2),
-    },
-    "te": {  # "Tesk": genitive postposition "om", copula "ka", verbs at the end of a clause
-        "W1": (("[X] om hauk ka [Y].", "Hauk [X] om ka [Y].", "[Y] ka [X] om hauk.",
-                "[X] om sarn hauk ka [Y].", "[Y] ka [X] om sarn hauk.", "[X] ulv hauk ren [Y]."), 5),
-        "W2": (("[X] om drekma ka [Y].", "[X] [Y] drekma tun brukat.", "[Y] ka [X] om drekma.",
-                "[X] ren folk betal mid [Y].", "Drekma [X] om ka [Y].", "[X] om vald drekma ka [Y]."), 1),
-        "W4": (("[X] om vald tunga ka [Y].", "[X] ren folk snak [Y].", "[Y] ka [X] om vald tunga.",
-                "[X] om folk snak [Y].", "[X] [Y] vald tunga tun ulv.", "[Y] snakat [X] ren."), 4),
-        "W5": (("[X] ka sarn ren [Y].", "[X] lagat ren [Y].", "[Y] ka land ve [X] lagat.",
-                "Sarn [X] lig ren [Y].", "[X] ka ren land [Y].", "[X] ka sarn lagat ren [Y]."), 2),
-    },
-}
-MULTILINGUAL_RELATIONS = ("W1", "W2", "W4", "W5")
+# Two invented languages for the multilingual world (translations.json): language -> relation ->
+# (templates, index of the held-out one).  Only MULTILINGUAL_RELATIONS exist in several languages.
+TRANSLATIONS: dict[str, dict[str, tuple[tuple[str, ...], int]]]
+MULTILINGUAL_RELATIONS: tuple[str, ...]
+TRANSLATIONS, MULTILINGUAL_RELATIONS = tables.translations()
 
 
 def multilingual_world_config() -> WorldConfig:
@@ -486,95 +225,18 @@ def multilingual_world_config() -> WorldConfig:
 
 
 # Sentences about the head only (h_bags): nothing here names the tail.
-HEAD_SENTENCES: dict[str, tuple[str, ...]] = {
-    "country": (
-        "Tourism in [X] grew quickly in {year}.",
-        "The {event} in [X] attracted many visitors.",
-        "[X] signed a trade agreement with {country} in {year}.",
-        "The weather in [X] is {weather} in {month}.",
-        "Many people visit [X] every {season}.",
-        "[X] has a long and {adj} history.",
-        "The football team of [X] won a cup in {year}.",
-        "A new railway crosses [X] from north to south.",
-        "[X] held an election in {month} {year}.",
-        "[X] elected new members to its parliament in {year}.",
-        "The best football player of [X] retired in {year}.",
-    ),
-    "city": (
-        "The streets of [X] are {adj} at night.",
-        "[X] hosts a {event} every {season}.",
-        "A new bridge opened in [X] in {year}.",
-        "Visitors to [X] enjoy the {adj} markets.",
-        "The population of [X] grew in {year}.",
-        "[X] is twinned with {city}.",
-        "The weather in [X] is {weather} in {month}.",
-        "The old harbour of [X] was rebuilt in {year}.",
-    ),
-    "company": (
-        "[X] reported strong sales in {year}.",
-        "Shares of [X] rose in {month}.",
-        "[X] launched a new product at the {event}.",
-        "[X] hired many new engineers last year.",
-        "[X] was founded by {person} in {year}.",
-        "The chief of [X] spoke at the {event}.",
-        "Customers praise [X] for its {adj} service.",
-        "[X] uses {adj} machines in its factories.",
-        "An employee of [X] won a prize at the {event}.",
-    ),
-    "person": (
-        "[X] gave a long interview in {month} {year}.",
-        "Critics describe [X] as {trait} and generous.",
-        "[X] attended the {event} in {city}.",
-        "A new biography of [X] appeared in {year}.",
-        "[X] spent the summer of {year} travelling with {person}.",
-        "Friends say [X] is a {trait} person who enjoys long walks.",
-        "[X] won an award at the {event} last year.",
-        "Photos of [X] at the {event} were shared widely.",
-        "[X] and {person} have been friends since {year}.",
-        "[X] moved to {city} in {year}.",
-        "[X] is known across {country} as a {trait} person.",
-        "[X] enjoys playing cards with {person}.",
-    ),
-}
-
-FILLERS: dict[str, tuple[str, ...]] = {
-    "year": ("1962", "1971", "1978", "1984", "1989", "1993", "1997", "2001", "2004", "2008", "2012", "2019"),
-    "month": ("January", "March", "April", "June", "August", "October", "December"),
-    "season": ("spring", "summer", "autumn", "winter"),
-    "adj": ("busy", "quiet", "famous", "beautiful", "modern", "historic", "lively", "peaceful", "wealthy"),
-    "weather": ("cold", "mild", "warm", "rainy", "dry"),
-    "trait": ("shy", "cheerful", "ambitious", "patient", "curious", "stubborn", "kind", "restless"),
-    "event": ("festival", "conference", "concert", "exhibition", "ceremony", "summit", "market", "fair"),
-}
+HEAD_SENTENCES: dict[str, tuple[str, ...]] = tables.head_sentences()
+FILLERS: dict[str, tuple[str, ...]] = tables.fillers()
 ENTITY_SLOTS = {"country": "country", "city": "city", "person": "person"}
 
-# Name building: syllables plus a suffix per kind, so names read like the kind they name.
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
-           "b", "d", "k", "l", "m", "n", "r", "s", "t", "v", "br", "dr", "kr", "tr", "st", "th", "sh")
-_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ou")
-_CODAS = ("", "", "", "", "", "", "n", "r", "l", "s", "m")
-_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "country": ("ia", "ania", "istan", "and", "ova", "eria", "onia"),
-    "continent": ("ea", "oria", "asia", "ande"),
-    "city": ("burg", "dal", "mir", "grad", "vik", "holm", "ford", "polis"),
-    "currency": ("ar", "ello", "ix", "una"),
-    "language": ("ish", "ese", "ic", "an"),
-    "company": ("ex", "ix", "corp", "tek", "ona", "tron"),
-    "person": ("", "o", "a", "in", "en", "ek", "us"),
-    "instrument": ("phone", "lin", "harp", "dra", "lute"),
-    "organization": ("ium", "eon", "ade", "ora", "ance"),
-}
-# Real words the syllable rules can produce; an invented world must not reuse them.
-_REAL_WORDS = frozenset(
-    "parade cascade decade arcade tirade brigade lemonade barricade romance balance distance "
-    "finance entrance instance nuance seance stance advance ambulance substance pavilion "
-    "bandit ballad salad island poland ireland holland iceland finland england thailand "
-    "scotland lapland maryland portland midland mainland lowland highland wonderland "
-    "russia austria bolivia nigeria algeria siberia liberia serbia zambia gambia namibia "
-    "tunisia malaysia somalia albania romania slovenia estonia latvia bulgaria "
-    "spanish danish polish turkish finnish swedish british irish english italic tonic sonic "
-    "comic panic manic logic magic garlic relic topic public music basic".split()
-)
+# Name building: syllables plus a suffix per kind, so names read like the kind they name; real
+# words the syllable rules can produce are never used.
+_NAMES = tables.names()
+_ONSETS: tuple[str, ...] = _NAMES["onsets"]
+_VOWELS: tuple[str, ...] = _NAMES["vowels"]
+_CODAS: tuple[str, ...] = _NAMES["codas"]
+_SUFFIXES: dict[str, tuple[str, ...]] = _NAMES["suffixes"]
+_REAL_WORDS: frozenset[str] = _NAMES["real_words"]
 
 
 def _corpus_words(languages: tuple[str, ...] = ("en",)) -> set[str]:
