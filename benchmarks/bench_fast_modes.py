@@ -81,9 +81,9 @@ def main():
     scores = {name: [] for name in modes}
     seconds = {name: 0.0 for name in modes}
     for f, prompts in chosen:
-        for name, (method, steps) in modes.items():
+        for name, (rule, steps) in modes.items():
             t0 = time.perf_counter()
-            res = kn.attribute(prompts, f.object, steps=steps, method=method)
+            res = kn.attribute(prompts, f.object, steps=steps, rule=rule)
             seconds[name] += time.perf_counter() - t0
             scores[name].append([r.scores for r in res])
         print(f"  {f.relation} {f.subject!r} -> {f.object!r}: {len(prompts)} prompts", flush=True)
@@ -98,10 +98,10 @@ def main():
                                      refine([coarse_neurons(b) for b in fb])))
         return rel, coarse_j, refined_j
 
-    print(f"\nmode (method, steps) | time vs riemann-20 | vs riemann-20: rel. error median / max, coarse J, "
+    print(f"\nmode (rule, steps) | time vs riemann-20 | vs riemann-20: rel. error median / max, coarse J, "
           f"refined J | vs GL-{args.truth_steps}: rel. error median / max, coarse J, refined J")
-    for name, (method, steps) in modes.items():
-        row = [f"{name} ({method}, {steps})", f"{seconds[name] / seconds['exact']:.2f}x"]
+    for name, (rule, steps) in modes.items():
+        row = [f"{name} ({rule}, {steps})", f"{seconds[name] / seconds['exact']:.2f}x"]
         for ref in ("exact", "truth"):
             rel, cj, rj = compare(name, ref)
             row.append(f"{statistics.median(rel):.2e} / {max(rel):.2e}, {statistics.mean(cj):.3f}, "

@@ -26,6 +26,7 @@ from kneuron.models.tokens import (
     token_texts,
 )
 from kneuron.neurons import Neuron, as_neurons
+from kneuron.selection.config import DEFAULT as SELECTION
 from kneuron.selection.specific import SPECIFIC_FRACTION
 
 
@@ -319,21 +320,62 @@ class KnowledgeModel:
         return acts[0][:, list(enc.blank)].float().mean(1)
 
     # -- attribution and selection ----------------------------------------------------------------
-    def attribute(self, prompt, answer, steps: int = 20, method: str = "riemann_left", layers=None,
-                  internal_batch_size: int | None = None, precision: str = "fp32", target: str = "product"):
-        """Integrated-gradients attribution; one result for a prompt, a list for a list of prompts."""
-        from kneuron.attribution import IntegratedGradients
+    def attribute(self, prompt, answer, method: str = "ig", steps: int = 20, rule: str = "riemann_left",
+                  layers=None, internal_batch_size: int | None = None, precision: str = "fp32",
+                  target: str = "product", *, subject: str = "", seed: int = 0):
+        """Every neuron's score for the answer; one `AttributionResult` for a prompt, a list for a list.
 
-        ig = IntegratedGradients(self, steps=steps, method=method, layers=layers,
-                                 internal_batch_size=internal_batch_size, precision=precision, target=target)
-        results = ig.attribute(prompt, answer)
+        `method`: a registered localization method (`kneuron.localization.method_names()`), integrated
+        gradients by default.  "ig" and "ig_1step" run the exact engine and give its whole result
+        (convergence deltas included); `steps`, `rule` (the integration rule, see
+        `kneuron.attribution.paths`), `internal_batch_size`, `precision` and `target` are that
+        engine's and apply to "ig" alone ("ig_1step" is one step).  Any other method's result holds
+        its scores, the activations and P(answer) at the blank, no deltas, and steps 0, rule "";
+        `subject` and `seed` are passed to it (atp corrupts the subject).  `layers`: the layers to
+        score, the others score 0.
+        """
+        from kneuron.attribution import INTEGRATION_RULES, AttributionResult, IntegratedGradients
+        from kneuron.localization import IG, get_method
+
+        if isinstance(method, str) and method in INTEGRATION_RULES:
+            raise KneuronError(f"method={method!r} is an integration rule: pass rule={method!r} "
+                               "(method= names a localization method, e.g. 'ig')")
+        loc = get_method(method)
+        if loc.name != "ig":
+            given = [f"{name}={value!r}" for name, value, default in (
+                ("steps", steps, 20), ("rule", rule, "riemann_left"), ("internal_batch_size", internal_batch_size, None),
+                ("precision", precision, "fp32"), ("target", target, "product")) if value != default]
+            if given:
+                raise KneuronError(f"{', '.join(given)}: options of method 'ig' only, not of {loc.name!r}")
+        if isinstance(loc, IG):
+            ig = IntegratedGradients(self, steps=steps if loc.name == "ig" else loc.steps, rule=rule, layers=layers,
+                                     internal_batch_size=internal_batch_size, precision=precision, target=target)
+            results = ig.attribute(prompt, answer)
+            for r in results:
+                r.method = loc.name
+            return results[0] if isinstance(prompt, str) else results
+        kept = self.check_layers(layers)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
+        if len(answers) != len(prompts):
+            raise KneuronError(f"{len(prompts)} prompts but {len(answers)} answers")
+        results = []
+        for p, a in zip(prompts, answers):
+            scores = loc.attribute(self, p, a, subject=subject, seed=seed)
+            if len(kept) < self.num_layers:
+                scores = scores.clone()
+                scores[[n for n in range(self.num_layers) if n not in kept]] = 0
+            results.append(AttributionResult(p, a, scores, self.activations(p, a).float().cpu(),
+                                             self.probability(p, a), None, loc.name, 0, "product", self.name, ""))
         return results[0] if isinstance(prompt, str) else results
 
-    def find_neurons(self, prompts: Sequence[str], answer: str, threshold: float = 0.2, p: float = 0.7,
-                     min_prompts: int = 3, steps: int = 20, method: str = "riemann_left",
+    def find_neurons(self, prompts: Sequence[str], answer: str, threshold: float = SELECTION.threshold,
+                     p: float = SELECTION.p_start, min_prompts: int = SELECTION.min_prompts, steps: int = 20,
+                     rule: str = "riemann_left",
                      specific_against: Sequence[tuple[Sequence[str], str]] | None = None,
                      specific_rule: str = "effect", specific_fraction: float = SPECIFIC_FRACTION) -> list[Neuron]:
-        """Refined knowledge neurons of one fact (spec sections 2-3, fixed p).
+        """Refined knowledge neurons of one fact (spec sections 2-3, fixed p; the defaults are
+        `SelectionConfig`'s: p is its p_start, as no relation is there to adapt it over).
 
         `specific_against`: facts of other relations, as (prompts, answer) pairs.  When given (a
         named deviation from the paper, see `kneuron.selection.specific`), generic neurons are
@@ -348,7 +390,7 @@ class KnowledgeModel:
                 prompts = [prompts]
             if not prompts:
                 raise KneuronError("find_neurons needs at least one prompt")
-            results = self.attribute(list(prompts), answer, steps=steps, method=method)
+            results = self.attribute(list(prompts), answer, steps=steps, rule=rule)
             return refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts)
 
         if specific_against is not None:
@@ -369,7 +411,7 @@ class KnowledgeModel:
     def probe_fact(self, prompts: Sequence[str], answer: str, **options):
         """Refined neurons of one fact plus their suppress / amplify effects beside the baseline and a
         random control (`kneuron.experiments.fact_probe.probe_fact`; options: threshold, p, min_prompts,
-        steps, method, seed, factor)."""
+        steps, rule, seed, factor)."""
         from kneuron.experiments.fact_probe import probe_fact
 
         return probe_fact(self, prompts, answer, **options)
@@ -377,7 +419,7 @@ class KnowledgeModel:
     def find_multilingual_neurons(self, prompts_by_language, answers, **options):
         """Per-language refined neurons of one fact, plus its `shared` (language-independent) and
         `specific` ones (`kneuron.experiments.multilingual`; options: shared="pooled"|"intersection",
-        threshold, p, min_prompts, steps, method)."""
+        threshold, p, min_prompts, steps, rule)."""
         from kneuron.experiments.multilingual import find_multilingual_neurons
 
         return find_multilingual_neurons(self, prompts_by_language, answers, **options)

@@ -9,6 +9,9 @@
   (`../editing.md`, `smollm2.ipynb`), so that the links also work in Jupyter.  MkDocs rewrites such
   links in Markdown pages only; `on_page_content` does it for the notebooks' pages, and a link to a
   page that does not exist is a warning, which fails the strict build.
+- Tables that must not drift from the code are generated: `on_page_markdown` replaces the
+  placeholder `<!-- localization-methods -->` with the registered localization methods
+  (`kneuron.localization`: name, the class docstring's first line, whether it needs the subject).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SOURCES = {"results": "assets/results"}  # repository folder -> folder in the si
 PATTERNS = ("*.png",)
 LINK = re.compile(r'href="(?![a-zA-Z][\w+.-]*:|#|/)([^"#?]+\.(?:md|ipynb))(#[^"]*)?"')
 log = logging.getLogger("mkdocs.hooks.kneuron")
+LOCALIZATION_METHODS = "<!-- localization-methods -->"
 
 
 def on_files(files, config):
@@ -51,3 +55,21 @@ def on_page_content(html, page, config, files):
         return f'href="{file.url_relative_to(page.file)}{m.group(2) or ""}"'
 
     return LINK.sub(rewrite, html)
+
+
+def localization_table() -> str:
+    """The registered localization methods as a Markdown table, in `method_names()` order."""
+    from kneuron.localization import get_method, method_names
+
+    rows = ["| method | what it scores | needs the subject |", "| --- | --- | --- |"]
+    for name in method_names():
+        method = get_method(name)
+        summary = method.summary().replace("|", "\\|")
+        rows.append(f"| `{name}` | {summary} | {'yes' if method.needs_subject else 'no'} |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if LOCALIZATION_METHODS in markdown:
+        markdown = markdown.replace(LOCALIZATION_METHODS, localization_table())
+    return markdown

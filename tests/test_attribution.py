@@ -23,12 +23,12 @@ def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("method,steps", [("riemann_left", 20), ("riemann_right", 20), ("gauss_legendre", 7),
-                                          ("trapezoid", 7)])
-def test_fast_matches_reference(kn, method, steps):
-    results = kn.attribute(PROMPTS, "Dublin", steps=steps, method=method)
+@pytest.mark.parametrize("rule,steps", [("riemann_left", 20), ("riemann_right", 20), ("gauss_legendre", 7),
+                                        ("trapezoid", 7)])
+def test_fast_matches_reference(kn, rule, steps):
+    results = kn.attribute(PROMPTS, "Dublin", steps=steps, rule=rule)
     for prompt, res in zip(PROMPTS, results):
-        ref_scores, ref_acts = reference_attribution(kn, prompt, "Dublin", steps=steps, method=method)
+        ref_scores, ref_acts = reference_attribution(kn, prompt, "Dublin", steps=steps, rule=rule)
         assert res.scores.shape == (kn.num_layers, kn.num_neurons)
         assert rel_err(res.scores, ref_scores) < 1e-5
         assert torch.allclose(res.activations, ref_acts, atol=1e-6)
@@ -73,9 +73,9 @@ def test_probability_and_completeness(kn):
 
 
 def test_gauss_legendre_needs_fewer_points(kn):
-    exact = kn.attribute(PROMPTS[1], "Dublin", method="gauss_legendre", steps=64).scores
-    gl = kn.attribute(PROMPTS[1], "Dublin", method="gauss_legendre", steps=8).scores
-    left = kn.attribute(PROMPTS[1], "Dublin", method="riemann_left", steps=20).scores
+    exact = kn.attribute(PROMPTS[1], "Dublin", rule="gauss_legendre", steps=64).scores
+    gl = kn.attribute(PROMPTS[1], "Dublin", rule="gauss_legendre", steps=8).scores
+    left = kn.attribute(PROMPTS[1], "Dublin", rule="riemann_left", steps=20).scores
     assert rel_err(gl, exact) < rel_err(left, exact)
 
 
@@ -95,7 +95,7 @@ def test_integration_points():
     for bad in (0, -3, 2.5):
         with pytest.raises(KneuronError, match="steps"):
             integration_points("riemann_left", bad)
-    with pytest.raises(KneuronError, match="method"):
+    with pytest.raises(KneuronError, match="unknown integration rule 'simpson'"):
         integration_points("simpson", 4)
 
 

@@ -87,9 +87,9 @@ def test_blank_at_position_zero_has_no_prefix(kn):
 
 
 def test_right_riemann_and_gauss_legendre(kn):
-    for method in ("riemann_right", "gauss_legendre"):
-        res = kn.attribute(LONG, "Paris", steps=4, method=method)
-        ref, _ = reference_attribution(kn, LONG, "Paris", steps=4, method=method)
+    for rule in ("riemann_right", "gauss_legendre"):
+        res = kn.attribute(LONG, "Paris", steps=4, rule=rule)
+        ref, _ = reference_attribution(kn, LONG, "Paris", steps=4, rule=rule)
         assert float((res.scores - ref).abs().max() / ref.abs().max()) < FP32_REL
 
 

@@ -13,8 +13,9 @@ import kneuron
 from kneuron.cli import main
 from kneuron.compare import COLUMNS, CompareConfig, compare
 from kneuron.compare import engine as engine_module
-from kneuron.compare.scores import NOISE_SCALE, prompt_scores, subject_positions
+from kneuron.compare.engine import prompt_scores
 from kneuron.data import load_facts, load_facts_jsonl
+from kneuron.localization import NOISE_SCALE, subject_positions
 from kneuron.models.replay import as_3d
 from kneuron.runs import DiscoveryConfig, RunDir, discover
 
@@ -234,7 +235,10 @@ def test_run_reuses_the_stored_ig(setup, tmp_path, monkeypatch):
     kn = kneuron.load(str(model_dir), device="cpu")
     discover(kn, load_facts_jsonl(path), tmp_path / "run", DiscoveryConfig(model=str(model_dir), data=str(path)),
              progress=False)
-    monkeypatch.setattr(type(kn), "attribute", lambda *a, **k: pytest.fail("IG recomputed despite --run"))
+    from kneuron.attribution import IntegratedGradients
+
+    for owner in (type(kn), IntegratedGradients):
+        monkeypatch.setattr(owner, "attribute", lambda *a, **k: pytest.fail("IG recomputed despite --run"))
     # The run saw every prompt (no --holdout): compare holds 2 of each fact's 5 out of the stored IG and
     # refines the other 3 prompts' coarse sets again; with --heldout 0 the refined sets are the run's.
     out, whole = tmp_path / "cmp", tmp_path / "whole"
@@ -306,7 +310,7 @@ def test_atp_noise_follows_the_embedding_layers_output(tmp_path):
     layer outputs, not of the table (which would be sqrt(hidden) times too weak)."""
     from tiny_decoders import save_tiny_decoder
 
-    from kneuron.compare.scores import embedding_std
+    from kneuron.localization import embedding_std
 
     gemma = kneuron.load(str(save_tiny_decoder("gemma3_text", tmp_path / "g")), device="cpu")
     emb = gemma.model.get_input_embeddings()

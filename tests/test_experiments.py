@@ -219,12 +219,12 @@ def test_updating_against_direct_computation(kn, tmp_path):
     sets = {"kn": {i: [(int(rng.integers(2)), int(rng.integers(48))) for _ in range(3)] for i in range(len(facts))}}
     run = make_run(facts, sets, tmp_path)
     before = state(kn)
-    edits, attempts = run_updating(kn, run, methods=("kn", "random"), seed=5, edits_per_relation=3, max_tries=100,
+    edits, attempts = run_updating(kn, run, arms=("kn", "random"), seed=5, edits_per_relation=3, max_tries=100,
                                    share=1.0)
     assert all(torch.equal(before[k], v) for k, v in state(kn).items())  # every edit undone exactly
     assert len(edits) > 0 and set(edits["method"]) <= {"kn", "random"}
     assert (attempts["edits"] <= 3).all() and (attempts["incorrect_answer"] == 0).all()
-    again, _ = run_updating(kn, run, methods=("kn", "random"), seed=5, edits_per_relation=3, max_tries=100, share=1.0)
+    again, _ = run_updating(kn, run, arms=("kn", "random"), seed=5, edits_per_relation=3, max_tries=100, share=1.0)
     assert again.equals(edits)
 
     def logppl(fact_ids):  # the slow way: -log p(gold) from probabilities, mean over all prompts
@@ -266,7 +266,7 @@ def test_updating_against_direct_computation(kn, tmp_path):
     assert summary.loc["kn", "delta_inter_ppl"] == pytest.approx(
         math.exp(g["inter_logppl_new"].mean()) - math.exp(g["inter_logppl_orig"].mean()))
     # The 10% filter (paper default) drops everything in relations of fewer than 20 facts.
-    none, att = run_updating(kn, run, methods=("kn",), seed=5, max_tries=30)
+    none, att = run_updating(kn, run, arms=("kn",), seed=5, max_tries=30)
     assert len(none) == 0 and (att["no_kn"] == 30).all()
 
 

@@ -84,7 +84,7 @@ def test_suppress_changes_only_the_blank(kn):
 
 def test_scaling_follows_the_local_gradient(kn):
     # riemann_right with one step scores w * dP/da at the clean point: the first-order effect of scaling.
-    local = kn.attribute(PROMPT, "Dublin", method="riemann_right", steps=1).scores
+    local = kn.attribute(PROMPT, "Dublin", rule="riemann_right", steps=1).scores
     i = int(torch.argmax(local.flatten()))
     neuron = [(i // kn.num_neurons, i % kn.num_neurons)]
     p = kn.probability(PROMPT, "Dublin")

@@ -40,11 +40,12 @@ def test_top_and_coarse_match_a_brute_force_ranking(kn, fact):
 
 
 def test_result_saves_and_loads_exactly(kn, fact, tmp_path):
-    res = kn.attribute(fact.prompts[1], fact.object, method="riemann_right", steps=8)
+    res = kn.attribute(fact.prompts[1], fact.object, rule="riemann_right", steps=8)
     back = AttributionResult.load(res.save(tmp_path / "r.safetensors"))
     assert torch.equal(back.scores, res.scores) and torch.equal(back.activations, res.activations)
     assert back.convergence_delta is None and res.convergence_delta is None  # no zero point on the right sum
-    for name in ("prompt", "answer", "probability", "method", "steps", "target", "model"):
+    assert (res.method, res.rule) == ("ig", "riemann_right")
+    for name in ("prompt", "answer", "probability", "method", "steps", "target", "model", "rule"):
         assert getattr(back, name) == getattr(res, name), name
     left = kn.attribute(fact.prompts[1], fact.object)
     assert torch.equal(AttributionResult.load(left.save(tmp_path / "l.st")).convergence_delta, left.convergence_delta)

@@ -57,7 +57,7 @@ def _facts_with(counts_per_fact, n_prompts=10):
     return facts
 
 
-def test_adaptation_moves_p_until_target():
+def test_adaptation_moves_p_until_in_count_range():
     # Neurons shared by 10, 9, 8, 7, 6, 5, 4 of 10 prompts: p=0.7 keeps 4 -> already in [2, 5].
     facts = _facts_with([[10, 9, 8, 7, 6, 5, 4]] * 3)
     res = adapt_p(facts)
@@ -77,6 +77,19 @@ def test_adaptation_stops_after_six_tries_keeping_last():
     assert res.p == res.history[-1][0]
     few = adapt_p(_facts_with([[1]]))  # nothing survives the floor
     assert [round(p, 10) for p, _ in few.history] == [0.7, 0.65, 0.6, 0.55, 0.5, 0.45]
+
+
+def test_adaptation_converges_on_its_own_count_range():
+    facts = _facts_with([[10] * 12])  # 12 neurons whatever p
+    res = adapt_p(facts, count_range=(10.0, 12.0))
+    assert res.tries == 1 and res.converged and res.count_range == (10.0, 12.0)
+    assert not adapt_p(facts, count_range=(1.0, 3.0)).converged
+
+
+def test_random_control_draws_with_replacement():
+    # One layer of two neurons, a set of 8: with replacement, some neuron repeats (the authors' control).
+    drawn = random_like([[Neuron(0, 0)] * 8], 1, 2, seed=0)[0]
+    assert len(drawn) == 8 and len(set(drawn)) <= 2
 
 
 def test_random_control_matches_counts_and_is_seeded():

@@ -57,16 +57,16 @@ def cpu_has_fast_bf16() -> bool:
 class IntegratedGradients:
     """`attribute(prompts, answers)` for a loaded `KnowledgeModel`.
 
-    Options: `steps` (m), `method` (see `kneuron.attribution.paths`), `layers` (default all),
-    `internal_batch_size` (most path-point rows in one forward/backward; bounds memory),
+    Options: `steps` (m), `rule` (the integration rule, see `kneuron.attribution.paths`), `layers`
+    (default all), `internal_batch_size` (most path-point rows in one forward/backward; bounds memory),
     `precision` ("fp32", or "bf16" autocast), `target` (see `kneuron.attribution.targets`).
     """
 
-    def __init__(self, kn, steps: int = 20, method: str = "riemann_left", layers: Sequence[int] | None = None,
+    def __init__(self, kn, steps: int = 20, rule: str = "riemann_left", layers: Sequence[int] | None = None,
                  internal_batch_size: int | None = None, precision: str = "fp32", target: str = "product"):
         self.kn = kn
-        self.steps, self.method = steps, method
-        self.alphas, self.coefs = integration_points(method, steps)
+        self.steps, self.rule = steps, rule
+        self.alphas, self.coefs = integration_points(rule, steps)
         self.layers = kn.check_layers(layers)
         if internal_batch_size is not None and internal_batch_size < 1:
             raise KneuronError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
@@ -105,15 +105,15 @@ class IntegratedGradients:
         return results  # type: ignore[return-value]
 
     def _result(self, prompt, answer, scores, acts, value, delta):
-        return AttributionResult(prompt, answer, scores, acts, float(value), delta, self.method, self.steps,
-                                 self.target, self.kn.name)
+        return AttributionResult(prompt, answer, scores, acts, float(value), delta, "ig", self.steps,
+                                 self.target, self.kn.name, self.rule)
 
     # -- shared pieces ----------------------------------------------------------------------------
     def _points(self, w: torch.Tensor) -> torch.Tensor:
         """(m, *w.shape) path points as a leaf; the authors' arithmetic for Riemann sums: k * (w / m)."""
         m = self.steps
-        if self.method.startswith("riemann"):
-            k0 = 0 if self.method == "riemann_left" else 1
+        if self.rule.startswith("riemann"):
+            k0 = 0 if self.rule == "riemann_left" else 1
             k = torch.arange(k0, k0 + m, device=w.device, dtype=w.dtype)
             points = k.view(-1, *([1] * w.dim())) * (w / m)
         else:
@@ -123,7 +123,7 @@ class IntegratedGradients:
     def _combine(self, grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Attribution of every neuron at every blank position: w * sum_k c_k grad_k."""
         grad = grad.float()
-        if self.method.startswith("riemann"):
+        if self.rule.startswith("riemann"):
             return grad.sum(0) * (w / self.steps)
         coefs = torch.tensor(self.coefs, device=grad.device).view(-1, *([1] * w.dim()))
         return (coefs * grad).sum(0) * w

@@ -1,4 +1,4 @@
-"""Integration points along the straight path from the zero baseline to the activation.
+"""Integration rules: the points along the straight path from the zero baseline to the activation.
 
 Attribution_i = w_i * sum_k c_k * dP/da_i at a = alpha_k * w.
 - "riemann_left" (default, the authors' code): alpha = k/m for k = 0..m-1, c = 1/m.  It includes
@@ -10,7 +10,8 @@ Attribution_i = w_i * sum_k c_k * dP/da_i at a = alpha_k * w.
   second-order accurate where the Riemann sums are first-order.  Needs m >= 2.
 
 FAST_MODES names the fewer-point settings whose error against the default is measured in the
-README (benchmarks/bench_fast_modes.py).
+README (benchmarks/bench_fast_modes.py).  (An integration *rule* is not a localization *method*:
+those are `kneuron.localization`'s, of which integrated gradients is one.)
 """
 
 from __future__ import annotations
@@ -19,26 +20,26 @@ import numpy as np
 
 from kneuron.errors import KneuronError
 
-METHODS = ("riemann_left", "riemann_right", "gauss_legendre", "trapezoid")
-# name -> (method, steps)
+INTEGRATION_RULES = ("riemann_left", "riemann_right", "gauss_legendre", "trapezoid")
+# name -> (rule, steps)
 FAST_MODES = {"exact": ("riemann_left", 20), "gl6": ("gauss_legendre", 6), "gl4": ("gauss_legendre", 4),
               "trap7": ("trapezoid", 7), "trap5": ("trapezoid", 5)}
 
 
-def integration_points(method: str, steps: int) -> tuple[list[float], list[float]]:
+def integration_points(rule: str, steps: int) -> tuple[list[float], list[float]]:
     """(alphas, coefficients) of a quadrature rule with `steps` points."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
         raise KneuronError(f"steps must be a positive integer, got {steps!r}")
-    if method == "riemann_left":
+    if rule == "riemann_left":
         return [k / steps for k in range(steps)], [1.0 / steps] * steps
-    if method == "riemann_right":
+    if rule == "riemann_right":
         return [k / steps for k in range(1, steps + 1)], [1.0 / steps] * steps
-    if method == "gauss_legendre":
+    if rule == "gauss_legendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return [float((xi + 1) / 2) for xi in x], [float(wi / 2) for wi in w]
-    if method == "trapezoid":
+    if rule == "trapezoid":
         if steps < 2:
             raise KneuronError(f"the trapezoid rule needs steps >= 2, got {steps}")
         h = 1.0 / (steps - 1)
         return [k * h for k in range(steps)], [h / 2 if k in (0, steps - 1) else h for k in range(steps)]
-    raise KneuronError(f"unknown integration method {method!r}; use one of {', '.join(METHODS)}")
+    raise KneuronError(f"unknown integration rule {rule!r}; use one of {', '.join(INTEGRATION_RULES)}")

@@ -16,7 +16,7 @@ from kneuron.attribution.targets import target_values
 from kneuron.models.replay import as_3d
 
 
-def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method: str = "riemann_left",
+def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, rule: str = "riemann_left",
                           target: str = "product", pad_to: int | None = None, layers=None,
                           rows_per_pass: int | None = None):
     """(scores, activations), each (len(layers), num_neurons) (default all layers), for one prompt.
@@ -33,8 +33,8 @@ def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method:
         extra = pad_to - ids.shape[1]
         ids = torch.cat([ids, torch.full((1, extra), pad, device=ids.device, dtype=ids.dtype)], dim=1)
         mask = torch.cat([mask, torch.zeros((1, extra), device=mask.device, dtype=mask.dtype)], dim=1)
-    alphas, coefs = integration_points(method, steps)
-    k0 = 0 if method == "riemann_left" else 1
+    alphas, coefs = integration_points(rule, steps)
+    k0 = 0 if rule == "riemann_left" else 1
     scores, acts = [], []
     for layer in range(kn.num_layers) if layers is None else layers:
         site = adapter.down_projection(model, layer)
@@ -48,7 +48,7 @@ def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method:
             model(input_ids=ids, attention_mask=mask)
         handle.remove()
         w = seen["w"].float()  # (S, N)
-        if method.startswith("riemann"):
+        if rule.startswith("riemann"):
             points = torch.arange(k0, k0 + steps, dtype=w.dtype, device=w.device)[:, None, None] * (w / steps)
         else:
             points = torch.tensor(alphas, device=w.device)[:, None, None] * w
@@ -73,7 +73,7 @@ def reference_attribution(kn, prompt: str, answer: str, steps: int = 20, method:
             finally:
                 handle.remove()
         grad = torch.cat(grads)
-        if method.startswith("riemann"):
+        if rule.startswith("riemann"):
             attr = grad.sum(0) * (w / steps)
         else:
             attr = (torch.tensor(coefs, device=w.device)[:, None, None] * grad).sum(0) * w

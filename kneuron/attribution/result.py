@@ -26,6 +26,11 @@ class AttributionResult:
     With an answer spanning several masks (masked LMs), `scores` sums each neuron's attribution
     over the mask positions and `activations` is their mean.  Layers left out of the call
     (`layers=`) score 0.
+
+    `method` is the localization method that scored (`kneuron.localization`: "ig" for integrated
+    gradients); `steps` and `rule` are IG's integration points and rule (`kneuron.attribution.paths`),
+    0 and "" for a method that does not integrate.  A file saved before `rule` existed loads as
+    method "ig" with its integration rule, which it recorded under "method".
     """
 
     prompt: str
@@ -34,10 +39,11 @@ class AttributionResult:
     activations: torch.Tensor
     probability: float  # the target (gold probability) on the clean prompt
     convergence_delta: torch.Tensor | None  # per layer: sum(scores[l]) - (P(w) - P(0 at layer l))
-    method: str = "riemann_left"
+    method: str = "ig"
     steps: int = 20
     target: str = "product"
     model: str = ""
+    rule: str = "riemann_left"
 
     def top(self, k: int = 10) -> list[tuple[Neuron, float, float]]:
         """The k highest-scoring neurons as (neuron, score, activation), best first."""
@@ -57,7 +63,8 @@ class AttributionResult:
         return coarse_neurons(self.scores, threshold)
 
     def max_abs_delta(self) -> float | None:
-        """Largest |convergence delta| over layers; None for methods without a zero point."""
+        """Largest |convergence delta| over layers; None without a zero point (riemann_right, or a method
+        other than IG)."""
         if self.convergence_delta is None:
             return None
         return float(self.convergence_delta.abs().max())
@@ -69,12 +76,14 @@ class AttributionResult:
         if self.convergence_delta is not None:
             tensors["convergence_delta"] = self.convergence_delta.float()
         meta = {"prompt": self.prompt, "answer": self.answer, "probability": self.probability,
-                "method": self.method, "steps": self.steps, "target": self.target, "model": self.model}
+                "method": self.method, "steps": self.steps, "target": self.target, "model": self.model,
+                "rule": self.rule}
         return save_tagged(path, tensors, "kneuron_attribution", FORMAT, FORMAT_VERSION, meta)
 
     @classmethod
     def load(cls, path) -> AttributionResult:
         meta, tensors = load_tagged(path, "kneuron_attribution", FORMAT, (FORMAT_VERSION,), "attribution")
+        method, rule = (meta["method"], meta["rule"]) if "rule" in meta else ("ig", meta["method"])  # older files
         return cls(meta["prompt"], meta["answer"], tensors["scores"], tensors["activations"],
-                   float(meta["probability"]), tensors.get("convergence_delta"), meta["method"], int(meta["steps"]),
-                   meta["target"], meta.get("model", ""))
+                   float(meta["probability"]), tensors.get("convergence_delta"), method, int(meta["steps"]),
+                   meta["target"], meta.get("model", ""), rule)

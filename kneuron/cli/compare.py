@@ -8,21 +8,40 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from kneuron.cli import app
+from kneuron.cli.options import DEVICE, model_option, seed_option, split_list
 from kneuron.errors import KneuronError
 
 console = Console()
 
 
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def methods_help() -> str:
+    """--methods' help: the registered localization methods, read when the help is shown."""
+    from kneuron.compare.engine import REFINED_ROWS
+    from kneuron.localization import method_names
+
+    derived = " and ".join(REFINED_ROWS)
+    return (f"Comma-separated localization methods (default: all): {', '.join(method_names())}. {derived} are "
+            "also accepted: they are rows derived from ig (naming either scores ig, which gives all of ig's rows).")
 
 
-@app.command("compare")
+class _CompareCommand(TyperCommand):
+    """`kneuron compare`, whose --methods help lists the methods registered when the help is shown (a
+    method registered after this module was imported included)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.params:
+            if param.name == "methods":
+                param.help = methods_help()
+        super().format_help(ctx, formatter)
+
+
+@app.command("compare", cls=_CompareCommand)
 def compare_cmd(
     ctx: typer.Context,
-    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, 'world' or 'world-causal'."),
+    model: str = model_option("world"),
     data: str = typer.Option(None, "--data", "-d",
                              help="'world', 'pararel:DIR', FILE.jsonl, ... (default: world, or the --run's data)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (an existing one is resumed)."),
@@ -31,8 +50,8 @@ def compare_cmd(
     prompts_per_fact: int = typer.Option(None, "--prompts-per-fact",
                                          help="A seeded sample of N selection prompts per fact (the held-out ones are "
                                               "drawn first)."),
-    methods: str = typer.Option("ig,activation,grad_x_act,ig_1step,atp,random", "--methods",
-                                help="Comma-separated: ig, activation, grad_x_act, ig_1step, atp, random."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated localization methods (default: all).",
+                                show_default=False),  # the help is filled in from the registry (_CompareCommand)
     budgets: str = typer.Option("1,2,4,8,16,32", "--budgets", help="Comma-separated neurons per fact (integers >= 1)."),
     other_prompts: int = typer.Option(10, "--other-prompts", help="Prompts of other relations per fact (collateral)."),
     specific_rule: str = typer.Option("effect", "--specific-rule",
@@ -52,9 +71,9 @@ def compare_cmd(
     specific_fractions: str = typer.Option("0.1,0.2,0.5", "--specific-fractions",
                                            help="With --tune-share: the fractions of rule effect to sweep on the tune "
                                                 "facts (--specific-fraction is then not used)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (recorded in config.json)."),
+    seed: int = seed_option(0),
     run: Path = typer.Option(None, "--run", help="A discovery run whose IG to reuse (same model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
+    device: str = DEVICE,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every neuron by each method, keep each fact's top-k, and test them causally: own-prompt
@@ -67,10 +86,12 @@ def compare_cmd(
     from kneuron.cli.experiment import set_threads
     from kneuron.compare import CompareConfig, check_budgets, check_methods, compare
     from kneuron.data import load_facts
+    from kneuron.localization import method_names
     from kneuron.selection import check_specific_rule
 
-    config = CompareConfig(model=model, data=data or "world", relations=_split(relations), limit_facts=limit_facts,
-                           methods=check_methods(methods.split(",")), budgets=check_budgets(budgets.split(",")),
+    config = CompareConfig(model=model, data=data or "world", relations=split_list(relations), limit_facts=limit_facts,
+                           methods=check_methods(method_names() if methods is None else split_list(methods) or []),
+                           budgets=check_budgets(split_list(budgets) or []),
                            seed=seed, other_prompts=other_prompts, prompts_per_fact=prompts_per_fact,
                            specific_rule=check_specific_rule(specific_rule, specific_fraction),
                            specific_fraction=specific_fraction, heldout=heldout, tune_share=tune_share,
@@ -98,7 +119,7 @@ def compare_cmd(
 
 def _fractions(text: str) -> list[float]:
     out = []
-    for t in _split(text) or []:
+    for t in split_list(text) or []:
         try:
             out.append(float(t))
         except ValueError:
@@ -114,8 +135,8 @@ def _load_run(run: Path, config, data, relations, limit_facts):
     run_config = RunDir(run).config()
     if not _same_model(run_config.model, config.model):
         raise KneuronError(f"--run {run} was made with the model {run_config.model!r}, not {config.model!r}")
-    for flag, given, theirs in (("--data", data, run_config.data), ("--relations", _split(relations),
-                                                                      run_config.relations),
+    for flag, given, theirs in (("--data", data, run_config.data), ("--relations", split_list(relations),
+                                                                       run_config.relations),
                                 ("--limit-facts", limit_facts, run_config.limit_facts)):
         if given is not None and given != theirs:
             raise KneuronError(f"{flag} {given!r} differs from the run's {theirs!r}; leave it out with --run")

@@ -9,7 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from kneuron.cli.options import POSITIVE, SEED, ranged
+from kneuron.cli.options import DEVICE, POSITIVE, model_option, ranged, seed_option, split_list
 from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
 from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
 from kneuron.errors import DataError, ModelError
@@ -20,12 +20,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def _split_relations(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [r.strip() for r in text.split(",") if r.strip()] or None
 
 
 def _load_tokenizer(model: str):
@@ -99,15 +93,14 @@ def stats_table(facts: FactSet, coverage: dict | None = None) -> Table:
 @app.command()
 def stats(
     spec: str = typer.Argument(..., help=f"Facts to describe: {SPECS_HELP}."),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Also count facts whose object is one token for this model's tokenizer."
-    ),
+    model: str | None = model_option(None, of_run=False),
     relations: str | None = typer.Option(
         None, "--relations", "-r", help="Comma-separated ids, e.g. P19,P36."
     ),
 ) -> None:
-    """Relations, facts and prompts of a fact set (and single-token coverage for a model)."""
-    facts = load_facts(spec, relations=_split_relations(relations))
+    """Relations, facts and prompts of a fact set; with --model, also how many facts have an object that
+    is one token for that model's tokenizer (single-token coverage)."""
+    facts = load_facts(spec, relations=split_list(relations))
     coverage = single_token_coverage(facts, _load_tokenizer(model)) if model else None
     console = Console()
     console.print(stats_table(facts, coverage))
@@ -151,7 +144,7 @@ def download_cmd(
         if status == "downloaded":
             console.print(f"downloaded {entry.local_path}", highlight=False)
 
-    rels = _split_relations(relations)
+    rels = split_list(relations)
     if rels and dataset != "bingrel":
         raise DataError("--relations applies to bingrel only")
     target = download(dataset, dest, base_url=base_url, relations=rels, on_file=report)
@@ -190,10 +183,10 @@ def _model_objective(model: str) -> str:
 @app.command("sample")
 def sample_cmd(
     spec: str = typer.Argument(..., help=f"Facts to sample from: {SPECS_HELP}."),
-    model: str = typer.Option(..., "--model", "-m", help="Keep facts whose object is one token for this model."),
+    model: str = model_option(...),
     out: Path = typer.Option(..., "--out", "-o", help="The sample, as a facts .jsonl file."),
     per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Facts drawn from each relation."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the draw (recorded in the file)."),
+    seed: int = seed_option(0),
     relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
     min_prompts: int = ranged(1, "--min-prompts", within=POSITIVE, help="Drop facts left with fewer usable prompts."),
 ) -> None:
@@ -204,7 +197,7 @@ def sample_cmd(
 
     if out.suffix != ".jsonl":
         raise DataError(f"--out must name a .jsonl file, got {out}")
-    facts = load_facts(spec, relations=_split_relations(relations))
+    facts = load_facts(spec, relations=split_list(relations))
     causal = _model_objective(model) == "causal"
     sample, reports = sample_facts(facts, per_relation, seed, tokenizer=_load_tokenizer(model), causal=causal,
                                    min_prompts=min_prompts)
@@ -253,11 +246,10 @@ def _drop_table(reports, title: str) -> Table:
 
 @app.command("counterfact")
 def counterfact_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="The model the cases are checked on (hub name, directory, "
-                              ".gguf, catalogue name or 'world')."),
+    model: str = model_option(...),
     out: Path = typer.Option(..., "--out", "-o", help="The cases, as a .jsonl file."),
     per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Cases kept per relation."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of every draw (recorded in the file)."),
+    seed: int = seed_option(0),
     data: str = typer.Option("pararel", "--data", "-d", help=f"Facts to build from: {SPECS_HELP}."),
     relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
     paraphrases: int = ranged(2, "--paraphrases", within=POSITIVE,
@@ -270,7 +262,7 @@ def counterfact_cmd(
                                help="Share of each relation's cases in the 'tune' split (the rest: 'test')."),
     max_tries: int = ranged(None, "--max-tries", within=POSITIVE,
                             help="Facts checked per relation at most (default: 20 x --per-relation)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
 ) -> None:
     """A seeded CounterFact-style editing benchmark for MODEL: facts it answers top-1, each with a
     counterfactual target, paraphrases, neighbours, other relations' facts and generation prompts."""
@@ -279,7 +271,7 @@ def counterfact_cmd(
 
     if out.suffix != ".jsonl":
         raise DataError(f"--out must name a .jsonl file, got {out}")
-    facts = load_facts(data, relations=_split_relations(relations))
+    facts = load_facts(data, relations=split_list(relations))
     kn = kneuron.load(model, device=device)
     causal = not kn.is_masked
     console = Console()

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import NON_NEGATIVE, POSITIVE, SEED, ranged
+from kneuron.cli.options import DEVICE, NON_NEGATIVE, POSITIVE, model_option, ranged, seed_option
 from kneuron.errors import KneuronError
 
 console = Console()
@@ -27,12 +27,10 @@ console = Console()
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
-    model: str = typer.Option("world", "--model", "-m",
-                              help="'world' (built-in), a catalogue name (smollm2-135m, gemma3-270m), a directory "
-                                   "or a .gguf file."),
+    model: str = model_option("world"),
     data: str = typer.Option(None, "--data", "-d",
                              help="Facts (default: the world's for the world, else 'real': 21 real facts)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the world and of the random controls."),
+    seed: int = seed_option(0),
     limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts per relation."),
     causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
     other_prompts: int = ranged(10, "--other-prompts", within=POSITIVE,
@@ -40,7 +38,7 @@ def demo(
     holdout: int = ranged(2, "--holdout", within=NON_NEGATIVE,
                           help="Prompts per fact held out of discovery (facts with at least K + 3 prompts), on which "
                                "the effects are measured again; 0 = none."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Discover knowledge neurons, then suppress and amplify them against the baseline and random neurons."""

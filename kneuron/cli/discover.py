@@ -10,27 +10,33 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import NON_NEGATIVE, POSITIVE, SEED, ranged
+from kneuron.cli.options import (
+    DEVICE,
+    NON_NEGATIVE,
+    POSITIVE,
+    RULE,
+    STEPS,
+    model_option,
+    ranged,
+    seed_option,
+    split_list,
+)
 
 console = Console()
 
 
-def _relations(value: str | None) -> list[str] | None:
-    return [r.strip() for r in value.split(",") if r.strip()] if value else None
-
-
 @app.command()
 def discover(
-    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'."),
+    model: str = model_option("world"),
     data: str = typer.Option("world", "--data", "-d", help="'world', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
     relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids, e.g. P19,P36."),
     limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
-    steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m."),
-    method: str = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre."),
+    steps: int = STEPS,
+    rule: str = RULE,
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed for every random choice (recorded in config.json)."),
-    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps."),
+    seed: int = seed_option(0),
+    device: str = DEVICE,
     tf32: bool = typer.Option(False, "--tf32/--no-tf32",
                               help="TF32 matmuls on CUDA (Ampere+): faster, ~1e-3 relative error; no effect on CPU."),
     backend: str = typer.Option("local", "--backend", help="local (this process) | ray (Ray workers)."),
@@ -62,7 +68,7 @@ def discover(
     from kneuron.errors import KneuronError
 
     try:
-        _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
+        _discover(model, data, out, relations, limit_facts, steps, rule, precision, seed, device, tf32, backend,
                   address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific,
                   specific_fraction, holdout)
     except KneuronError as exc:
@@ -75,7 +81,7 @@ def discover(
         raise SystemExit(2) from None
 
 
-def _discover(model, data, out, relations, limit_facts, steps, method, precision, seed, device, tf32, backend,
+def _discover(model, data, out, relations, limit_facts, steps, rule, precision, seed, device, tf32, backend,
               address, workers, worker_threads, gpus_per_worker, facts_per_batch, progress, specific="none",
               specific_fraction=0.2, holdout=0) -> None:
     from kneuron.data import load_facts
@@ -92,8 +98,8 @@ def _discover(model, data, out, relations, limit_facts, steps, method, precision
                                           ("--gpus-per-worker", gpus_per_worker)) if value is not None]
         if given:
             raise KneuronError(f"{', '.join(given)} only apply to --backend ray")
-    config = DiscoveryConfig(model=model, data=data, relations=_relations(relations), limit_facts=limit_facts,
-                             steps=steps, method=method, precision=precision, seed=seed, tf32=tf32,
+    config = DiscoveryConfig(model=model, data=data, relations=split_list(relations), limit_facts=limit_facts,
+                             steps=steps, rule=rule, precision=precision, seed=seed, tf32=tf32,
                              specific=specific, specific_fraction=specific_fraction, holdout=holdout)
     if backend == "ray":
         runner = RayBackend(address=address, workers=workers, threads_per_worker=worker_threads,

@@ -16,20 +16,31 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, SEED, ranged
+from kneuron.cli.options import (
+    DEVICE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_REAL,
+    STEPS,
+    model_option,
+    ranged,
+    seed_option,
+    split_list,
+)
 from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
+from kneuron.selection.config import DEFAULT as SELECTION
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 PROVENANCE = "kneuron_edits.json"
 
 RUN = typer.Option(None, "--run", help="A discovery run: the model, the facts and their neurons come from it.")
-MODEL = typer.Option(None, "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name or 'world' (default: the run's model).")
+MODEL = model_option(None)  # default: the run's model
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
-DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
 
 
 def _prediction_table(kn, prompts, answers, run) -> Table:
@@ -141,7 +152,7 @@ def update(
     embedding: str = typer.Option("output", help="output (the unembedding rows the head reads) | input (the paper's E)."),
     paper: bool = typer.Option(False, "--paper", help="The paper's rule exactly: --no-fit --direction paper "
                                "--embedding input, λ1 = 1, λ2 = 8 norm-scaled unless given."),
-    steps: int = ranged(20, "--steps", within=POSITIVE, help="(finding neurons) integration points m."),
+    steps: int = STEPS,
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
@@ -209,7 +220,8 @@ def update(
     kn.answer_id(original), kn.answer_id(to)
     started = time.perf_counter()
     if chosen is None:
-        found = kn.find_neurons(fact_prompts, original, min_prompts=min(3, len(fact_prompts)), steps=steps)
+        found = kn.find_neurons(fact_prompts, original, min_prompts=min(SELECTION.min_prompts, len(fact_prompts)),
+                                steps=steps)
         if not found:
             raise KneuronError(f"no knowledge neurons found for {original!r} on the {len(fact_prompts)} prompts "
                                "(try more paraphrases of the fact); nothing written")
@@ -278,7 +290,7 @@ def erase(
     model: str = MODEL,
     max_prompts: int = ranged(2000, "--max-prompts", within=POSITIVE,
                               help="Measure accuracy and PPL on at most this many prompts per group (seeded sample)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the prompt sample (recorded in the edit file)."),
+    seed: int = seed_option(0),
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
@@ -362,7 +374,7 @@ def show(path: Path = typer.Argument(..., help="An edit file (.kedit).")) -> Non
 def apply(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="An edit file (.kedit)."),
-    model: str = typer.Option(..., "--model", "-m", help="The model to edit: hub name, local directory, .gguf file, catalogue name or 'world'."),
+    model: str = model_option(...),
     save_model: Path = typer.Option(None, "--out", "-o", help="Write the edited model (and tokenizer) here."),
     revert: bool = typer.Option(False, "--revert", help="Undo the edit on a model that holds it (e.g. one saved by "
                                 "--out), restoring the original slots bit for bit."),
@@ -397,8 +409,7 @@ def bench(
     ctx: typer.Context,
     cases_path: Path = typer.Option(..., "--cases", help="Cases from `kneuron data counterfact` (JSONL)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (journaled: a rerun resumes)."),
-    model: str = typer.Option(..., "--model", "-m", help="The model the cases were made for (catalogue name, "
-                              "hub name, directory, .gguf or 'world')."),
+    model: str = model_option(...),
     methods: str = typer.Option("kn,kn_paper,kn_specific,random,rome", "--methods",
                                 help="Comma-separated editors: kn (kneuron's fitted, signed edit), kn_paper (the "
                                 "paper's literal rule), kn_specific (kn on effect-specific neurons), random (kn's "
@@ -414,13 +425,14 @@ def bench(
     selectivity: float = ranged(SELECTIVITY, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons "
                                 "firing for other subjects of the relation at more than this share."),
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of random neurons, judging samples and bootstrap."),
-    steps: int = ranged(20, "--steps", within=POSITIVE, help="Integration points m (finding neurons)."),
+    seed: int = seed_option(0),
+    steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
                                     help="Length of the greedy generations (fluency)."),
     device: str = DEVICE,
 ) -> None:
-    """CounterFact-style scores of each editor: ES, PS, NS, S, magnitudes, fluency, bootstrap intervals."""
+    """CounterFact-style scores of each editor on MODEL, the model the cases were made for: ES, PS, NS, S,
+    magnitudes, fluency, bootstrap intervals."""
     import platform
     import time
 
@@ -429,7 +441,7 @@ def bench(
     from kneuron.data.counterfact import load_cases
     from kneuron.experiments.edit_bench import BenchConfig, check_methods, run_bench, summarize, write_outputs
 
-    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    chosen = check_methods(split_list(methods) or [])
     if split not in ("tune", "test", "all"):
         raise KneuronError(f"--split must be tune, test or all, got {split!r}")
     cases = load_cases(cases_path)
@@ -467,7 +479,7 @@ def bench(
         task = bar.add_task("cases", total=len(cases))
         frame = run_bench(kn, cases, config, out_dir, progress=lambda done, total: bar.update(task, completed=done),
                           log=lambda m: console.print(m, highlight=False))
-    table = summarize(frame, seed=seed)
+    table = summarize(frame, reps=config.bootstrap, seed=seed)
     cpu = _cpu_name()
     header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "

@@ -14,13 +14,9 @@ import typer
 from rich.console import Console
 
 from kneuron.cli import app
-from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
+from kneuron.cli.options import DEVICE, FRACTION, NON_NEGATIVE, POSITIVE, ranged, seed_option, split_list
 
 console = Console()
-
-
-def _list(value: str | None) -> list[str] | None:
-    return [r.strip() for r in value.split(",") if r.strip()] if value else None
 
 
 def settings_from_options(seed, bingrel, escape, edits_per_relation, max_tries, share, scaling, lambda1, lambda2,
@@ -34,7 +30,7 @@ def settings_from_options(seed, bingrel, escape, edits_per_relation, max_tries, 
             raise KneuronError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return ExperimentSettings(seed=seed, bingrel=bingrel, escape=escape, edits_per_relation=edits_per_relation,
                               max_tries=max_tries, share=share, scaling=scaling, lambda1=lambda1, lambda2=lambda2,
-                              erase_relations=_list(erase_relations), top_k=top_k, replacement=replacement)
+                              erase_relations=split_list(erase_relations), top_k=top_k, replacement=replacement)
 
 
 def set_threads(kn, ctx: typer.Context | None = None) -> int:
@@ -56,7 +52,7 @@ def set_threads(kn, ctx: typer.Context | None = None) -> int:
 
 
 # Options shared with `kneuron reproduce` (typer needs them spelled out per command).
-SEED_OPTION = ranged(42, "--seed", within=SEED, help="Seed of every random choice (the authors used 42); recorded in config.json.")
+SEED_OPTION = seed_option(42)  # the authors' seed
 BINGREL = typer.Option(None, "--bingrel", help="BINGREL folder for prompt types (default: the data's own).")
 ESCAPE = typer.Option("paper", help="Entity regex escaping for T1/T2: paper (only ( ) $ .) | full.")
 EDITS = ranged(10, "--edits-per-relation", within=POSITIVE, help="Valid edits per relation (updating).")
@@ -77,7 +73,7 @@ def experiment(
     name: str = typer.Argument(..., help="statistics | suppression | prompt-types | update | erase"),
     run_dir: Path = typer.Argument(..., help="A finished discovery run (from `kneuron discover` or `reproduce`)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default RUN_DIR/experiments/NAME)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
     seed: int = SEED_OPTION, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
     max_tries: int = TRIES, share: float = SHARE, scaling: str = SCALING, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2,
     erase_relations: str = ERASE_RELS, top_k: int = TOP_K, replacement: str = REPLACEMENT,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kneuron.cli import app
-from kneuron.cli.options import ranged
+from kneuron.cli.options import model_option, ranged
 from kneuron.ranges import Range
 
 
@@ -15,7 +15,7 @@ from kneuron.ranges import Range
 def explore(
     run_dir: Path = typer.Argument(..., help="A finished discovery run directory."),
     out: Path = typer.Option(None, "--out", help="Where to write the page (default RUN_DIR/explorer.html)."),
-    model: str = typer.Option(None, "--model", help="Model to compute activations with (default: the run's)."),
+    model: str = model_option(None),
     open_: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
     max_page_mb: float = ranged(40.0, "--max-page-mb", within=Range(low=0, low_open=True),
                                 help="Views beyond this many MB go to OUT_files/chunk-K.js beside the page, "
@@ -24,7 +24,8 @@ def explore(
                                  "once with the run's settings and cached); coarse: the stored coarse sets only; "
                                  "auto: full for runs of at most 2,000 prompts."),
 ) -> None:
-    """Write an offline explorer page: relations, facts, neurons, search. Computes missing data once."""
+    """Write an offline explorer page: relations, facts, neurons, search. Computes missing data once
+    (activations with --model, by default the run's model)."""
     from kneuron.explorer import build_explorer
 
     path = build_explorer(run_dir, out=out, model=model, log=lambda m: typer.echo(m, err=True),

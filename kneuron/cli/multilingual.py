@@ -15,10 +15,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import FRACTION, POSITIVE, SEED, ranged
-from kneuron.cli.probe import DEVICE, MODEL, STEPS, load_model, parse_neurons
+from kneuron.cli.options import (
+    DEVICE,
+    FRACTION,
+    POSITIVE,
+    SEED,
+    STEPS,
+    model_option,
+    ranged,
+    seed_option,
+    split_list,
+)
+from kneuron.cli.probe import MODEL, load_model, parse_neurons
 from kneuron.errors import KneuronError
 from kneuron.ranges import Range
+from kneuron.selection.config import DEFAULT as SELECTION
 
 console = Console()
 TOP = Range(2, integer=True)  # interactions need a pair
@@ -84,17 +95,18 @@ def multilingual(
                              help="Facts in several languages: a JSONL file (prompts as a language map), "
                                   "'world-multilingual', or 'real-multilingual' (the shipped capitals)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (tables, figures, report)."),
-    model: str = typer.Option("world-multilingual", "--model", "-m", help="Hub name, local directory, or a built-in world."),
+    model: str = model_option("world-multilingual"),
     shared: str = typer.Option("pooled", help="Definition of `shared`: pooled (default) | intersection (AMIG)."),
     relations: str = typer.Option(None, help="Comma-separated relation ids to keep."),
     languages: str = typer.Option(None, help="Comma-separated languages to keep (at least two)."),
     limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Keep the first N facts of each relation."),
-    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
                               help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = ranged(0.7, "-p", within=FRACTION, help="Share of a language's prompts that must hold a neuron."),
-    min_prompts: int = ranged(3, "--min-prompts", within=POSITIVE,
+    p: float = ranged(SELECTION.p_start, "-p", within=FRACTION,
+                      help="Share of a language's prompts that must hold a neuron."),
+    min_prompts: int = ranged(SELECTION.min_prompts, "--min-prompts", within=POSITIVE,
                               help="...and at least this many prompts (paper code: 3)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the random neurons (fact i uses seed + i)."),
+    seed: int = seed_option(0),
     with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
                                            "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
     top: int = ranged(20, "--top", within=TOP, help="Neurons per fact and language for --interactions."),
@@ -119,10 +131,10 @@ def multilingual(
 
     if shared not in SHARED_METHODS:
         raise KneuronError(f"--shared must be one of {', '.join(SHARED_METHODS)}, got {shared!r}")
-    keep_rel = [r for r in (relations or "").split(",") if r.strip()] or None
+    keep_rel = split_list(relations)
     facts = group_languages(load_facts(data, keep_rel).facts)
     if languages:
-        wanted = [x.strip() for x in languages.split(",") if x.strip()]
+        wanted = split_list(languages) or []
         for f in facts:
             f.prompts = {lang: ps for lang, ps in f.prompts.items() if lang in wanted}
             f.answers = {lang: a for lang, a in f.answers.items() if lang in wanted}

@@ -16,15 +16,24 @@ from rich.markup import escape
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, ranged
+from kneuron.cli.options import (
+    DEVICE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    RULE,
+    STEPS,
+    model_option,
+    ranged,
+    seed_option,
+    split_list,
+)
 from kneuron.errors import KneuronError
+from kneuron.selection.config import DEFAULT as SELECTION
 
 console = Console()
 
-MODEL = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'.")
-DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
-STEPS = ranged(20, "--steps", within=POSITIVE, help="Integration points m.")
-METHOD = typer.Option("riemann_left", help="riemann_left (paper code) | riemann_right | gauss_legendre.")
+MODEL = model_option("world")
 MULTI = typer.Option(None, "--multi-token/--single-token",
                      help="Score answers of several tokens (default: causal LMs yes, masked LMs no, as in the paper).")
 
@@ -34,9 +43,7 @@ _NEURON = re.compile(r"^L?(\d+)[:.](\d+)$")
 def parse_neurons(text: str) -> list[tuple[int, int]]:
     """'3:120,L3.7' -> [(3, 120), (3, 7)]; one line naming the bad item otherwise."""
     out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
+    for item in split_list(text) or []:
         m = _NEURON.match(item)
         if not m:
             raise KneuronError(f"bad neuron {item!r}: write LAYER:INDEX (e.g. 3:120) or L3.120")
@@ -47,10 +54,11 @@ def parse_neurons(text: str) -> list[tuple[int, int]]:
 
 
 def parse_layers(text: str | None) -> list[int] | None:
-    if not text:
+    items = split_list(text)
+    if items is None:
         return None
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in items]
     except ValueError:
         raise KneuronError(f"--layers must be comma-separated integers, got {text!r}") from None
 
@@ -93,10 +101,10 @@ def attribute(
     answer: str = typer.Argument(None, help="The gold answer."),
     model: str = MODEL,
     top: int = ranged(10, "--top", within=POSITIVE, help="How many neurons to list."),
-    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
                               help="Coarse-set threshold, relative to the maximum score."),
     steps: int = STEPS,
-    method: str = METHOD,
+    rule: str = RULE,
     layers: str = typer.Option(None, help="Only these layers, e.g. 9,10,11 (default all)."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
     save: Path = typer.Option(None, "--save", help="Write the result (safetensors) for later use."),
@@ -116,12 +124,13 @@ def attribute(
         if prompt is None or answer is None:
             raise KneuronError("give PROMPT and ANSWER (or --load FILE)")
         kn = load_model(model, device, ctx, multi_token)
-        result = kn.attribute(prompt, answer, steps=steps, method=method, layers=parse_layers(layers),
+        result = kn.attribute(prompt, answer, steps=steps, rule=rule, layers=parse_layers(layers),
                               precision=precision)
     delta = result.max_abs_delta()
     console.print(f"{escape(result.prompt)} -> {escape(result.answer)}: p = {result.probability:.4f}"
                   + (f", max |convergence delta| = {delta:.2e}" if delta is not None else "")
-                  + f" ({result.method}, {result.steps} steps{', ' + result.model if result.model else ''})",
+                  + f" ({result.method}" + (f", {result.rule}, {result.steps} steps" if result.rule else "")
+                  + f"{', ' + result.model if result.model else ''})",
                   highlight=False)
     table = Table(title=f"top {top} neurons")
     for col in ("rank", "neuron", "layer", "index", "score", "score / max", "activation"):
@@ -151,15 +160,16 @@ def neurons(
     prompts: list[str] = typer.Argument(None, help="Paraphrased prompts of the fact, each with a blank."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line (instead of PROMPTS)."),
     model: str = MODEL,
-    threshold: float = ranged(0.2, "--threshold", within=FRACTION,
+    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
                               help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = ranged(0.7, "-p", within=FRACTION, help="Share of prompts that must hold a neuron (refinement)."),
-    min_prompts: int = ranged(3, "--min-prompts", within=POSITIVE,
+    p: float = ranged(SELECTION.p_start, "-p", within=FRACTION,
+                      help="Share of prompts that must hold a neuron (refinement)."),
+    min_prompts: int = ranged(SELECTION.min_prompts, "--min-prompts", within=POSITIVE,
                               help="...and at least this many prompts (paper code: 3)."),
     factor: float = ranged(2.0, "--factor", within=NON_NEGATIVE, help="Amplification factor."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the random-neuron control."),
+    seed: int = seed_option(0),
     steps: int = STEPS,
-    method: str = METHOD,
+    rule: str = RULE,
     json_out: Path = typer.Option(None, "--json", help="Write neurons, settings and per-prompt effects here."),
     multi_token: bool = MULTI,
     device: str = DEVICE,
@@ -176,7 +186,7 @@ def neurons(
         raise KneuronError("no prompts: give them after ANSWER or with --prompts-file")
     kn = load_model(model, device, ctx, multi_token)
     probe = kn.probe_fact(prompts, answer, threshold=threshold, p=p, min_prompts=min_prompts, steps=steps,
-                          method=method, seed=seed, factor=factor)
+                          rule=rule, seed=seed, factor=factor)
     shared = probe.shared_by()
     found = probe.neurons["kn"]
     console.print(f"{len(found)} knowledge neurons for {escape(answer)} over {len(prompts)} prompts "

@@ -31,18 +31,17 @@ from kneuron.cli.experiment import (
     SHARE,
     TOP_K,
     TRIES,
-    _list,
     set_threads,
     settings_from_options,
 )
-from kneuron.cli.options import NON_NEGATIVE, POSITIVE, ranged
+from kneuron.cli.options import DEVICE, NON_NEGATIVE, POSITIVE, model_option, ranged, split_list
 
 console = Console()
 
 
 @app.command()
 def reproduce(
-    model: str = typer.Option("world", "--model", "-m", help="Hub name, local directory, .gguf file, catalogue name (kneuron models list) or 'world'."),
+    model: str = model_option("world"),
     data: str = typer.Option("world", "--data", "-d",
                              help="'world', a fact-world folder, 'pararel', 'pararel:DIR' (or DIR), or FILE.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (discovery resumes from OUT/run)."),
@@ -50,7 +49,7 @@ def reproduce(
     limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
     experiments: str = typer.Option(None, "--experiments",
                                     help="Comma-separated subset of: statistics,suppression,prompt-types,update,erase."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     holdout: int = ranged(0, "--holdout", within=NON_NEGATIVE,
                           help="Hold K prompts of each fact (with at least K + 3) out of discovery (seeded); the "
@@ -70,7 +69,7 @@ def reproduce(
     from kneuron.reports import write_config
     from kneuron.runs import DiscoveryConfig, discover
 
-    names = _list(experiments) or list(EXPERIMENTS)
+    names = split_list(experiments) or list(EXPERIMENTS)
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad:
         raise kneuron.KneuronError(f"unknown experiment(s) {', '.join(bad)}; choose from {', '.join(EXPERIMENTS)}")
@@ -85,7 +84,7 @@ def reproduce(
     console.print(f"model: {kn!r}\ndata: {data}: {len(facts)} facts, {facts.num_prompts} prompts")
 
     t = time.perf_counter()
-    config = DiscoveryConfig(model=model, data=data, relations=_list(relations), limit_facts=limit_facts,
+    config = DiscoveryConfig(model=model, data=data, relations=split_list(relations), limit_facts=limit_facts,
                              holdout=holdout)
     result = discover(kn, facts, out / "run", config, progress=progress)
     timings["discovery_s"] = time.perf_counter() - t
@@ -105,7 +104,7 @@ def reproduce(
     paths = report.write(out, frames)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    write_config(out, {"command": "reproduce", "model": model, "data": data, "relations": _list(relations),
+    write_config(out, {"command": "reproduce", "model": model, "data": data, "relations": split_list(relations),
                        "limit_facts": limit_facts, "experiments": names, "seed": seed,
                        "discovery": config.to_json(), "settings": settings.to_json(),
                        "skipped": {o.name: o.skipped for o in outcomes if o.skipped},

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kneuron.cli.options import SEED, ranged
+from kneuron.cli.options import seed_option
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -83,7 +83,7 @@ def print_world(path: Path, meta: dict) -> None:
 @app.command()
 def build(
     out: Path = typer.Option(None, "--out", "-o", help="Directory to write (default: the user cache)."),
-    seed: int = ranged(0, "--seed", within=SEED, help="Seed of the world generator and of the training."),
+    seed: int = seed_option(0),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
     causal: bool = typer.Option(False, "--causal", help="Train a Llama-shaped decoder instead of the BERT "
                                 "(the model named 'world-causal')."),

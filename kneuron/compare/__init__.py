@@ -1,4 +1,7 @@
-"""Comparing localization methods under causal tests (`kneuron compare`)."""
+"""Comparing localization methods under causal tests (`kneuron compare`).
+
+The methods themselves are those registered in `kneuron.localization`.
+"""
 
 from kneuron.compare.engine import (
     COLUMNS,
@@ -9,6 +12,5 @@ from kneuron.compare.engine import (
     check_methods,
     compare,
 )
-from kneuron.compare.scores import METHODS
 
-__all__ = ["COLUMNS", "METHODS", "TUNING_COLUMNS", "CompareConfig", "CompareResult", "check_budgets", "check_methods", "compare"]
+__all__ = ["COLUMNS", "TUNING_COLUMNS", "CompareConfig", "CompareResult", "check_budgets", "check_methods", "compare"]

@@ -8,7 +8,7 @@ selection.json).  Everything that chooses neurons sees the selection prompts onl
 scores, the refined sets, the halves, and the effect rule's own-fact judgement.
 
 For every fact, each method scores every neuron at the blank of each of the fact's selection
-prompts (`kneuron.compare.scores`); a fact's score of a neuron is its mean over those prompts, and at
+prompts (a registered method of `kneuron.localization`); a fact's score of a neuron is its mean over those prompts, and at
 budget k a method keeps its top k neurons.  Two rows of variable size come from IG as well:
 `ig_refined` (the paper's refined sets, p adapted per relation as in discovery) and
 `ig_specific` (the refined sets without their generic neurons, by `specific_rule`, see
@@ -69,16 +69,18 @@ import torch
 
 import kneuron
 from kneuron.compare.outputs import CompareDir
-from kneuron.compare.scores import METHODS, prompt_scores, random_neurons, subject_positions, top_neurons
+from kneuron.compare.scores import top_neurons
 from kneuron.data.facts import FactSet
 from kneuron.errors import KneuronError
 from kneuron.interventions import SpecificityTask, prefix_caches, scaled_probabilities, single_neuron_changes
+from kneuron.localization import get_method, method_names
 from kneuron.neurons import Neuron
 from kneuron.runs.config import fingerprint, select_facts
 from kneuron.seeds import derived_seed
 from kneuron.selection import (
     HELDOUT_PROMPTS,
     SPECIFIC_FRACTION,
+    SelectionConfig,
     adapt_p,
     check_heldout,
     check_specific_rule,
@@ -88,6 +90,7 @@ from kneuron.selection import (
     refine,
     specific_sets,
 )
+from kneuron.selection.config import DEFAULT as SELECTION
 
 REFINED_ROWS = ("ig_refined", "ig_specific")
 COLUMNS = ["method", "budget", "split", "suppress", "amplify", "suppress_heldout", "amplify_heldout",
@@ -105,44 +108,55 @@ class CompareConfig:
     data: str = "world"
     relations: list[str] | None = None
     limit_facts: int | None = None
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=method_names)  # every registered localization method
     budgets: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     seed: int = 0
     other_prompts: int = 10  # prompts of other relations' facts per fact, for the collateral damage
     prompts_per_fact: int | None = None  # a seeded sample of each fact's usable prompts; None = all
     run: str | None = None
-    steps: int = 20
-    threshold: float = 0.2
-    p_start: float = 0.7
-    p_step: float = 0.05
-    max_tries: int = 6
-    target: tuple[float, float] = (2.0, 5.0)
-    min_prompts: int = 3
+    # The selection block of the refined rows (`SelectionConfig`), flat so that config.json stays flat.
+    threshold: float = SELECTION.threshold
+    p_start: float = SELECTION.p_start
+    p_step: float = SELECTION.p_step
+    max_tries: int = SELECTION.max_tries
+    count_range: tuple[float, float] = SELECTION.count_range
+    min_prompts: int = SELECTION.min_prompts
     specific_rule: str = "effect"  # how ig_specific drops generic neurons (kneuron.selection.specific)
     specific_fraction: float = SPECIFIC_FRACTION  # rule "effect": collateral / own effect allowed per neuron
     heldout: int = HELDOUT_PROMPTS  # held-out prompts per fact with >= heldout + 3 usable prompts; 0 = none
     tune_share: float = 0.0  # > 0: choose the effect rule's fraction on this share of each relation's facts
     specific_fractions: list[float] = field(default_factory=lambda: list(SPECIFIC_FRACTIONS))  # swept when tuning
     tune_max_collateral: float = 0.2  # tuning: the collateral / own suppression a chosen fraction may have
-    noise_scale: float = 3.0
-    units: str = "percent change of the gold probability"
     facts_fingerprint: str = ""
     kneuron_version: str = kneuron.__version__
 
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig.of(self)
+
     def to_json(self) -> dict:
         d = asdict(self)
-        d["target"] = list(self.target)
+        d["count_range"] = list(self.count_range)
         return d
 
 
 def check_methods(methods) -> list[str]:
+    """The methods to score, each once: registered localization methods (`kneuron.localization`), or a
+    row derived from ig (REFINED_ROWS), which stands for ig: scoring ig gives every one of its rows."""
     methods = [m.strip() for m in methods if m.strip()]
     if not methods:
         raise KneuronError("no methods given")
+    known = method_names()
     for m in methods:
-        if m not in METHODS:
-            raise KneuronError(f"unknown method {m!r}; use some of: {', '.join(METHODS)}")
-    return list(dict.fromkeys(methods))
+        if m not in known and m not in REFINED_ROWS:
+            raise KneuronError(f"unknown method {m!r}; use some of: {', '.join(known)} "
+                               f"({' and '.join(REFINED_ROWS)} are rows derived from ig)")
+    return list(dict.fromkeys("ig" if m in REFINED_ROWS else m for m in methods))
+
+
+def prompt_scores(kn, method: str, prompt: str, answer: str, subject: str = "", seed: int = 0):
+    """One prompt's (num_layers, num_neurons) scores by the registered method `method`."""
+    return get_method(method).attribute(kn, prompt, answer, subject=subject, seed=seed)
 
 
 def check_budgets(budgets) -> list[int]:
@@ -220,9 +234,9 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
                                f"{n_run}")
         for k in sel + held:
             kn.encode(fact.prompts[k], fact.object)
-        if "atp" in config.methods:  # atp corrupts the subject: a prompt without it skips the fact, here
+        for method in config.methods:  # e.g. atp corrupts the subject: a prompt without it skips the fact, here
             for k in sel:
-                subject_positions(kn, fact.prompts[k], fact.subject)
+                get_method(method).check(kn, fact.prompts[k], fact.object, subject=fact.subject)
     except KneuronError as exc:
         return rec | {"skipped": str(exc)}
     halves = _halves(len(sel), derived_seed(config.seed, "halves", index))
@@ -230,10 +244,11 @@ def score_fact(kn, fact, index: int, config: CompareConfig, run_record: dict | N
             "top": {}, "half_top": {}, "seconds": {}}
     shape = (kn.num_layers, kn.num_neurons)
     for method in config.methods:
-        if method == "random":
+        draw = getattr(get_method(method), "draw", None)
+        if draw is not None:  # a control that chooses without any prompt (random): one draw per fact and half
             t0 = time.perf_counter()
-            rec["top"][method] = _pairs(random_neurons(*shape, kmax, derived_seed(config.seed, "random", index)))
-            rec["half_top"][method] = [_pairs(random_neurons(*shape, kmax, derived_seed(config.seed, "random", index, h)))
+            rec["top"][method] = _pairs(draw(*shape, kmax, derived_seed(config.seed, method, index)))
+            rec["half_top"][method] = [_pairs(draw(*shape, kmax, derived_seed(config.seed, method, index, h)))
                                        for h in (0, 1)]
             rec["seconds"][method] = time.perf_counter() - t0
             continue
@@ -290,7 +305,7 @@ def select(records: dict[int, dict], config: CompareConfig, run_sets: dict[int, 
                 p[rel] = float(run_p[rel])
                 chosen = [[Neuron(*n) for n in run_sets.get(i, [])] for i in idx]
             else:
-                adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.target,
+                adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.count_range,
                                 config.min_prompts)
                 p[rel], chosen = adapt.p, adapt.neurons
             for i, c, neurons in zip(idx, coarse, chosen):

@@ -29,10 +29,14 @@ import pandas as pd
 
 from kneuron.errors import KneuronError
 from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
+from kneuron.selection.config import legacy_count_range
 
 # Settings a resumed comparison may change: only the ig_specific row depends on the rule, and its
 # journal key names the rule, so a new rule computes that row alone.
 RESUME_FREE = {"kneuron_version", "specific_rule", "specific_fraction", "specific_fractions", "tune_max_collateral"}
+# Keys an older kneuron wrote that decide nothing (IG's steps and the noise scale were fixed in the
+# methods' code, the units a constant): a journal that has them resumes.
+REMOVED_KEYS = {"steps", "noise_scale", "units"}
 
 
 def write_csv_atomic(path: Path, frame: pd.DataFrame) -> None:
@@ -47,8 +51,8 @@ class CompareDir:
         """Create the directory, or check that the run in it was made with the same settings."""
         path = self.path / "config.json"
         if path.exists():
-            old = json.loads(path.read_text(encoding="utf-8"))
-            for key in sorted(set(old) | set(config)):
+            old = legacy_count_range(json.loads(path.read_text(encoding="utf-8")))  # "target" before the rename
+            for key in sorted((set(old) - REMOVED_KEYS) | set(config)):
                 if key not in RESUME_FREE and old.get(key) != config.get(key):
                     raise KneuronError(f"{self.path} holds a comparison with {key}={old.get(key)!r}, not "
                                        f"{config.get(key)!r}; use another --out or the same settings to resume")

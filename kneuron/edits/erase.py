@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
 from kneuron.edits.value_slots import Edit, make_edit
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 REPLACEMENTS = ("zero", "unk")
 
@@ -56,7 +60,7 @@ def relation_neurons(fact_neurons, top_k: int | None = 20) -> list[Neuron]:
     return [Neuron(*k) for k, _ in top]
 
 
-def plan_erase(kn, neurons, replacement: str = "zero", signs=None) -> Edit:
+def plan_erase(kn: KnowledgeModel, neurons, replacement: str = "zero", signs=None) -> Edit:
     """Overwrite exactly `neurons`' value slots with zeros or the [UNK] embedding (not applied).
 
     `signs` (+1/-1 per neuron, `kneuron.edits.neuron_signs`) orient the [UNK] vector; zeros ignore them.
@@ -88,7 +92,7 @@ def plan_erase(kn, neurons, replacement: str = "zero", signs=None) -> Edit:
     return make_edit(kn, "erase_relation", neurons, compute, info)
 
 
-def erase_relation(kn, fact_neurons, *, top_k: int | None = 20, replacement: str = "zero") -> Edit:
+def erase_relation(kn: KnowledgeModel, fact_neurons, *, top_k: int | None = 20, replacement: str = "zero") -> Edit:
     """Erase the `top_k` most frequent neurons of a relation's facts; returns the applied `Edit`."""
     neurons = relation_neurons(fact_neurons, top_k)
     if not neurons:

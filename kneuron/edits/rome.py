@@ -93,6 +93,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,9 @@ from kneuron.models.tokens import fill_mask_token, leading_special_ids, token_te
 from kneuron.neurons import Neuron
 from kneuron.paths import cache_dir
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
+
 DEFAULT_PREFIXES = ("", "The following is true.", "In summary,", "As a matter of fact,",
                     "According to the record,", "It is well known that")
 LAYER_FRACTION = 0.35  # GPT-2 XL: layer 17 of 48
@@ -113,7 +117,7 @@ COV_MAX_LEN = 128  # tokens per covariance text
 COV_FORMAT = "kneuron-rome-cov-1"
 
 
-def default_layer(kn) -> int:
+def default_layer(kn: KnowledgeModel) -> int:
     """ROME's early-middle layer as a fraction of depth: round(0.35 * num_layers), at most the last."""
     return max(0, min(kn.num_layers - 1, round(LAYER_FRACTION * kn.num_layers)))
 
@@ -123,7 +127,7 @@ class _Stop(Exception):
     """Raised from a hook to end a forward pass once layer L's keys are read."""
 
 
-def _check_layer(kn, layer) -> int:
+def _check_layer(kn: KnowledgeModel, layer) -> int:
     if layer is None:
         return default_layer(kn)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < kn.num_layers:
@@ -131,7 +135,7 @@ def _check_layer(kn, layer) -> int:
     return layer
 
 
-def _weight_hd(kn, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _weight_hd(kn: KnowledgeModel, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Layer `layer`'s down projection as float64 (hidden, d_ff) on the CPU, and its bias (or None)."""
     module = kn.adapter.down_projection(kn.model, layer)
     w = kn.adapter.value_slots(kn.model, layer).detach().to("cpu", torch.float64)
@@ -178,7 +182,7 @@ def _frozen(model):
             m.training = mode
 
 
-def _max_positions(kn) -> int:
+def _max_positions(kn: KnowledgeModel) -> int:
     cfg = getattr(kn.model, "config", None)
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(cfg, name, None)
@@ -211,7 +215,7 @@ def _subject_span(subject: str, prompt: str) -> int:
     return start
 
 
-def _subject_last_token(kn, text: str, start: int, subject: str, encoded) -> int:
+def _subject_last_token(kn: KnowledgeModel, text: str, start: int, subject: str, encoded) -> int:
     """Position in `encoded.ids` of the last token of `subject`, which starts at character `start` of `text`."""
     tok = kn.tokenizer
     last_char = start + len(subject.rstrip()) - 1
@@ -251,7 +255,7 @@ class _Row:
     target_ids: tuple[int, ...]
 
 
-def _rows(kn, subject: str, prompts: Sequence[str], target_new: str, prefixes: Sequence[str]) -> tuple[list, _Row]:
+def _rows(kn: KnowledgeModel, subject: str, prompts: Sequence[str], target_new: str, prefixes: Sequence[str]) -> tuple[list, _Row]:
     """The rewriting rows (every prefix x every prompt) and the KL row, checked before any computing."""
     rows = []
     for prompt in prompts:
@@ -288,7 +292,7 @@ def _bingrel_texts(seed: int) -> list[str]:
     return texts
 
 
-def _token_rows(kn, texts: Sequence[str], cov_tokens: int, max_len: int) -> list[list[int]]:
+def _token_rows(kn: KnowledgeModel, texts: Sequence[str], cov_tokens: int, max_len: int) -> list[list[int]]:
     """Token ids of the texts as the model reads them, until `cov_tokens` tokens (the last one cut)."""
     tok = kn.tokenizer
     lead = leading_special_ids(tok)
@@ -310,7 +314,7 @@ def _token_rows(kn, texts: Sequence[str], cov_tokens: int, max_len: int) -> list
     return out
 
 
-def _upstream_fingerprint(kn, layer: int) -> str:
+def _upstream_fingerprint(kn: KnowledgeModel, layer: int) -> str:
     """sha256 of every parameter and buffer the keys of `layer` can depend on.
 
     Left out: the blocks after `layer` and `layer`'s own down projection (the matrix ROME edits).
@@ -355,7 +359,7 @@ def _write_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def key_covariance(kn, layer: int, texts: Sequence[str] | None = None, *, cov_tokens: int = DEFAULT_COV_TOKENS,
+def key_covariance(kn: KnowledgeModel, layer: int, texts: Sequence[str] | None = None, *, cov_tokens: int = DEFAULT_COV_TOKENS,
                    max_len: int = COV_MAX_LEN, seed: int = 0, cache=True, batch: int = 16) -> tuple[torch.Tensor, dict]:
     """(C, info): C = E[k k^T] (float64, d_ff x d_ff) of layer `layer`'s down-projection inputs over
     every token position of `texts` (default: the BINGREL sentences, shuffled with `seed`), at most
@@ -442,13 +446,13 @@ class RomeUpdate:
     direction: torch.Tensor
     info: dict = field(default_factory=dict)
 
-    def weight_update(self, kn) -> torch.Tensor:
+    def weight_update(self, kn: KnowledgeModel) -> torch.Tensor:
         """Delta W (hidden, d_ff), float64, against `kn`'s current weights: (v* - W k* - b) direction^T."""
         w, b = _weight_hd(kn, self.layer)
         residual = self.value - (w @ self.key + (b if b is not None else 0.0))
         return torch.outer(residual, self.direction)
 
-    def to_edit(self, kn) -> Edit:
+    def to_edit(self, kn: KnowledgeModel) -> Edit:
         """The new value slots of every neuron of the layer (kind "rome"), not applied."""
         w, b = _weight_hd(kn, self.layer)
         residual = self.value - (w @ self.key + (b if b is not None else 0.0))
@@ -461,7 +465,7 @@ class RomeUpdate:
         return Edit("rome", neurons, new_slots, ModelShape.of(kn), slots_fingerprint(list(base)), info, base)
 
 
-def _forward(kn, ids, mask, rows_idx, cols_idx, layer, delta=None, capture=None):
+def _forward(kn: KnowledgeModel, ids, mask, rows_idx, cols_idx, layer, delta=None, capture=None):
     """Logits of one padded batch, with `delta` added to layer `layer`'s down-projection output at
     (rows_idx, cols_idx); `capture["keys"]` gets the projection's inputs there."""
     site = kn.adapter.down_projection(kn.model, layer)
@@ -483,7 +487,7 @@ def _forward(kn, ids, mask, rows_idx, cols_idx, layer, delta=None, capture=None)
         handle.remove()
 
 
-def compute_rome(kn, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,
+def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,
                  texts: Sequence[str] | None = None, steps: int = 20, lr: float = 0.5, kl_factor: float = 0.0625,
                  weight_decay: float = 0.5, clamp_norm: float = 4.0, prefixes: Sequence[str] | None = None,
                  cov_tokens: int = DEFAULT_COV_TOKENS, mom2_weight: float = 1.0, ridge: float = 1e-4,
@@ -582,7 +586,7 @@ def compute_rome(kn, subject: str, prompts: str | Sequence[str], target_new: str
     return RomeUpdate(layer, key, h0 + delta64, delta64, direction, info)
 
 
-def plan_rome(kn, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,
+def plan_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,
               texts: Sequence[str] | None = None, steps: int = 20, lr: float = 0.5, kl_factor: float = 0.0625,
               weight_decay: float = 0.5, clamp_norm: float = 4.0, prefixes: Sequence[str] | None = None,
               cov_tokens: int = DEFAULT_COV_TOKENS, mom2_weight: float = 1.0, ridge: float = 1e-4,
@@ -595,6 +599,6 @@ def plan_rome(kn, subject: str, prompts: str | Sequence[str], target_new: str, *
     return update.to_edit(kn)
 
 
-def rome_edit(kn, subject: str, prompts: str | Sequence[str], target_new: str, **options) -> Edit:
+def rome_edit(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, **options) -> Edit:
     """`plan_rome(...)` applied; returns the applied `Edit` (`.undo()` reverts it bit for bit)."""
     return plan_rome(kn, subject, prompts, target_new, **options).apply(kn)

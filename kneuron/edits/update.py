@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -47,6 +48,9 @@ from kneuron.edits.value_slots import Edit, make_edit, slot
 from kneuron.errors import KneuronError
 from kneuron.models.tokens import token_text
 from kneuron.neurons import Neuron, as_neurons
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 SCALINGS = ("norm", "raw")
 DIRECTIONS = ("auto", "signed", "paper")
@@ -83,7 +87,7 @@ def select_update_neurons(fact_neurons: Sequence, relation_neurons: Iterable[Seq
     return [Neuron(*k) for k, v in counter.items() if not v > n_facts * share]
 
 
-def answer_embeddings(kn, embedding: str = "output") -> torch.Tensor:
+def answer_embeddings(kn: KnowledgeModel, embedding: str = "output") -> torch.Tensor:
     """The (V, H) matrix whose rows an update adds and removes."""
     if embedding not in EMBEDDINGS:
         raise KneuronError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
@@ -91,7 +95,7 @@ def answer_embeddings(kn, embedding: str = "output") -> torch.Tensor:
 
 
 @torch.no_grad()
-def neuron_signs(kn, neurons: Sequence[Neuron], prompts: Sequence[str]) -> list[float]:
+def neuron_signs(kn: KnowledgeModel, neurons: Sequence[Neuron], prompts: Sequence[str]) -> list[float]:
     """+1 or -1 per neuron: the sign of its mean activation at the blank over `prompts` (0 counts as +1)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
@@ -102,7 +106,7 @@ def neuron_signs(kn, neurons: Sequence[Neuron], prompts: Sequence[str]) -> list[
 
 
 @torch.no_grad()
-def selective_neurons(kn, neurons: Sequence[Neuron], prompts: Sequence[str], contrast: Sequence[str],
+def selective_neurons(kn: KnowledgeModel, neurons: Sequence[Neuron], prompts: Sequence[str], contrast: Sequence[str],
                       selectivity: float = SELECTIVITY) -> list[Neuron]:
     """The neurons that fire for this fact much more than for other subjects of its relation.
 
@@ -133,7 +137,7 @@ def selective_neurons(kn, neurons: Sequence[Neuron], prompts: Sequence[str], con
     return kept
 
 
-def update_lambdas(kn, neurons: Sequence[Neuron], original_id: int, target_id: int, lambda1: float = 1.0,
+def update_lambdas(kn: KnowledgeModel, neurons: Sequence[Neuron], original_id: int, target_id: int, lambda1: float = 1.0,
                    lambda2: float = 8.0, scaling: str = "norm", embedding: str = "output"
                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(lambda1_i, lambda2_i) per listed neuron, from the slots as they are now."""
@@ -152,7 +156,7 @@ def update_lambdas(kn, neurons: Sequence[Neuron], original_id: int, target_id: i
         return out
 
 
-def resolve_direction(kn, direction: str) -> str:
+def resolve_direction(kn: KnowledgeModel, direction: str) -> str:
     """'signed' or 'paper': "auto" is "signed" on models whose coefficients are gated (can be negative)."""
     if direction not in DIRECTIONS:
         raise KneuronError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
@@ -161,11 +165,11 @@ def resolve_direction(kn, direction: str) -> str:
     return direction
 
 
-def _answer(kn, answer: str | int) -> int:
+def _answer(kn: KnowledgeModel, answer: str | int) -> int:
     return answer if isinstance(answer, int) else kn.answer_id(answer)
 
 
-def plan_update(kn, neurons, original: str | int, target: str | int, *, prompts: Sequence[str] | None = None,
+def plan_update(kn: KnowledgeModel, neurons, original: str | int, target: str | int, *, prompts: Sequence[str] | None = None,
                 direction: str = "auto", embedding: str = "output", lambda1: float = 1.0,
                 lambda2: float = 8.0, scaling: str = "norm", signs: Sequence[float] | None = None) -> Edit:
     """The update of `neurons` from answer `original` to `target`, computed but not applied.
@@ -215,7 +219,7 @@ def plan_update(kn, neurons, original: str | int, target: str | int, *, prompts:
     return make_edit(kn, "update_fact", neurons, compute, info)
 
 
-def update_fact(kn, neurons, original: str | int, target: str | int, **options) -> Edit:
+def update_fact(kn: KnowledgeModel, neurons, original: str | int, target: str | int, **options) -> Edit:
     """Apply the value-slot update (spec 5.4) and return the applied `Edit` (`.undo()` reverts it).
 
     Options as `plan_update` (prompts, direction, embedding, lambda1, lambda2, scaling, signs).
@@ -224,14 +228,14 @@ def update_fact(kn, neurons, original: str | int, target: str | int, **options) 
 
 
 @torch.no_grad()
-def _edit_reaches(kn, edit: Edit, prompts: Sequence[str], old_id: int, new_id: int) -> bool:
+def _edit_reaches(kn: KnowledgeModel, edit: Edit, prompts: Sequence[str], old_id: int, new_id: int) -> bool:
     """Whether, with `edit` applied, the new answer is top-1 (and above the old one) on every prompt."""
     with edit.apply(kn, check_base=False):
         logits = kn.blank_logits(list(prompts))
     return bool((logits.argmax(-1) == new_id).all() and (logits[:, new_id] > logits[:, old_id]).all())
 
 
-def fit_update(kn, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
+def fit_update(kn: KnowledgeModel, neurons, original: str | int, target: str | int, prompts: Sequence[str], *,
                direction: str = "auto", embedding: str = "output", ratio: float = 1.0, margin: float = FIT_MARGIN,
                max_scale: float = MAX_SCALE, iterations: int = 10, signs: Sequence[float] | None = None) -> Edit:
     """The smallest norm-scaled update (times `margin`) that makes `target` top-1 on every prompt.

@@ -22,12 +22,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron, as_neurons
 from kneuron.tagged_files import load_tagged, save_tagged
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 FORMAT = "kneuron-edit"
 FORMAT_VERSION = 2  # 2 adds base_values; version 1 files still load (without inverse())
@@ -43,7 +47,7 @@ class ModelShape:
     hidden_size: int
 
     @classmethod
-    def of(cls, kn) -> ModelShape:
+    def of(cls, kn: KnowledgeModel) -> ModelShape:
         weight = kn.adapter.value_slots(kn.model, 0)
         return cls(kn.adapter.family, kn.num_layers, kn.num_neurons, int(weight.shape[1 - kn.adapter.slot_axis]))
 
@@ -55,7 +59,7 @@ class ModelShape:
         return ", ".join(diffs)
 
 
-def slot(kn, neuron: Neuron) -> torch.Tensor:
+def slot(kn: KnowledgeModel, neuron: Neuron) -> torch.Tensor:
     """The value slot of `neuron` (a view into the model's weight)."""
     weight = kn.adapter.value_slots(kn.model, neuron.layer)
     return weight.select(kn.adapter.slot_axis, neuron.index)
@@ -116,7 +120,7 @@ class Edit:
         return len(self.neurons)
 
     # -- apply / undo -------------------------------------------------------------------------
-    def check(self, kn, check_base: bool = True) -> None:
+    def check(self, kn: KnowledgeModel, check_base: bool = True) -> None:
         """Raise a one-line `KneuronError` if this edit cannot be applied to `kn`."""
         problem = self.shape.mismatch(ModelShape.of(kn))
         if problem:
@@ -132,7 +136,7 @@ class Edit:
                     "changes differ from those it was made from (check_base=False, or --force, applies it anyway)")
 
     @torch.no_grad()
-    def apply(self, kn, check_base: bool = True) -> Edit:
+    def apply(self, kn: KnowledgeModel, check_base: bool = True) -> Edit:
         """Write the new value slots into `kn`'s model; returns self.  All-or-nothing."""
         if self.applied:
             raise KneuronError(f"{self!r} is already applied; undo() it first")
@@ -207,7 +211,7 @@ class Edit:
                    meta.get("base_fingerprint", ""), meta.get("info", {}), tensors.get("base_values"))
 
 
-def make_edit(kn, kind: str, neurons, compute, info: dict | None = None) -> Edit:
+def make_edit(kn: KnowledgeModel, kind: str, neurons, compute, info: dict | None = None) -> Edit:
     """An edit of `kn`'s current weights: `compute(neuron, current_slot) -> new_slot`, per listed neuron.
 
     Neurons listed several times are processed in order, each time on the slot as already

@@ -12,17 +12,21 @@ A run made with `discover --holdout K` also has held-out prompts that chose noth
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from kneuron.data.facts import FactSet
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
+
 FACTORS = {"suppress": 0.0, "amplify": 2.0}
 
 
 @torch.no_grad()
-def prompt_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Sequence]],
+def prompt_effects(kn: KnowledgeModel, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Sequence]],
                    fact_indices: Sequence[int] | None = None, factors: Mapping[str, float] = FACTORS) -> pd.DataFrame:
     """One row per (method, fact, prompt): p_orig and p_<intervention> for each factor.
 
@@ -69,7 +73,7 @@ def method_means(ratios: pd.DataFrame, factors: Sequence[str] = tuple(FACTORS)) 
 
 
 @torch.no_grad()
-def other_fact_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Sequence]], seed: int,
+def other_fact_effects(kn: KnowledgeModel, facts: FactSet, neuron_sets: Mapping[str, Mapping[int, Sequence]], seed: int,
                        prompts_per_fact: int = 10, factor: float = 0.0,
                        fact_indices: Sequence[int] | None = None) -> pd.DataFrame:
     """Collateral damage: each fact's neurons scaled on prompts of facts of *other* relations.
@@ -115,7 +119,7 @@ def other_fact_effects(kn, facts: FactSet, neuron_sets: Mapping[str, Mapping[int
 HELDOUT_FACTORS = ("suppress_heldout", "amplify_heldout")
 
 
-def heldout_ratios(kn, heldout: FactSet | None, neuron_sets: Mapping[str, Mapping[int, Sequence]],
+def heldout_ratios(kn: KnowledgeModel, heldout: FactSet | None, neuron_sets: Mapping[str, Mapping[int, Sequence]],
                    fact_indices: Sequence[int] | None = None) -> pd.DataFrame | None:
     """The paper's ratios on held-out prompts (a run's `RunData.heldout`, which discovery never saw):
     per (method, relation) `suppress_heldout`, `amplify_heldout`, `heldout_facts`, `heldout_prompts`,

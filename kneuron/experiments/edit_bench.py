@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,11 @@ import torch
 from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
+from kneuron.selection.config import DEFAULT as SELECTION
+from kneuron.selection.specific import SPECIFIC_FRACTION
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome")
 ROWS = ("unedited", *EDITORS)
@@ -65,15 +71,15 @@ class BenchConfig:
     sample: int | None = None
     seed: int = 0
     steps: int = 20
-    threshold: float = 0.2
-    p: float = 0.7
-    min_prompts: int = 3
+    threshold: float = SELECTION.threshold
+    p: float = SELECTION.p_start  # one fact: a fixed p, the relation-level start
+    min_prompts: int = SELECTION.min_prompts  # capped at a case's prompt count
     ratio: float = 1.0
     selectivity: float | None = SELECTIVITY
     contrast: int = 4
     margin: float = FIT_MARGIN
     max_scale: float = MAX_SCALE
-    specific_fraction: float = 0.2
+    specific_fraction: float = SPECIFIC_FRACTION
     specific_facts: int = 6
     rome_layer: int | None = None
     generation_tokens: int = 50
@@ -115,7 +121,7 @@ def bootstrap_interval(values: np.ndarray, reps: int, seed: int) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def model_fingerprint(kn) -> str:
+def model_fingerprint(kn: KnowledgeModel) -> str:
     """sha256 over every parameter's bytes: the revert check."""
     h = hashlib.sha256()
     for name, t in kn.model.state_dict().items():
@@ -127,7 +133,7 @@ def model_fingerprint(kn) -> str:
 class Measure:
     """The case's measurements on the model as it is now (edited or not)."""
 
-    def __init__(self, kn, ppl_texts: Sequence[str], generation_tokens: int):
+    def __init__(self, kn: KnowledgeModel, ppl_texts: Sequence[str], generation_tokens: int):
         self.kn = kn
         self.ppl_texts = list(ppl_texts)
         self.generation_tokens = generation_tokens
@@ -234,7 +240,7 @@ def held_out_sentences(count: int, seed: int, data_dir: Path | None = None) -> l
 class Editors:
     """Builds each method's edit for a case; neurons are found once per case and shared."""
 
-    def __init__(self, kn, config: BenchConfig, cases: Sequence):
+    def __init__(self, kn: KnowledgeModel, config: BenchConfig, cases: Sequence):
         self.kn, self.config, self.cases = kn, config, cases
         self._neurons: dict[int, list[Neuron]] = {}
         self._kn_edit: dict[int, object] = {}
@@ -355,7 +361,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
-def run_bench(kn, cases: Sequence, config: BenchConfig, out_dir: Path, *,
+def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir: Path, *,
               progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Apply, measure and revert every method on every case; journaled in out_dir/journal.jsonl.
@@ -449,7 +455,7 @@ def run_bench(kn, cases: Sequence, config: BenchConfig, out_dir: Path, *,
     return frame
 
 
-def _slots(kn, neurons):
+def _slots(kn: KnowledgeModel, neurons):
     from kneuron.edits.value_slots import slot
 
     return [slot(kn, n) for n in neurons]

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from kneuron.edits import plan_erase, relation_neurons
 from kneuron.selection import random_like
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 PAPER_RELATIONS = ("P19", "P27", "P106", "P937")
 
@@ -33,14 +37,14 @@ def default_erase_relations(relations: Sequence[str]) -> list[str]:
     return chosen or list(relations)
 
 
-def prompt_scores(kn, facts, fact_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def prompt_scores(kn: KnowledgeModel, facts, fact_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(log p(gold), correct) for every prompt of the given facts, in order."""
     prompts = [p for i in fact_ids for p in facts.facts[i].prompts]
     answers = [facts.facts[i].object for i in fact_ids for _ in facts.facts[i].prompts]
     return score_prompts(kn, prompts, answers)
 
 
-def score_prompts(kn, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def score_prompts(kn: KnowledgeModel, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(log p(answer), top-1 is the answer) per prompt, float64; see `KnowledgeModel.answer_log_probs`."""
     logp, correct = kn.answer_log_probs(list(prompts), list(answers))
     return logp.numpy(), correct.numpy()
@@ -50,7 +54,7 @@ def perplexity(logp: np.ndarray) -> float:
     return float(math.exp(-logp.mean())) if len(logp) else math.nan
 
 
-def run_erasing(kn, run, relations: Sequence[str] | None = None, top_k: int = 20, replacement: str = "zero",
+def run_erasing(kn: KnowledgeModel, run, relations: Sequence[str] | None = None, top_k: int = 20, replacement: str = "zero",
                 method: str = "kn", controls: Sequence[str] = ("random",), seed: int = 42) -> pd.DataFrame:
     """One row per (erased relation, neuron choice): accuracy and PPL before/after, for it and the others."""
     relations = default_erase_relations(run.relations) if relations is None else list(relations)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,7 +20,11 @@ from kneuron.attribution.result import AttributionResult
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
 from kneuron.selection import BASELINE_THRESHOLD, KN_THRESHOLD, baseline_neurons, coarse_neurons, refine
+from kneuron.selection.config import DEFAULT as SELECTION
 from kneuron.selection.controls import random_like
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 METHOD_ORDER = ("kn", "baseline", "random")
 
@@ -59,9 +64,9 @@ class FactProbe:
                 "effects": self.effects.to_dict(orient="records")}
 
 
-def probe_fact(kn, prompts: Sequence[str], answer: str, *, threshold: float = KN_THRESHOLD, p: float = 0.7,
-               min_prompts: int = 3, baseline_threshold: float = BASELINE_THRESHOLD, steps: int = 20,
-               method: str = "riemann_left", seed: int = 0, factor: float = 2.0) -> FactProbe:
+def probe_fact(kn: KnowledgeModel, prompts: Sequence[str], answer: str, *, threshold: float = KN_THRESHOLD,
+               p: float = SELECTION.p_start, min_prompts: int = SELECTION.min_prompts, baseline_threshold: float = BASELINE_THRESHOLD, steps: int = 20,
+               rule: str = "riemann_left", seed: int = 0, factor: float = 2.0) -> FactProbe:
     """Find one fact's knowledge neurons from its paraphrases and measure suppress / amplify effects."""
     from kneuron.interventions.activations import scaled_probabilities
 
@@ -71,7 +76,7 @@ def probe_fact(kn, prompts: Sequence[str], answer: str, *, threshold: float = KN
     if len(prompts) < min_prompts:
         raise KneuronError(f"{len(prompts)} prompt(s) given, but a refined neuron must be shared by at least "
                            f"{min_prompts} prompts; give more paraphrases or lower min_prompts (--min-prompts)")
-    results = kn.attribute(prompts, answer, steps=steps, method=method)
+    results = kn.attribute(prompts, answer, steps=steps, rule=rule)
     neurons = {"kn": refine([coarse_neurons(r.scores, threshold) for r in results], p, min_prompts),
                "baseline": refine([baseline_neurons(r.activations, baseline_threshold) for r in results], p,
                                   min_prompts)}
@@ -87,6 +92,6 @@ def probe_fact(kn, prompts: Sequence[str], answer: str, *, threshold: float = KN
             rows.append({"method": name, "prompt": prompt, "p": float(base[i]), "p_suppressed": float(down[i]),
                          "p_amplified": float(up[i])})
     settings = {"model": kn.name, "threshold": threshold, "p": p, "min_prompts": min_prompts,
-                "baseline_threshold": baseline_threshold, "steps": steps, "method": method, "seed": seed,
+                "baseline_threshold": baseline_threshold, "steps": steps, "rule": rule, "seed": seed,
                 "factor": factor}
     return FactProbe(answer, prompts, results, neurons, pd.DataFrame(rows), settings)

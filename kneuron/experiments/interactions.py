@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ import torch
 
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 DEFAULT_TOP = 20
 KEEP_ALONE = 0.8  # AMIG: each neuron alone keeps at least this share of the gold probability
@@ -151,7 +155,7 @@ def degenerate_pairs(p: float, single: dict, pair: dict, keep_alone: float = KEE
             if single[a] / p >= keep_alone and single[b] / p >= keep_alone and v / p < drop_joint]
 
 
-def mean_probabilities(kn, prompts: Sequence[str], answer: str, sets: Sequence[Sequence[Neuron]],
+def mean_probabilities(kn: KnowledgeModel, prompts: Sequence[str], answer: str, sets: Sequence[Sequence[Neuron]],
                        batch: int = 256, max_rows: int = 4096) -> list[float]:
     """Mean gold probability over `prompts` with each set suppressed; batched calls of at most
     `max_rows` (set, prompt) rows (bounds the per-row scale masks)."""
@@ -170,7 +174,7 @@ def mean_probabilities(kn, prompts: Sequence[str], answer: str, sets: Sequence[S
     return out
 
 
-def top_neurons(kn, prompts: Sequence[str], answer: str, k: int = DEFAULT_TOP, steps: int = 20) -> list[Neuron]:
+def top_neurons(kn: KnowledgeModel, prompts: Sequence[str], answer: str, k: int = DEFAULT_TOP, steps: int = 20) -> list[Neuron]:
     """The fact's k neurons of highest integrated-gradients score summed over its prompts."""
     return top_of_results(kn.attribute(list(prompts), answer, steps=steps), k)
 
@@ -183,7 +187,7 @@ def top_of_results(results, k: int = DEFAULT_TOP) -> list[Neuron]:
     return [Neuron(i // width, i % width) for i in flat]
 
 
-def greedy_set(kn, prompts: Sequence[str], answer: str, p: float, single: dict[Neuron, float], *,
+def greedy_set(kn: KnowledgeModel, prompts: Sequence[str], answer: str, p: float, single: dict[Neuron, float], *,
                keep_alone: float = KEEP_ALONE, remove: float = REMOVE_MOST, max_size: int | None = None,
                batch: int = 256) -> dict:
     """Grow a set from neurons that are each dispensable (alone keep >= keep_alone of the gold
@@ -194,7 +198,7 @@ def greedy_set(kn, prompts: Sequence[str], answer: str, p: float, single: dict[N
                        max_size=max_size, batch=batch)[0]
 
 
-def greedy_sets(kn, prompts: Sequence[str], answer: str, p: float, singles: Sequence[dict[Neuron, float]], *,
+def greedy_sets(kn: KnowledgeModel, prompts: Sequence[str], answer: str, p: float, singles: Sequence[dict[Neuron, float]], *,
                 keep_alone: float = KEEP_ALONE, remove: float = REMOVE_MOST, max_size: int | None = None,
                 batch: int = 256) -> list[dict]:
     """`greedy_set` for several neuron sets (one `single` dict each) in lockstep: each step's
@@ -232,7 +236,7 @@ def greedy_sets(kn, prompts: Sequence[str], answer: str, p: float, singles: Sequ
     return results
 
 
-def blank_activations(kn, prompts: Sequence[str], answer: str) -> torch.Tensor:
+def blank_activations(kn: KnowledgeModel, prompts: Sequence[str], answer: str) -> torch.Tensor:
     """(num_layers, num_neurons) activations at the blank, mean over the prompts."""
     return torch.stack([kn.activations(q, answer).double().cpu() for q in prompts]).mean(0)
 
@@ -315,7 +319,7 @@ def compare_to_null(observed, null: Sequence, alternative: str) -> dict:
             "p_value": float((1 + extreme.sum()) / (1 + len(values))), "alternative": alternative}
 
 
-def interaction_null(kn, prompts: Sequence[str], answer: str, neurons: Sequence[Neuron], p: float, *,
+def interaction_null(kn: KnowledgeModel, prompts: Sequence[str], answer: str, neurons: Sequence[Neuron], p: float, *,
                      observed_degenerate: int, observed_greedy: dict | None = None,
                      repeats: int = NULL_REPEATS, seed: int = 0, bins: int = NULL_BINS,
                      keep_alone: float = KEEP_ALONE, drop_joint: float = DROP_JOINT, remove: float = REMOVE_MOST,
@@ -345,7 +349,7 @@ def interaction_null(kn, prompts: Sequence[str], answer: str, neurons: Sequence[
     return out
 
 
-def neuron_interactions(kn, prompts: Sequence[str], answer: str, neurons=None, *, top: int = DEFAULT_TOP,
+def neuron_interactions(kn: KnowledgeModel, prompts: Sequence[str], answer: str, neurons=None, *, top: int = DEFAULT_TOP,
                         steps: int = 20, keep_alone: float = KEEP_ALONE, drop_joint: float = DROP_JOINT,
                         remove: float = REMOVE_MOST, greedy: bool = True, batch: int = 256,
                         null_repeats: int = NULL_REPEATS, null_seed: int = 0,

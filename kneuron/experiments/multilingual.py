@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -32,7 +33,11 @@ from kneuron.attribution.result import AttributionResult
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
 from kneuron.selection import KN_THRESHOLD, coarse_neurons, refine
+from kneuron.selection.config import DEFAULT as SELECTION
 from kneuron.selection.controls import random_like
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 SHARED_METHODS = ("pooled", "intersection")
 
@@ -103,7 +108,7 @@ def language_shares(coarse_by_language: Mapping[str, Sequence[Sequence[Neuron]]]
 
 
 def shared_neurons(by_language: Mapping[str, Sequence[Neuron]], shares: Mapping[Neuron, Mapping[str, float]],
-                   method: str = "pooled", p: float = 0.7) -> list[Neuron]:
+                   method: str = "pooled", p: float = SELECTION.p_start) -> list[Neuron]:
     """The language-independent neurons by `method` ("pooled" or "intersection", see the module)."""
     languages = list(by_language)
     if method == "intersection":
@@ -119,9 +124,10 @@ def shared_neurons(by_language: Mapping[str, Sequence[Neuron]], shares: Mapping[
     raise KneuronError(f"unknown shared-neuron method {method!r}; use one of {', '.join(SHARED_METHODS)}")
 
 
-def find_multilingual_neurons(kn, prompts_by_language, answers, *, shared: str = "pooled",
-                              threshold: float = KN_THRESHOLD, p: float = 0.7, min_prompts: int = 3,
-                              steps: int = 20, method: str = "riemann_left") -> MultilingualNeurons:
+def find_multilingual_neurons(kn: KnowledgeModel, prompts_by_language, answers, *, shared: str = "pooled",
+                              threshold: float = KN_THRESHOLD, p: float = SELECTION.p_start,
+                              min_prompts: int = SELECTION.min_prompts,
+                              steps: int = 20, rule: str = "riemann_left") -> MultilingualNeurons:
     """Per-language refined neurons of one fact, its language-independent (`shared`) and language-specific ones.
 
     `answers`: one answer for all languages, or a language -> answer map.  Refinement per language
@@ -130,7 +136,7 @@ def find_multilingual_neurons(kn, prompts_by_language, answers, *, shared: str =
     if shared not in SHARED_METHODS:
         raise KneuronError(f"unknown shared-neuron method {shared!r}; use one of {', '.join(SHARED_METHODS)}")
     prompts, answers = _check_inputs(prompts_by_language, answers)
-    results = {lang: kn.attribute(ps, answers[lang], steps=steps, method=method) for lang, ps in prompts.items()}
+    results = {lang: kn.attribute(ps, answers[lang], steps=steps, rule=rule) for lang, ps in prompts.items()}
     coarse = {lang: [coarse_neurons(r.scores, threshold) for r in rs] for lang, rs in results.items()}
     by_language = {lang: refine(sets, p, min_prompts) for lang, sets in coarse.items()}
     shares = language_shares(coarse)
@@ -140,7 +146,7 @@ def find_multilingual_neurons(kn, prompts_by_language, answers, *, shared: str =
         others = {n for other, ms in by_language.items() if other != lang for n in ms}
         specific[lang] = [n for n in ns if n not in others and n not in common]
     settings = {"model": kn.name, "shared": shared, "threshold": threshold, "p": p, "min_prompts": min_prompts,
-                "steps": steps, "method": method}
+                "steps": steps, "rule": rule}
     return MultilingualNeurons(answers, prompts, by_language, common, specific, shares, results, settings)
 
 
@@ -148,7 +154,7 @@ def find_multilingual_neurons(kn, prompts_by_language, answers, *, shared: str =
 # Cross-lingual effects
 
 
-def suppression_sets(kn, found: MultilingualNeurons, seed: int = 0,
+def suppression_sets(kn: KnowledgeModel, found: MultilingualNeurons, seed: int = 0,
                      extra: Mapping[str, Sequence[Neuron]] | None = None) -> dict[str, dict[str, list[Neuron]]]:
     """The neuron sets whose suppression the matrix measures: each language's, `shared` (and any
     `extra` named sets), and random neurons of the same counts (seeded; each row draws its own)."""
@@ -159,7 +165,7 @@ def suppression_sets(kn, found: MultilingualNeurons, seed: int = 0,
     return {"kn": kn_sets, "random": dict(zip(names, random_sets))}
 
 
-def cross_lingual_effects(kn, found: MultilingualNeurons, seed: int = 0, batch: int = 256,
+def cross_lingual_effects(kn: KnowledgeModel, found: MultilingualNeurons, seed: int = 0, batch: int = 256,
                           extra: Mapping[str, Sequence[Neuron]] | None = None,
                           other_fact: tuple[Mapping[str, Sequence[str]], Mapping[str, str]] | None = None) -> pd.DataFrame:
     """Suppress each row's set (a language's neurons, `shared`, or as many random neurons) and measure
@@ -226,7 +232,7 @@ class MultilingualRun:
         return effect_matrix(self.effects, control) if len(self.effects) else pd.DataFrame()
 
 
-def usable_prompts(kn, fact) -> tuple[dict[str, list[str]], str]:
+def usable_prompts(kn: KnowledgeModel, fact) -> tuple[dict[str, list[str]], str]:
     """The prompts a model can score per language (a decoder needs the blank at the end); "" or why not."""
     from kneuron.errors import PromptError
 
@@ -242,7 +248,7 @@ def usable_prompts(kn, fact) -> tuple[dict[str, list[str]], str]:
     return prompts, ""
 
 
-def fact_interactions(kn, run: MultilingualRun, top: int = 20, seed: int | None = None,
+def fact_interactions(kn: KnowledgeModel, run: MultilingualRun, top: int = 20, seed: int | None = None,
                       **options) -> list[tuple[str, object]]:
     """`neuron_interactions` of every analysed fact in every language, on the language's top `top`
     neurons by the run's own attributions (no attribution is recomputed).  The null of (fact i,
@@ -263,7 +269,7 @@ def fact_interactions(kn, run: MultilingualRun, top: int = 20, seed: int | None 
     return out
 
 
-def run_multilingual(kn, facts, *, shared: str = "pooled", seed: int = 0, progress=None,
+def run_multilingual(kn: KnowledgeModel, facts, *, shared: str = "pooled", seed: int = 0, progress=None,
                      **options) -> MultilingualRun:
     """`find_multilingual_neurons` and `cross_lingual_effects` over many facts (`MultilingualFact`s);
     `progress(i, fact, row)` after each.

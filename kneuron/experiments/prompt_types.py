@@ -37,6 +37,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ import torch
 from kneuron.data.facts import MASK
 from kneuron.errors import KneuronError
 from kneuron.models.tokens import fill_mask_token
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 TYPES = ("T1", "T2", "T3")
 TYPE_NAMES = {"T1": "head and tail (T1)", "T2": "head only (T2)", "T3": "random (T3)"}
@@ -137,13 +141,13 @@ def sentence_pool(bags: Mapping[str, Sequence]) -> list[str]:
 
 # -- reading activations -------------------------------------------------------------------------
 
-def _max_length(kn, max_length: int) -> int:
+def _max_length(kn: KnowledgeModel, max_length: int) -> int:
     limit = getattr(getattr(kn.model, "config", None), "max_position_embeddings", None) or max_length
     return int(min(max_length, limit))
 
 
 @torch.no_grad()
-def blank_neuron_activations(kn, texts: Sequence[str], neurons: Sequence[Sequence], max_length: int = 512,
+def blank_neuron_activations(kn: KnowledgeModel, texts: Sequence[str], neurons: Sequence[Sequence], max_length: int = 512,
                              batch_size: int = 64) -> list[np.ndarray | None]:
     """For each text, the activations of its neurons at its first [MASK] (None: no [MASK] in the tokens).
 
@@ -224,7 +228,7 @@ def build_prompt_types(facts, universe_sets: Mapping[int, Sequence], relation_fa
     return prompts, status
 
 
-def prompt_type_activations(kn, facts, sets_by_method: Mapping[str, Mapping[int, Sequence]],
+def prompt_type_activations(kn: KnowledgeModel, facts, sets_by_method: Mapping[str, Mapping[int, Sequence]],
                             relation_facts: Mapping[str, Sequence[int]], bags: Mapping[str, Sequence],
                             pool: Sequence[str] | None = None, seed: int = 42, escape: str = "paper",
                             max_length: int = 512, strict: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -310,7 +314,7 @@ def prompt_type_means(relation_means: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def trigger_examples(kn, facts, sets: Mapping[int, Sequence], relation_facts: Mapping[str, Sequence[int]],
+def trigger_examples(kn: KnowledgeModel, facts, sets: Mapping[int, Sequence], relation_facts: Mapping[str, Sequence[int]],
                      bags: Mapping[str, Sequence], relations: Sequence[str] | None = None, facts_per_relation: int = 1,
                      top: int = 2, bottom: int = 2, escape: str = "paper", max_length: int = 512) -> pd.DataFrame:
     """Table 3: for chosen facts, the T1 sentences ranked by the sum of the fact's neuron activations.
@@ -345,7 +349,7 @@ def trigger_examples(kn, facts, sets: Mapping[int, Sequence], relation_facts: Ma
                                        "activation_sum", "sentence"])
 
 
-def run_prompt_types(kn, run, bags: Mapping[str, Sequence], seed: int = 42, methods: Sequence[str] = ("kn", "baseline"),
+def run_prompt_types(kn: KnowledgeModel, run, bags: Mapping[str, Sequence], seed: int = 42, methods: Sequence[str] = ("kn", "baseline"),
                      escape: str = "paper", max_length: int = 512, relations: Sequence[str] | None = None):
     """5.3 on a `RunData` (all its relations, or `relations`): (values, status, relation_means, means, triggers)."""
     relation_facts: dict[str, list[int]] = {}

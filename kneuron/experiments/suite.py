@@ -11,12 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from kneuron.errors import KneuronError
 from kneuron.experiments import paper
 from kneuron.reports import figures as F
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 EXPERIMENTS = ("statistics", "suppression", "prompt-types", "update", "erase")
 TITLES = {"statistics": "Statistics of the neurons (Table 2, Figure 3)",
@@ -40,7 +44,7 @@ class ExperimentSettings:
     escape: str = "paper"
     max_length: int = 512
     # updating
-    update_methods: tuple[str, ...] = ("kn", "random")
+    update_methods: tuple[str, ...] = ("kn", "random")  # the arms (`kneuron.experiments.updating.ARMS`)
     edits_per_relation: int = 10
     max_tries: int = 10000
     share: float = 0.1
@@ -84,7 +88,7 @@ def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 # -- the experiments ----------------------------------------------------------------------------------
 
-def statistics(kn, run, s: ExperimentSettings) -> Outcome:
+def statistics(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.statistics import run_statistics
 
     out = Outcome("statistics", TITLES["statistics"])
@@ -102,7 +106,7 @@ def statistics(kn, run, s: ExperimentSettings) -> Outcome:
     return out
 
 
-def suppression(kn, run, s: ExperimentSettings) -> Outcome:
+def suppression(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.activation_effects import (
         FACTORS,
         HELDOUT_FACTORS,
@@ -147,7 +151,7 @@ def suppression(kn, run, s: ExperimentSettings) -> Outcome:
     return out
 
 
-def prompt_types(kn, run, s: ExperimentSettings) -> Outcome:
+def prompt_types(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.prompt_types import run_prompt_types
     from kneuron.experiments.rundata import load_bags, resolve_bingrel
 
@@ -188,11 +192,11 @@ def prompt_types(kn, run, s: ExperimentSettings) -> Outcome:
     return out
 
 
-def update(kn, run, s: ExperimentSettings) -> Outcome:
+def update(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.updating import run_updating, updating_summary
 
     out = Outcome("update", TITLES["update"])
-    edits, attempts = run_updating(kn, run, methods=s.update_methods, seed=s.seed,
+    edits, attempts = run_updating(kn, run, arms=s.update_methods, seed=s.seed,
                                    edits_per_relation=s.edits_per_relation, max_tries=s.max_tries, share=s.share,
                                    lambda1=s.lambda1, lambda2=s.lambda2, scaling=s.scaling, ppl_facts=s.ppl_facts)
     summary = updating_summary(edits, s.update_methods)
@@ -212,7 +216,7 @@ def update(kn, run, s: ExperimentSettings) -> Outcome:
     return out
 
 
-def erase(kn, run, s: ExperimentSettings) -> Outcome:
+def erase(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.erasing import erasing_summary, run_erasing
 
     out = Outcome("erase", TITLES["erase"])
@@ -241,7 +245,7 @@ RUNNERS: dict[str, Callable] = {"statistics": statistics, "suppression": suppres
                                 "update": update, "erase": erase}
 
 
-def run_named(name: str, kn, run, settings: ExperimentSettings, log: Callable[[str], None] | None = None) -> Outcome:
+def run_named(name: str, kn: KnowledgeModel, run, settings: ExperimentSettings, log: Callable[[str], None] | None = None) -> Outcome:
     if name not in RUNNERS:
         raise KneuronError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
     t0 = time.perf_counter()
@@ -254,7 +258,7 @@ def run_named(name: str, kn, run, settings: ExperimentSettings, log: Callable[[s
     return outcome
 
 
-def run_suite(kn, run, settings: ExperimentSettings, names: Sequence[str] = EXPERIMENTS,
+def run_suite(kn: KnowledgeModel, run, settings: ExperimentSettings, names: Sequence[str] = EXPERIMENTS,
               log: Callable[[str], None] | None = None) -> list[Outcome]:
     return [run_named(n, kn, run, settings, log) for n in names]
 
@@ -269,7 +273,7 @@ def comparison(outcomes: Sequence[Outcome]) -> pd.DataFrame:
                                   key.get("erase"))
 
 
-def provenance(kn, run, settings: ExperimentSettings, extra: dict | None = None) -> pd.DataFrame:
+def provenance(kn: KnowledgeModel, run, settings: ExperimentSettings, extra: dict | None = None) -> pd.DataFrame:
     d = run.describe()
     cfg = run.config
     hidden = kn.adapter.value_slots(kn.model, 0).shape[1 - kn.adapter.slot_axis]
@@ -283,9 +287,9 @@ def provenance(kn, run, settings: ExperimentSettings, extra: dict | None = None)
             ("data", f"{data_name}: {d['relations']} relations, {d['facts']} facts, {d['prompts']} prompts"
                      + (f" ({d['skipped_facts']} facts skipped: answer not a single token)" if d["skipped_facts"] else "")),
             ("discovery run", str(run.run_dir)),
-            ("attribution", f"integrated gradients, m = {cfg.steps} ({cfg.method}), {cfg.precision}"),
+            ("attribution", f"integrated gradients, m = {cfg.steps} ({cfg.rule}), {cfg.precision}"),
             ("selection", f"t = {cfg.threshold}·max (baseline {cfg.baseline_threshold}·max), p from {cfg.p_start} in "
-                          f"±{cfg.p_step} steps, ≤ {cfg.max_tries} tries, target {list(cfg.target)}, floor "
+                          f"±{cfg.p_step} steps, ≤ {cfg.max_tries} tries, neurons per fact in {list(cfg.count_range)}, floor "
                           f"{cfg.min_prompts} prompts" + (f", first {cfg.limit_facts} facts per relation"
                                                            if cfg.limit_facts else "")),
             ("seed", str(settings.seed)),
@@ -304,7 +308,7 @@ def discovery_table(run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_report(kn, run, settings: ExperimentSettings, outcomes: Sequence[Outcome], extra: dict | None = None,
+def build_report(kn: KnowledgeModel, run, settings: ExperimentSettings, outcomes: Sequence[Outcome], extra: dict | None = None,
                  title: str = "Knowledge neurons: reproduction of Dai et al. (ACL 2022)"):
     """(Report, data frames) for `Report.write`."""
     from kneuron.reports import Report

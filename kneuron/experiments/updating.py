@@ -1,7 +1,7 @@
 """Updating facts (spec 5.4, the paper's Table 6), with the random-neuron control.
 
-Paper-faithful sampling (the authors' `src/6_edit_knowledge_sampled.py`, seed 42), per method
-(`kn`; `random` = the authors' commented-out control; `baseline` also possible), each method a
+Paper-faithful sampling (the authors' `src/6_edit_knowledge_sampled.py`, seed 42), per arm
+(`ARMS`: `kn`; `random` = the authors' commented-out control; `baseline` also possible), each arm a
 fresh `random.Random(seed)` stream as a separate run of the script would be:
 
 for each relation, up to `max_tries` times, until `edits_per_relation` valid edits:
@@ -37,6 +37,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,19 +47,23 @@ from kneuron.edits import plan_update, select_update_neurons
 from kneuron.models.tokens import token_text
 from kneuron.neurons import Neuron
 
-METHODS = ("kn", "random")
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
+
+ARMS = ("kn", "random")  # the experiment's arms: a run's neuron sets ("kn", "baseline") or the random control
 
 
-def gold_log_probs(kn, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+def gold_log_probs(kn: KnowledgeModel, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
     """log p(gold) at each prompt's blank (per token for multi-token answers)."""
     return kn.answer_log_probs(list(prompts), list(answers))[0].numpy()
 
 
-def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edits_per_relation: int = 10,
+def run_updating(kn: KnowledgeModel, run, arms: Sequence[str] = ARMS, seed: int = 42, edits_per_relation: int = 10,
                  max_tries: int = 10000, share: float = 0.1, lambda1: float = 1.0, lambda2: float = 8.0,
                  scaling: str = "norm", ppl_facts: int = 5, relations: Sequence[str] | None = None,
                  direction: str = "auto"):
-    """(edits, attempts): one row per valid edit; one row per (method, relation) with the skip counts."""
+    """(edits, attempts): one row per valid edit; one row per (arm, relation) with the skip counts.  Each
+    arm's rows carry its name in the "method" column."""
     facts = run.facts
     universe = {r: run.universe[r] for r in (relations or run.relations)}
     all_rels = run.relations
@@ -84,12 +89,12 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
         return (-gold_log_probs(kn, prompts, answers)).tolist()
 
     edit_rows, attempt_rows = [], []
-    for method in methods:
+    for arm in arms:
         rng = random.Random(seed)
-        sets = run.sets("kn" if method == "random" else method)
+        sets = run.sets("kn" if arm == "random" else arm)
         for rel, idx in universe.items():
             n = len(idx)
-            counts = {"method": method, "relation": rel, "facts": n, "tries": 0, "edits": 0, "no_kn": 0,
+            counts = {"method": arm, "relation": rel, "facts": n, "tries": 0, "edits": 0, "no_kn": 0,
                       "incorrect_answer": 0, "multi_token": 0, "status": "ok"}
             objects = {facts.facts[i].object for i in idx}
             if len(objects) < 2:
@@ -109,7 +114,7 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
                 if pos not in kept:
                     kept[pos] = select_update_neurons(sets[idx[pos]], rel_sets, share, n)
                 neurons = kept[pos]
-                if method == "random":
+                if arm == "random":
                     neurons = [Neuron(rng.randint(0, kn.num_layers - 1), rng.randint(0, kn.num_neurons - 1))
                                for _ in neurons]
                 if not neurons:
@@ -156,7 +161,7 @@ def run_updating(kn, run, methods: Sequence[str] = METHODS, seed: int = 42, edit
                 rank_after = int((after > after[target_id]).sum()) + 1
                 counts["edits"] += 1
                 edit_rows.append({
-                    "method": method, "relation": rel, "fact": idx[pos], "subject": fact.subject,
+                    "method": arm, "relation": rel, "fact": idx[pos], "subject": fact.subject,
                     "original": fact.object, "target": target, "prompt": prompt, "neurons": len(neurons),
                     "neuron_list": " ".join(str(x) for x in edit.neurons), "try": counts["tries"],
                     "new_top1": token_text(kn.tokenizer, new_top1),
@@ -181,11 +186,11 @@ def _ppl(values: pd.Series) -> float:
     return float(math.exp(v.mean())) if len(v) else math.nan
 
 
-def updating_summary(edits: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table 6: per method, change and success rates (%) and the intra/inter PPL changes."""
-    methods = list(dict.fromkeys(edits["method"])) if methods is None and len(edits) else list(methods or [])
+def updating_summary(edits: pd.DataFrame, arms: Sequence[str] | None = None) -> pd.DataFrame:
+    """Table 6: per arm (the "method" column), change and success rates (%) and the intra/inter PPL changes."""
+    arms = list(dict.fromkeys(edits["method"])) if arms is None and len(edits) else list(arms or [])
     rows = []
-    for m in methods:
+    for m in arms:
         g = edits[edits["method"] == m] if len(edits) else edits
         row = {"method": m, "edits": len(g), "relations": int(g["relation"].nunique()) if len(g) else 0}
         if len(g):

@@ -15,7 +15,7 @@ With the model (cached as the run's extra `explorer`, keyed by model and neuron 
 
 Full heatmaps (cached as the extra arrays `explorer_scores`, keyed by model, the run's attribution
 settings and its prompts): discovery keeps only each prompt's coarse set, so the layer x neuron
-map of every score is recomputed once with the run's own settings (steps, method, precision),
+map of every score is recomputed once with the run's own settings (steps, rule, precision),
 for runs of up to `FULL_HEATMAP_PROMPTS` prompts by default (exact IG costs seconds a prompt on a
 real model); `heatmaps="full"` or `"coarse"` decides for any size.
 """
@@ -198,7 +198,7 @@ def score_maps(kn, part: dict, config) -> dict[int, np.ndarray]:
     facts = [f for f in part["facts"] if not f["skipped"] and f["prompts"]]
     prompts = [p for f in facts for p in f["prompts"]]
     answers = [f["object"] for f in facts for _ in f["prompts"]]
-    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method,
+    results = kn.attribute(prompts, answers, steps=config.steps, rule=config.rule,
                            precision=config.precision) if prompts else []
     maps, k = {}, 0
     for f in facts:
@@ -226,7 +226,7 @@ def _from_half_precision(stored: dict[str, np.ndarray]) -> dict[int, np.ndarray]
 
 
 def _maps_key(model_name, config, facts) -> str:
-    what = [FORMAT, str(model_name), config.steps, config.method, config.precision,
+    what = [FORMAT, str(model_name), config.steps, config.rule, config.precision,
             [[f["id"], f["object"], f["prompts"]] for f in facts if not f["skipped"]]]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,8 +19,11 @@ from kneuron.interventions.cached import active_store, cached_scaled_probabiliti
 from kneuron.models.replay import as_3d
 from kneuron.neurons import as_neurons
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
-def _blank_finder(kn, where: dict):
+
+def _blank_finder(kn: KnowledgeModel, where: dict):
     """A model pre-hook noting each forward pass's blank positions and batch size in `where`."""
 
     def find_blanks(module, args, kwargs):
@@ -33,7 +37,7 @@ def _blank_finder(kn, where: dict):
 
 
 @contextmanager
-def scale_activations(kn, neurons, factor: float):
+def scale_activations(kn: KnowledgeModel, neurons, factor: float):
     """Within the block, every forward pass of `kn.model` scales `neurons` at its blank(s)."""
     neurons = as_neurons(neurons, kn.num_layers, kn.num_neurons)  # validate before touching anything
     factor = float(factor)
@@ -65,7 +69,7 @@ def scale_activations(kn, neurons, factor: float):
             h.remove()
 
 
-def scaled_probabilities(kn, prompts, answers, neuron_sets, factor: float, target: str = "product",
+def scaled_probabilities(kn: KnowledgeModel, prompts, answers, neuron_sets, factor: float, target: str = "product",
                          batch: int = 64) -> torch.Tensor:
     """Gold probabilities with each prompt's own neurons scaled at its blank, many prompts per pass.
 

@@ -15,18 +15,22 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 
 from kneuron.attribution.targets import target_values
 from kneuron.models.replay import as_3d, cache_kwarg, prefix_cache
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
+
 _STORE: ContextVar[dict | None] = ContextVar("kneuron_prefix_caches", default=None)
 TOLERANCE = 1e-4  # relative agreement of the cached route with the plain one on the check prompt
 
 
 @contextmanager
-def prefix_caches(kn):
+def prefix_caches(kn: KnowledgeModel):
     """Keep each prompt's prefix cache for `scaled_probabilities` until the block ends."""
     token = _STORE.set({"kn": kn, "caches": {}, "templates": {}, "ok": None} if not kn.is_masked else None)
     try:
@@ -35,13 +39,13 @@ def prefix_caches(kn):
         _STORE.reset(token)
 
 
-def active_store(kn) -> dict | None:
+def active_store(kn: KnowledgeModel) -> dict | None:
     """The open store for `kn`, unless its check failed."""
     store = _STORE.get()
     return store if store is not None and store["kn"] is kn and store["ok"] is not False else None
 
 
-def cached_scaled_probabilities(kn, store: dict, encoded, sets, factor: float, target: str,
+def cached_scaled_probabilities(kn: KnowledgeModel, store: dict, encoded, sets, factor: float, target: str,
                                 batch: int) -> torch.Tensor | None:
     """`scaled_probabilities` through cached prefixes; None when the check fails (use the plain route).
 
@@ -66,7 +70,7 @@ def cached_scaled_probabilities(kn, store: dict, encoded, sets, factor: float, t
     return out
 
 
-def _agrees(kn, store: dict, e, target: str) -> bool:
+def _agrees(kn: KnowledgeModel, store: dict, e, target: str) -> bool:
     """Whether the cached route reproduces the plain forward pass on one prompt (no neuron scaled)."""
     try:
         _fill_prefixes(kn, store, [e])
@@ -81,7 +85,7 @@ def _agrees(kn, store: dict, e, target: str) -> bool:
     return abs(fast - plain) <= TOLERANCE * max(abs(plain), 1e-30) + 1e-7
 
 
-def _fill_prefixes(kn, store: dict, encoded, batch: int = 64) -> None:
+def _fill_prefixes(kn: KnowledgeModel, store: dict, encoded, batch: int = 64) -> None:
     """Compute the prefixes the store lacks, those of equal length together."""
     missing: dict[int, dict[tuple, None]] = {}
     for e in encoded:
@@ -112,7 +116,7 @@ def _stacked_cache(store: dict, encoded):
     return cache
 
 
-def _run_suffix(kn, store: dict, encoded, neuron_sets, factor: float, target: str) -> torch.Tensor:
+def _run_suffix(kn: KnowledgeModel, store: dict, encoded, neuron_sets, factor: float, target: str) -> torch.Tensor:
     """Gold values of rows of equal shape, each with its neurons scaled at the blank, from cached prefixes
     (already in the store: `_fill_prefixes`)."""
     first = encoded[0]

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kneuron.interventions.activations import scaled_probabilities
 from kneuron.neurons import Neuron
 from kneuron.selection.specific import SPECIFIC_FRACTION, effect_specific
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 Pair = tuple[str, str]  # (prompt, answer)
 
@@ -27,7 +31,7 @@ class SpecificityTask:
     other: Sequence[Pair]
 
 
-def single_neuron_changes(kn, tasks: Sequence[SpecificityTask]) -> list[tuple[list[float], list[float]]]:
+def single_neuron_changes(kn: KnowledgeModel, tasks: Sequence[SpecificityTask]) -> list[tuple[list[float], list[float]]]:
     """Per task, (own changes, other changes): one relative change per neuron, each neuron suppressed
     alone.  An empty `other` gives changes of 0."""
     pairs = list(dict.fromkeys(pair for t in tasks for pair in (*t.own, *t.other)))
@@ -55,7 +59,7 @@ def single_neuron_changes(kn, tasks: Sequence[SpecificityTask]) -> list[tuple[li
     return out
 
 
-def effect_specific_sets(kn, tasks: Sequence[SpecificityTask], fraction: float = SPECIFIC_FRACTION
+def effect_specific_sets(kn: KnowledgeModel, tasks: Sequence[SpecificityTask], fraction: float = SPECIFIC_FRACTION
                          ) -> list[list[Neuron]]:
     """Each task's neurons that pass the `effect` rule (`kneuron.selection.specific.effect_specific`)."""
     return [effect_specific(t.neurons, own, other, fraction)

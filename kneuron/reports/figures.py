@@ -238,8 +238,8 @@ def attribution_figure(result, top: int = 10, threshold: float = 0.2) -> Figure:
     side.set_xlim(min(0.0, float(per_layer.min())), 1.25)
     side.set_xlabel(f"layer max; count >= {threshold:g} x max", fontsize=8)
     prompt = result.prompt if len(result.prompt) <= 70 else result.prompt[:69] + "…"
-    fig.suptitle(f"{prompt}  →  {result.answer}   (p = {result.probability:.3f}, {result.method}, "
-                 f"{result.steps} steps)", fontsize=9)
+    how = f"{result.method}, {result.rule}, {result.steps} steps" if result.rule else result.method
+    fig.suptitle(f"{prompt}  →  {result.answer}   (p = {result.probability:.3f}, {how})", fontsize=9)
     fig.tight_layout()
     return fig
 

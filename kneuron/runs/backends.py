@@ -29,11 +29,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 
 from kneuron.errors import KneuronError
 from kneuron.runs import fact_records  # looked up at call time, so tests can wrap it
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 RAY_INSTALL_HINT = "install it with: pip install 'kneuron[ray]'  (or: pip install 'ray>=2.9')"
 BACKENDS = ("local", "ray")
@@ -94,7 +98,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, kn=None, device="auto", threads: int | None = None):
+    def __init__(self, kn: KnowledgeModel | None = None, device="auto", threads: int | None = None):
         self.kn, self.device, self.threads = kn, device, threads
 
     def run(self, facts, todo: Sequence[int], config, emit: Emit, advance: Advance, facts_per_batch: int = 8):
@@ -389,7 +393,7 @@ class RayBackend:
                     fill(s)
 
 
-def make_backend(name: str | None = "local", kn=None, **options):
+def make_backend(name: str | None = "local", kn: KnowledgeModel | None = None, **options):
     """A backend by name: "local" (options: device, threads) or "ray" (see `RayBackend`)."""
     name = (name or "local").lower()
     if name == "local":

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 import kneuron
 from kneuron.data.facts import FactSet
+from kneuron.selection.coarse import BASELINE_THRESHOLD
+from kneuron.selection.config import DEFAULT as SELECTION
+from kneuron.selection.config import SelectionConfig, legacy_count_range
 from kneuron.selection.specific import SPECIFIC_FRACTION
 from kneuron.selection.specific import SPECIFIC_RULES as NARROWING_RULES
 
@@ -22,15 +25,16 @@ class DiscoveryConfig:
     relations: list[str] | None = None
     limit_facts: int | None = None  # first N facts per relation (quick looks); None = all
     steps: int = 20
-    method: str = "riemann_left"
+    rule: str = "riemann_left"  # IG's integration rule (kneuron.attribution.paths); "method" in older runs
     precision: str = "fp32"
-    threshold: float = 0.2
-    baseline_threshold: float = 0.5
-    p_start: float = 0.7
-    p_step: float = 0.05
-    max_tries: int = 6
-    target: tuple[float, float] = (2.0, 5.0)
-    min_prompts: int = 3
+    # The selection block (`SelectionConfig`), flat so that the run's config.json stays flat (old ones load).
+    threshold: float = SELECTION.threshold
+    baseline_threshold: float = BASELINE_THRESHOLD
+    p_start: float = SELECTION.p_start
+    p_step: float = SELECTION.p_step
+    max_tries: int = SELECTION.max_tries
+    count_range: tuple[float, float] = SELECTION.count_range  # neurons per fact that stop p's adaptation
+    min_prompts: int = SELECTION.min_prompts
     seed: int = 0
     tf32: bool = False  # TF32 matmuls on CUDA (Ampere+); no effect on CPU
     specific: str = "none"  # "other_relations" | "effect": also write method "kn_specific" (a named deviation)
@@ -40,15 +44,21 @@ class DiscoveryConfig:
     facts_fingerprint: str = ""
     kneuron_version: str = field(default=kneuron.__version__)
 
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig.of(self)
+
     def to_json(self) -> dict:
         d = asdict(self)
-        d["target"] = list(self.target)
+        d["count_range"] = list(self.count_range)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> DiscoveryConfig:
-        d = dict(d)
-        d["target"] = tuple(d.get("target", (2.0, 5.0)))
+        d = legacy_count_range(d)  # runs written before the rename keep the range under "target"
+        if "rule" not in d and "method" in d:  # runs written before the rename: the integration rule
+            d["rule"] = d.pop("method")
+        d["count_range"] = tuple(d.get("count_range", SELECTION.count_range))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 

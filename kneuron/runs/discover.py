@@ -41,6 +41,9 @@ from kneuron.runs.rundir import RunDir, neuron_sets
 from kneuron.seeds import derived_seed
 from kneuron.selection import adapt_p, check_heldout, check_specific_rule, specific_sets
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
+
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with kneuron.runs
     import pandas as pd
 
@@ -69,7 +72,7 @@ def refine_run(records: dict[int, dict], facts: FactSet, config: DiscoveryConfig
                                         "history": []}
                 continue
             coarse = [[[tuple(t[:2]) for t in prompt] for prompt in records[i][key]] for i in done]
-            adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.target,
+            adapt = adapt_p(coarse, config.p_start, config.p_step, config.max_tries, config.count_range,
                             config.min_prompts)
             summary[rel][method] = {"p": adapt.p, "tries": adapt.tries, "neurons_per_fact": adapt.average,
                                     "converged": adapt.converged, "history": adapt.history}
@@ -100,7 +103,7 @@ def _specific_rows(rows: list[tuple], rule: str) -> list[tuple]:
     return out
 
 
-def _effect_rows(kn, facts: FactSet, records: dict[int, dict], table: pd.DataFrame, config: DiscoveryConfig
+def _effect_rows(kn: KnowledgeModel, facts: FactSet, records: dict[int, dict], table: pd.DataFrame, config: DiscoveryConfig
                  ) -> pd.DataFrame:
     """Rows of method "kn_specific" by rule "effect": the "kn" rows whose neuron passes it."""
     import numpy as np
@@ -141,7 +144,7 @@ class DiscoveryResult:
     seconds: float = 0.0
 
 
-def discover(kn, facts: FactSet, run_dir, config: DiscoveryConfig, progress: bool = True,
+def discover(kn: KnowledgeModel, facts: FactSet, run_dir, config: DiscoveryConfig, progress: bool = True,
              facts_per_batch: int = 8, backend=None) -> DiscoveryResult:
     """Attribute every prompt, refine per relation, write the run directory (resuming if present).
 

@@ -6,12 +6,17 @@ Both discovery backends (`kneuron.runs.backends`) turn batches of facts into rec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kneuron.errors import KneuronError
 from kneuron.seeds import derived_seed
 from kneuron.selection import baseline_neurons, coarse_neurons, heldout_split
 
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
-def internal_batch_size(kn, prompts: list[str], config) -> int | None:
+
+def internal_batch_size(kn: KnowledgeModel, prompts: list[str], config) -> int | None:
     """On a GPU: as many path-point rows as fit in free memory for this batch's longest prompt."""
     if kn.device.type not in ("cuda", "mps") or not prompts:
         return None  # CPU: the engine's default (one prompt's staircase)
@@ -21,7 +26,7 @@ def internal_batch_size(kn, prompts: list[str], config) -> int | None:
     return choose_internal_batch_size(kn, longest, config.steps, precision=config.precision)
 
 
-def attribute_facts(kn, facts, indices, config):
+def attribute_facts(kn: KnowledgeModel, facts, indices, config):
     """Records for the given fact indices (one attribution call, prompts batched by length).
 
     `facts.facts[i]` must give fact i (a FactSet, or any object whose `facts` maps indices to facts).
@@ -54,7 +59,7 @@ def attribute_facts(kn, facts, indices, config):
             prompts.append(f.prompts[k])
             answers.append(f.object)
             owner.append(i)
-    results = kn.attribute(prompts, answers, steps=config.steps, method=config.method, precision=config.precision,
+    results = kn.attribute(prompts, answers, steps=config.steps, rule=config.rule, precision=config.precision,
                            internal_batch_size=internal_batch_size(kn, prompts, config)) if prompts else []
     for i in indices:
         if i in records:

@@ -40,10 +40,14 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from kneuron.errors import KneuronError
+
+if TYPE_CHECKING:
+    from kneuron.knowledge_model import KnowledgeModel
 
 DEFAULT_FRACTION = 0.7
 # On CPU the process's resident memory runs up to ~1.7x the tensors' peak (allocator caching and
@@ -97,7 +101,7 @@ def _storage_key(t: torch.Tensor):
     return (st.device.type, st.data_ptr()), st.nbytes()
 
 
-def saved_bytes(kn, prompt: str, answer: str, steps: int, layer: int, precision: str = "fp32") -> int:
+def saved_bytes(kn: KnowledgeModel, prompt: str, answer: str, steps: int, layer: int, precision: str = "fp32") -> int:
     """Bytes autograd saves for backward in one attribution call of `prompt` at one layer."""
     skip = {_storage_key(p)[0] for p in kn.model.parameters()}
     skip |= {_storage_key(b)[0] for b in kn.model.buffers()}
@@ -114,7 +118,7 @@ def saved_bytes(kn, prompt: str, answer: str, steps: int, layer: int, precision:
     return sum(seen.values())
 
 
-def probe_prompt(kn, seq_len: int) -> tuple[str, str]:
+def probe_prompt(kn: KnowledgeModel, seq_len: int) -> tuple[str, str]:
     """(prompt, answer) of about `seq_len` tokens that the model accepts: a repeated one-token word."""
     from kneuron.data.facts import MASK
 
@@ -145,7 +149,7 @@ def probe_prompt(kn, seq_len: int) -> tuple[str, str]:
     return text(k), word
 
 
-def peak_call_bytes(kn, prompt: str, answer: str, steps: int, layer: int, precision: str = "fp32") -> int:
+def peak_call_bytes(kn: KnowledgeModel, prompt: str, answer: str, steps: int, layer: int, precision: str = "fp32") -> int:
     """Peak CUDA memory of one attribution call of `prompt` at one layer, above what was allocated."""
     def call():
         kn.attribute(prompt, answer, steps=steps, layers=[layer], internal_batch_size=steps, precision=precision)
@@ -153,7 +157,7 @@ def peak_call_bytes(kn, prompt: str, answer: str, steps: int, layer: int, precis
     return measure_peak_bytes(call, kn.device)[1]
 
 
-def row_cost(kn, seq_len: int, precision: str = "fp32", method: str | None = None) -> RowCost:
+def row_cost(kn: KnowledgeModel, seq_len: int, precision: str = "fp32", method: str | None = None) -> RowCost:
     """Bytes per path-point row for this model and prompt length (measured once, then cached).
 
     `method`: "peak" (default on CUDA) or "saved" (default elsewhere); see the module docstring.
@@ -190,7 +194,7 @@ def row_cost(kn, seq_len: int, precision: str = "fp32", method: str | None = Non
     return cost
 
 
-def rough_row_bytes(kn, seq_len: int) -> int:
+def rough_row_bytes(kn: KnowledgeModel, seq_len: int) -> int:
     """A cheap upper bound of `bytes_per_row` from the shapes alone (no model run).
 
     Per block and token a row saves at most ~12 hidden-size and ~4 neuron-count vectors (BERT
@@ -204,7 +208,7 @@ def rough_row_bytes(kn, seq_len: int) -> int:
     return (kn.num_layers + 1) * per_block + 8 * vocab * item
 
 
-def bytes_per_row(kn, seq_len: int, precision: str = "fp32") -> int:
+def bytes_per_row(kn: KnowledgeModel, seq_len: int, precision: str = "fp32") -> int:
     """Worst-case bytes one path-point row keeps for backward (a row scaling the bottom layer)."""
     return row_cost(kn, seq_len, precision).full
 
@@ -261,7 +265,7 @@ def _default_fraction() -> float:
     return value
 
 
-def choose_internal_batch_size(kn, seq_len: int, steps: int, free_bytes: int | None = None,
+def choose_internal_batch_size(kn: KnowledgeModel, seq_len: int, steps: int, free_bytes: int | None = None,
                                fraction: float | None = None, precision: str = "fp32",
                                max_rows: int | None = None) -> int:
     """Most path-point rows per forward/backward that fit in `fraction` of the free memory.
@@ -293,7 +297,7 @@ def choose_internal_batch_size(kn, seq_len: int, steps: int, free_bytes: int | N
 CPU_PASS_BYTES = 2 << 30
 
 
-def causal_rows(kn, seq_len: int, answer_tokens: int, steps: int, precision: str = "fp32",
+def causal_rows(kn: KnowledgeModel, seq_len: int, answer_tokens: int, steps: int, precision: str = "fp32",
                 free_bytes: int | None = None) -> int:
     """Path-point rows per pass for one causal-LM prompt of `seq_len` tokens whose answer has
     `answer_tokens` tokens (the positions every row carries).

@@ -14,8 +14,9 @@ import torch
 
 from kneuron.neurons import Neuron
 from kneuron.ranges import FRACTION
+from kneuron.selection.config import DEFAULT
 
-KN_THRESHOLD = 0.2
+KN_THRESHOLD = DEFAULT.threshold  # `SelectionConfig.threshold`
 BASELINE_THRESHOLD = 0.5
 
 

@@ -6,7 +6,7 @@ keep the authors' Counter insertion order: the order of first appearance over th
 
 Per relation, p starts at 0.7 and moves by 0.05 (plain float arithmetic, as in the code, so
 0.7 - 0.05 is 0.6499999...) until the relation's facts average 2 to 5 neurons, for at most 6
-evaluations; the last evaluation's sets are kept even if still outside the target.
+evaluations; the last evaluation's sets are kept even if still outside that range (`count_range`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from kneuron.neurons import Neuron
 from kneuron.ranges import FRACTION, POSITIVE
+from kneuron.selection.config import DEFAULT
 
-P_START = 0.7
-P_STEP = 0.05
-MAX_TRIES = 6
-TARGET = (2.0, 5.0)
-MIN_PROMPTS = 3
+# The defaults, from `SelectionConfig` (kneuron.selection.config), where they are defined.
+P_START = DEFAULT.p_start
+P_STEP = DEFAULT.p_step
+MAX_TRIES = DEFAULT.max_tries
+COUNT_RANGE = DEFAULT.count_range
+MIN_PROMPTS = DEFAULT.min_prompts
 
 
 def refine(coarse_sets: Sequence[Sequence[Neuron]], p: float = P_START, min_prompts: int = MIN_PROMPTS) -> list[Neuron]:
@@ -46,16 +48,19 @@ class Adaptation:
     average: float  # neurons per fact with that p (facts with none included)
     history: list[tuple[float, float]]  # (p, average) for every evaluation
     neurons: list[list[Neuron]]  # per fact, in input order
+    count_range: tuple[float, float] = COUNT_RANGE  # the range of `average` the adaptation aimed at
 
     @property
     def converged(self) -> bool:
-        return TARGET[0] <= self.average <= TARGET[1]
+        return self.count_range[0] <= self.average <= self.count_range[1]
 
 
 def adapt_p(facts_coarse: Sequence[Sequence[Sequence[Neuron]]], p_start: float = P_START, step: float = P_STEP,
-            max_tries: int = MAX_TRIES, target: tuple[float, float] = TARGET,
+            max_tries: int = MAX_TRIES, count_range: tuple[float, float] = COUNT_RANGE,
             min_prompts: int = MIN_PROMPTS) -> Adaptation:
-    """Choose p for a relation: `facts_coarse[f][k]` is the coarse set of prompt k of fact f."""
+    """Choose p for a relation: `facts_coarse[f][k]` is the coarse set of prompt k of fact f; p moves by
+    `step` until the facts average `count_range[0]` to `count_range[1]` neurons, for at most `max_tries`
+    evaluations."""
     p = p_start
     history: list[tuple[float, float]] = []
     for _ in range(max_tries):
@@ -63,10 +68,10 @@ def adapt_p(facts_coarse: Sequence[Sequence[Sequence[Neuron]]], p_start: float =
         average = sum(len(s) for s in sets) / max(len(sets), 1)
         history.append((p, average))
         used = p
-        if average < target[0]:
+        if average < count_range[0]:
             p = p - step
-        elif average > target[1]:
+        elif average > count_range[1]:
             p = p + step
         else:
             break
-    return Adaptation(used, len(history), average, history, sets)
+    return Adaptation(used, len(history), average, history, sets, tuple(count_range))
