@@ -1,12 +1,17 @@
-"""The CLI's shared options (--model, --device, --steps, --seed) have one declaration and one help text.
+"""The CLI's shared options have one declaration and one help text.
 
-Each is declared in kneuron/cli/options.py only; every command that takes one shows the same help
-(--model adds RUN_MODEL_NOTE where it defaults to a discovery run's model).  `--threads` belongs
+--model, --device, --steps and --seed are declared in kneuron/cli/options.py only; every command that
+takes one shows the same help (--model adds RUN_MODEL_NOTE where it defaults to a discovery run's model).
+More generally, a flag that two or more commands take means one thing: one help text (up to the notes a
+declaration appends, " Default: ..." and " Range: ..."), declared once in kneuron/cli -- unless it is
+listed in INTENTIONAL, the flags that mean different things in different commands.  `--threads` belongs
 to the root command alone.  Comma-separated list options are all read by `split_list`.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +24,28 @@ from kneuron.cli.options import DEVICE_HELP, MODEL_HELP, RUN_MODEL_NOTE, SEED_HE
 
 CLI_DIR = Path(cli.__file__).parent
 SHARED = {"model": ["--model", "-m"], "device": ["--device"], "seed": ["--seed"], "steps": ["--steps"]}
+
+# Flags that mean different things in different commands, so each command declares its own (with a help
+# saying what it means there).  Every other flag taken by two or more commands has one help text.
+INTENTIONAL = {
+    "--out": "a results folder (compare, demo, discover, ...), a file (data sample/counterfact .jsonl, edit "
+             "update/erase .kedit, explore's page) or the edited model's folder (edit apply)",
+    "--data": "multilingual takes facts in several languages only, not every fact set",
+    "--relations": "data download: the BINGREL relations whose files to fetch, not the facts to keep",
+    "--run": "compare reuses a run's IG scores with its own --model; edit update/erase take the model from the run",
+    "--min-prompts": "data sample: drop facts with fewer usable prompts; neurons/multilingual: refinement's minimum",
+    "--max-tries": "data counterfact: facts checked with the model; experiment/reproduce: draws of the updating experiment",
+    "--top": "attribute: neurons listed; interactions/multilingual: neurons whose interactions are studied (>= 2)",
+    "--tune-share": "data counterfact: share of the cases labelled tune; compare: share of facts tuning rule effect",
+    "--methods": "compare: localization methods; edit bench: editors",
+    "--relation": "edit erase: the relation erased; edit update: which relation --subject's fact is of",
+    "--neurons": "edit update: the neurons to edit; interactions: the neurons to study",
+    "--prompt": "edit update: the fact's prompts (neurons found, edit fitted); edit apply: prompts only checked",
+    "--answer": "predict: one answer (-a); edit apply: repeatable, default the edit's old and new answers",
+    "--force": "edit apply: apply despite differing slots; world build: rebuild",
+    "--figure": "a different figure: attribute's layer scores, interactions' pair heatmap",
+}
+CLI_FILES = sorted(CLI_DIR.glob("*.py"))
 
 
 def _walk(command, path=()):
@@ -41,6 +68,63 @@ def _shared_params(commands):
             if param.name in SHARED:
                 found[param.name][param.help].append(" ".join(path) or "kneuron")
     return found
+
+
+def _flags(commands):
+    """{flag: {command: help}} over every option of every command (and group); a flag is an option's
+    longest name (--out for --out/-o, -p for -p, --progress for --progress/--no-progress)."""
+    found = defaultdict(dict)
+    for path, command in commands:
+        for param in command.params:
+            if param.param_type_name == "option":
+                found[max(param.opts, key=len)][" ".join(path) or "kneuron"] = param.help
+    return found
+
+
+def _description(help_text: str | None) -> str | None:
+    """A help without the notes its declaration appends: " Default: ..." (what a None default stands
+    for, e.g. RUN_MODEL_NOTE) and " Range: ..." (`ranged`: compare --other-prompts takes 0, demo's not)."""
+    return None if help_text is None else re.sub(r" (Default|Range): .*$", "", help_text)
+
+
+def _declarations(flag: str) -> dict[str, int]:
+    """{file: how many times} kneuron/cli declares `flag` (typer.Option(..., "FLAG"...) or ranged(..., "FLAG"...))."""
+    # The flag among the leading arguments (before any keyword, such as help=); "--x/--no-x" for --x.
+    pattern = re.compile(r'(?:Option|ranged)\((?:[^()=]|\([^()]*\))*?"' + re.escape(flag) + r'(?:/--[a-z0-9-]+)?"')
+    counts = {}
+    for path in CLI_FILES:
+        text = path.read_text(encoding="utf-8")
+        text = text.replace(ast.get_docstring(ast.parse(text), clean=False) or "", "")  # examples are no declarations
+        counts[path.name] = len(pattern.findall(text))
+    return {name: n for name, n in counts.items() if n}
+
+
+def test_a_shared_flag_has_one_help_text(commands):
+    for flag, helps in _flags(commands).items():
+        if len(helps) < 2 or flag in INTENTIONAL:
+            continue
+        texts = {_description(h) for h in helps.values()}
+        assert None not in texts, f"{flag} has no help in {sorted(c for c, h in helps.items() if h is None)}"
+        assert len(texts) == 1, f"{flag} has several help texts: {helps}"
+
+
+def test_a_shared_flag_is_declared_once(commands):
+    shared = [flag for flag, helps in _flags(commands).items() if len(helps) >= 2 and flag not in INTENTIONAL]
+    assert {"--limit-facts", "--threshold", "--progress", "--holdout", "-p", "--share", "--seed"} <= set(shared)
+    for flag in shared:
+        assert sum(_declarations(flag).values()) == 1, f"{flag} is declared {_declarations(flag)}"
+    # The pattern finds declarations (one with a call before the flag too), not a flag in a message.
+    assert _declarations("--limit-facts") == {"options.py": 1}
+    assert _declarations("--out")["demo.py"] == 1 and sum(_declarations("--relations").values()) == 2
+
+
+def test_intentional_differences_are_real(commands):
+    flags = _flags(commands)
+    for flag, reason in INTENTIONAL.items():
+        helps = flags.get(flag, {})
+        assert len(helps) >= 2, f"{flag} is no longer taken by several commands; drop it from INTENTIONAL"
+        assert len({_description(h) for h in helps.values()}) >= 2, \
+            f"{flag} means one thing everywhere now ({reason!r} is stale); drop it from INTENTIONAL"
 
 
 def test_walk_reaches_nested_commands(commands):

@@ -285,7 +285,7 @@ def test_run_reuses_the_stored_ig(setup, tmp_path, monkeypatch):
     (["--budgets", "0,2"], "budgets must be >= 1, got 0"),
     (["--budgets", "-3"], "budgets must be >= 1, got -3"),
     (["--budgets", "1,2.5"], "budgets must be integers, got '2.5'"),
-    (["--limit-facts", "0"], "--limit-facts must be >= 1, got 0"),
+    (["--limit-facts", "0"], "--limit-facts must be an integer >= 1, got 0"),
     (["--run", "RUN", "--model", "other-model"], "was made with the model"),
     (["--heldout", "-1"], "--heldout must be an integer >= 0, got -1"),
     (["--tune-share", "1"], "--tune-share must be in [0, 1), got 1.0"),

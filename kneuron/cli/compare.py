@@ -11,7 +11,19 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from kneuron.cli import app
-from kneuron.cli.options import DEVICE, model_option, seed_option, split_list
+from kneuron.cli.options import (
+    DEVICE,
+    LIMIT_FACTS,
+    NON_NEGATIVE,
+    PROGRESS,
+    RELATIONS,
+    SPECIFIC_FRACTION,
+    data_option,
+    model_option,
+    other_prompts_option,
+    seed_option,
+    split_list,
+)
 from kneuron.errors import KneuronError
 
 console = Console()
@@ -42,24 +54,21 @@ class _CompareCommand(TyperCommand):
 def compare_cmd(
     ctx: typer.Context,
     model: str = model_option("world"),
-    data: str = typer.Option(None, "--data", "-d",
-                             help="'world', 'pararel:DIR', FILE.jsonl, ... (default: world, or the --run's data)."),
+    data: str = data_option(None, default_is="world, or the --run's facts"),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (an existing one is resumed)."),
-    relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids."),
-    limit_facts: int = typer.Option(None, "--limit-facts", help="Only the first N facts of each relation."),
+    relations: str = RELATIONS,
+    limit_facts: int = LIMIT_FACTS,
     prompts_per_fact: int = typer.Option(None, "--prompts-per-fact",
                                          help="A seeded sample of N selection prompts per fact (the held-out ones are "
                                               "drawn first)."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated localization methods (default: all).",
                                 show_default=False),  # the help is filled in from the registry (_CompareCommand)
     budgets: str = typer.Option("1,2,4,8,16,32", "--budgets", help="Comma-separated neurons per fact (integers >= 1)."),
-    other_prompts: int = typer.Option(10, "--other-prompts", help="Prompts of other relations per fact (collateral)."),
+    other_prompts: int = other_prompts_option(within=NON_NEGATIVE),
     specific_rule: str = typer.Option("effect", "--specific-rule",
                                       help="How row ig_specific drops generic neurons: effect | other_relations "
                                            "(a named deviation; see kneuron.selection.specific)."),
-    specific_fraction: float = typer.Option(0.2, "--specific-fraction",
-                                            help="Rule effect: keep a neuron when its collateral damage is at most "
-                                                 "this fraction of its own effect."),
+    specific_fraction: float = SPECIFIC_FRACTION,
     heldout: int = typer.Option(2, "--heldout",
                                 help="Held-out prompts per fact: drawn (seeded) from each fact with at least K + 3 "
                                      "usable prompts, they choose nothing and give the suppress_heldout / "
@@ -72,9 +81,10 @@ def compare_cmd(
                                            help="With --tune-share: the fractions of rule effect to sweep on the tune "
                                                 "facts (--specific-fraction is then not used)."),
     seed: int = seed_option(0),
-    run: Path = typer.Option(None, "--run", help="A discovery run whose IG to reuse (same model)."),
+    run: Path = typer.Option(None, "--run", help="A discovery run of the same --model whose IG scores to reuse; its "
+                             "facts (data, relations, fact limit) are taken too, its model is not."),
     device: str = DEVICE,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = PROGRESS,
 ) -> None:
     """Score every neuron by each method, keep each fact's top-k, and test them causally: own-prompt
     suppress/amplify (in-sample, and on --heldout prompts per fact that chose nothing), other relations'
@@ -96,8 +106,6 @@ def compare_cmd(
                            specific_rule=check_specific_rule(specific_rule, specific_fraction),
                            specific_fraction=specific_fraction, heldout=heldout, tune_share=tune_share,
                            specific_fractions=_fractions(specific_fractions))
-    if limit_facts is not None and limit_facts < 1:
-        raise KneuronError(f"--limit-facts must be >= 1, got {limit_facts}")
     rundata = None
     if run is not None:
         rundata = _load_run(run, config, data, relations, limit_facts)

@@ -9,7 +9,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from kneuron.cli.options import DEVICE, POSITIVE, model_option, ranged, seed_option, split_list
+from kneuron.cli.options import (
+    DEVICE,
+    PER_RELATION,
+    POSITIVE,
+    RELATIONS,
+    data_option,
+    model_option,
+    ranged,
+    seed_option,
+    split_list,
+)
 from kneuron.data import SPECS_HELP, FactSet, load_facts, single_token_coverage
 from kneuron.data.download import DATASETS, DEFAULT_BASE_URL, RemoteFile, download
 from kneuron.errors import DataError, ModelError
@@ -94,9 +104,7 @@ def stats_table(facts: FactSet, coverage: dict | None = None) -> Table:
 def stats(
     spec: str = typer.Argument(..., help=f"Facts to describe: {SPECS_HELP}."),
     model: str | None = model_option(None, of_run=False),
-    relations: str | None = typer.Option(
-        None, "--relations", "-r", help="Comma-separated ids, e.g. P19,P36."
-    ),
+    relations: str | None = RELATIONS,
 ) -> None:
     """Relations, facts and prompts of a fact set; with --model, also how many facts have an object that
     is one token for that model's tokenizer (single-token coverage)."""
@@ -132,7 +140,8 @@ def download_cmd(
         DEFAULT_BASE_URL, "--base-url", help="Mirror replacing https://raw.githubusercontent.com."
     ),
     relations: str | None = typer.Option(
-        None, "--relations", "-r", help="BINGREL only: comma-separated relation ids (default: all 34)."
+        None, "--relations", "-r", help="bingrel only: comma-separated ids of the relations whose files to fetch "
+        "(default: all 34)."
     ),
 ) -> None:
     """Fetch a dataset from the authors' GitHub repositories and verify every file."""
@@ -185,10 +194,12 @@ def sample_cmd(
     spec: str = typer.Argument(..., help=f"Facts to sample from: {SPECS_HELP}."),
     model: str = model_option(...),
     out: Path = typer.Option(..., "--out", "-o", help="The sample, as a facts .jsonl file."),
-    per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Facts drawn from each relation."),
+    per_relation: int = PER_RELATION,
     seed: int = seed_option(0),
-    relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
-    min_prompts: int = ranged(1, "--min-prompts", within=POSITIVE, help="Drop facts left with fewer usable prompts."),
+    relations: str | None = RELATIONS,
+    min_prompts: int = ranged(1, "--min-prompts", within=POSITIVE,
+                              help="Drop facts left with fewer prompts usable with MODEL (not the refinement's "
+                                   "minimum)."),
 ) -> None:
     """A seeded sample of N facts per relation that MODEL can be scored on (one-token objects;
     for a decoder, only the prompts that end at the blank)."""
@@ -248,10 +259,10 @@ def _drop_table(reports, title: str) -> Table:
 def counterfact_cmd(
     model: str = model_option(...),
     out: Path = typer.Option(..., "--out", "-o", help="The cases, as a .jsonl file."),
-    per_relation: int = ranged(..., "--per-relation", "-n", within=POSITIVE, help="Cases kept per relation."),
+    per_relation: int = PER_RELATION,
     seed: int = seed_option(0),
-    data: str = typer.Option("pararel", "--data", "-d", help=f"Facts to build from: {SPECS_HELP}."),
-    relations: str | None = typer.Option(None, "--relations", "-r", help="Comma-separated ids (default: all)."),
+    data: str = data_option("pararel"),
+    relations: str | None = RELATIONS,
     paraphrases: int = ranged(2, "--paraphrases", within=POSITIVE,
                               help="Usable templates per case held out as paraphrases (never given to the editor)."),
     neighbours: int = ranged(5, "--neighbours", within=POSITIVE,
@@ -261,7 +272,8 @@ def counterfact_cmd(
     tune_share: float = ranged(0.5, "--tune-share", within=Range(0, 1, low_open=True, high_open=True),
                                help="Share of each relation's cases in the 'tune' split (the rest: 'test')."),
     max_tries: int = ranged(None, "--max-tries", within=POSITIVE,
-                            help="Facts checked per relation at most (default: 20 x --per-relation)."),
+                            help="Facts of each relation checked with the model at most (default: 20 x "
+                                 "--per-relation)."),
     device: str = DEVICE,
 ) -> None:
     """A seeded CounterFact-style editing benchmark for MODEL: facts it answers top-1, each with a

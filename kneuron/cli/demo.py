@@ -17,7 +17,18 @@ from rich.console import Console
 from rich.table import Table
 
 from kneuron.cli import app
-from kneuron.cli.options import DEVICE, NON_NEGATIVE, POSITIVE, model_option, ranged, seed_option
+from kneuron.cli.options import (
+    DEVICE,
+    LIMIT_FACTS,
+    POSITIVE,
+    PROGRESS,
+    WORLD_CAUSAL,
+    data_option,
+    holdout_option,
+    model_option,
+    other_prompts_option,
+    seed_option,
+)
 from kneuron.errors import KneuronError
 
 console = Console()
@@ -28,18 +39,14 @@ def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("kneuron-demo"), "--out", "-o", help="Where results go."),
     model: str = model_option("world"),
-    data: str = typer.Option(None, "--data", "-d",
-                             help="Facts (default: the world's for the world, else 'real': 21 real facts)."),
+    data: str = data_option(None, default_is="the world's facts for the model world, else 'real'"),
     seed: int = seed_option(0),
-    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts per relation."),
-    causal: bool = typer.Option(False, "--causal", help="Use the world's Llama-shaped decoder instead of its BERT."),
-    other_prompts: int = ranged(10, "--other-prompts", within=POSITIVE,
-                                help="Prompts of other relations on which each fact's neurons are suppressed."),
-    holdout: int = ranged(2, "--holdout", within=NON_NEGATIVE,
-                          help="Prompts per fact held out of discovery (facts with at least K + 3 prompts), on which "
-                               "the effects are measured again; 0 = none."),
+    limit_facts: int = LIMIT_FACTS,
+    causal: bool = WORLD_CAUSAL,
+    other_prompts: int = other_prompts_option(within=POSITIVE),
+    holdout: int = holdout_option(2),
     device: str = DEVICE,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = PROGRESS,
 ) -> None:
     """Discover knowledge neurons, then suppress and amplify them against the baseline and random neurons."""
     import kneuron

@@ -12,10 +12,17 @@ from rich.table import Table
 from kneuron.cli import app
 from kneuron.cli.options import (
     DEVICE,
+    LIMIT_FACTS,
     NON_NEGATIVE,
     POSITIVE,
+    PRECISION,
+    PROGRESS,
+    RELATIONS,
     RULE,
+    SPECIFIC_FRACTION,
     STEPS,
+    data_option,
+    holdout_option,
     model_option,
     ranged,
     seed_option,
@@ -28,13 +35,13 @@ console = Console()
 @app.command()
 def discover(
     model: str = model_option("world"),
-    data: str = typer.Option("world", "--data", "-d", help="'world', 'pararel:DIR' (or DIR), or FILE.jsonl."),
+    data: str = data_option("world"),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
-    relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids, e.g. P19,P36."),
-    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
+    relations: str = RELATIONS,
+    limit_facts: int = LIMIT_FACTS,
     steps: int = STEPS,
     rule: str = RULE,
-    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
+    precision: str = PRECISION,
     seed: int = seed_option(0),
     device: str = DEVICE,
     tf32: bool = typer.Option(False, "--tf32/--no-tf32",
@@ -50,16 +57,12 @@ def discover(
                                     help="(ray) GPUs per worker (default: 1 if the cluster has GPUs, else 0)."),
     facts_per_batch: int = ranged(8, "--facts-per-batch", within=POSITIVE,
                                   help="Facts per attribution call (and Ray task)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = PROGRESS,
     specific: str = typer.Option("none", "--specific",
                                  help="none (paper) | effect | other_relations: also write method kn_specific, the "
                                       "refined sets without generic neurons (a deviation; kneuron.selection.specific)."),
-    specific_fraction: float = ranged(0.2, "--specific-fraction", within=NON_NEGATIVE,
-                                      help="--specific effect: keep a neuron when its collateral damage is at most this "
-                                           "fraction of its own effect."),
-    holdout: int = ranged(0, "--holdout", within=NON_NEGATIVE,
-                          help="Hold K prompts of each fact (with at least K + 3 usable ones) out of discovery, seeded; "
-                               "the run records them, and demo, reproduce and compare --run measure effects on them."),
+    specific_fraction: float = SPECIFIC_FRACTION,
+    holdout: int = holdout_option(0),
 ) -> None:
     """Attribute every prompt, refine per relation, write RUN_DIR/neurons.parquet (resumable).
 

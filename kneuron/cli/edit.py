@@ -18,18 +18,25 @@ from rich.table import Table
 
 from kneuron.cli.options import (
     DEVICE,
-    FRACTION,
-    NON_NEGATIVE,
+    LAMBDA1,
+    LAMBDA2,
+    MARGIN,
+    MAX_SCALE,
     POSITIVE,
-    POSITIVE_REAL,
+    RATIO,
+    REPLACEMENT,
+    SCALING,
+    SELECTIVITY,
+    SHARE,
     STEPS,
+    TOP_K,
     model_option,
     ranged,
+    run_option,
     seed_option,
     split_list,
 )
 from kneuron.cli.probe import load_model, parse_neurons
-from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 from kneuron.selection.config import DEFAULT as SELECTION
 
@@ -37,7 +44,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 console = Console()
 PROVENANCE = "kneuron_edits.json"
 
-RUN = typer.Option(None, "--run", help="A discovery run: the model, the facts and their neurons come from it.")
 MODEL = model_option(None)  # default: the run's model
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
@@ -121,32 +127,26 @@ def update(
                                       "the prompts to check (default with --run: the fact's prompts)."),
     checks: list[str] = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. "
                                      "another subject of the relation (repeatable)."),
-    run_dir: Path = RUN,
+    run_dir: Path = run_option(None),
     subject: str = typer.Option(None, "--subject", help="(with --run) the fact's subject."),
-    relation: str = typer.Option(None, "--relation", help="(with --run) the fact's relation, if the subject has several."),
-    share: float = ranged(0.1, "--share", within=FRACTION, help="(with --run) skip neurons held by more than this "
-                          "share of the relation's facts (paper code: 0.1)."),
+    relation: str = typer.Option(None, "--relation", help="(with --run) the relation of the fact to update, if "
+                                 "--subject is the subject of facts of several relations."),
+    share: float = SHARE,
     model: str = MODEL,
     neurons: str = typer.Option(None, "--neurons", help="Neurons to edit, e.g. 3:120,3:7 (default: found from --prompt)."),
     fit: bool = typer.Option(True, "--fit/--no-fit", help="Scale the edit to the smallest strength that makes the new "
                              "answer top-1 on the prompts, times --margin (kneuron's default); --no-fit uses "
                              "--lambda1/--lambda2 as given."),
-    ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="(with --fit) λ2/λ1, the weight of the added "
-                          "answer against the removed one."),
-    margin: float = ranged(FIT_MARGIN, "--margin", within=POSITIVE_REAL, help="(with --fit) multiply the fitted "
-                           "strength by this (below 1: the new answer beats the old one but may not be top-1; "
-                           "chosen on the benchmark's tune split; 1 makes it top-1 on every prompt)."),
+    ratio: float = RATIO,
+    margin: float = MARGIN,
     contrast: list[str] = typer.Option(None, "--contrast", help="A prompt of ANOTHER subject of the relation "
                                        "(repeatable): neurons firing for it at more than --selectivity of the "
                                        "fact's strength are not edited."),
-    selectivity: float = ranged(SELECTIVITY, "--selectivity", within=POSITIVE_REAL,
-                                help="(with --contrast) the share of the fact's activation a neuron may reach on "
-                                "the contrast prompts."),
-    max_scale: float = ranged(MAX_SCALE, "--max-scale", within=POSITIVE_REAL, help="(with --fit) the strongest edit tried; "
-                              "an edit that needs more is refused (nothing written)."),
-    lambda1: float = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="(with --no-fit) weight of the removed answer's embedding."),
-    lambda2: float = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="(with --no-fit) weight of the added answer's embedding."),
-    scaling: str = typer.Option("norm", help="(with --no-fit) norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text)."),
+    selectivity: float = SELECTIVITY,
+    max_scale: float = MAX_SCALE,
+    lambda1: float = LAMBDA1,
+    lambda2: float = LAMBDA2,
+    scaling: str = SCALING,
     direction: str = typer.Option("auto", help="auto (signed on gated MLPs, paper elsewhere) | signed (each slot's "
                                   "change times the sign of its neuron's mean activation) | paper (the literal rule)."),
     embedding: str = typer.Option("output", help="output (the unembedding rows the head reads) | input (the paper's E)."),
@@ -281,12 +281,11 @@ def _with(edit, kn, fn, check_base: bool = True):
 @app.command()
 def erase(
     ctx: typer.Context,
-    run_dir: Path = typer.Option(..., "--run", help="A discovery run: the model and the relation's neurons come from it."),
+    run_dir: Path = run_option(...),
     relation: str = typer.Option(..., "--relation", help="The relation to erase, e.g. P19."),
     out: Path = OUT,
-    top_k: int = ranged(20, "--top-k", within=POSITIVE,
-                        help="Most frequent neurons of the relation's facts (paper code: 20)."),
-    replacement: str = typer.Option("zero", help="zero (paper code) | unk (the [UNK] embedding)."),
+    top_k: int = TOP_K,
+    replacement: str = REPLACEMENT,
     model: str = MODEL,
     max_prompts: int = ranged(2000, "--max-prompts", within=POSITIVE,
                               help="Measure accuracy and PPL on at most this many prompts per group (seeded sample)."),
@@ -375,12 +374,16 @@ def apply(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="An edit file (.kedit)."),
     model: str = model_option(...),
-    save_model: Path = typer.Option(None, "--out", "-o", help="Write the edited model (and tokenizer) here."),
+    save_model: Path = typer.Option(None, "--out", "-o", help="Directory to write the edited model (and tokenizer) "
+                                    "to (what edit update and erase call --save-model)."),
     revert: bool = typer.Option(False, "--revert", help="Undo the edit on a model that holds it (e.g. one saved by "
                                 "--out), restoring the original slots bit for bit."),
-    force: bool = typer.Option(False, "--force", help="Apply even if the slots differ from those the edit was made from."),
-    prompts: list[str] = typer.Option(None, "--prompt", help="Prompts to check before and after (repeatable)."),
-    answers: list[str] = typer.Option(None, "--answer", help="Answers whose probabilities to show (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Apply even if the model's slots differ from those the edit "
+                               "was made from."),
+    prompts: list[str] = typer.Option(None, "--prompt", help="A prompt to check before and after (repeatable); "
+                                      "nothing is fitted to it."),
+    answers: list[str] = typer.Option(None, "--answer", help="An answer whose probability to show on the --prompt "
+                                      "prompts (repeatable; default: the edit's old and new answers)."),
     device: str = DEVICE,
 ) -> None:
     """Apply (or revert) a saved edit to a model; show predictions and/or save the edited model."""
@@ -418,12 +421,10 @@ def bench(
     limit: int = ranged(None, "--limit", within=POSITIVE, help="At most this many cases (in file order)."),
     sample: int = ranged(None, "--sample", within=POSITIVE, help="A seeded sample of this many cases, spread over "
                          "the relations in turn (after --split)."),
-    ratio: float = ranged(1.0, "--ratio", within=POSITIVE_REAL, help="kn: λ2/λ1 of the fitted edit."),
-    margin: float = ranged(FIT_MARGIN, "--margin", within=POSITIVE_REAL, help="kn: multiplier of the fitted strength."),
-    max_scale: float = ranged(MAX_SCALE, "--max-scale", within=POSITIVE_REAL, help="kn: an edit needing a stronger "
-                              "strength is declined (counted, not applied)."),
-    selectivity: float = ranged(SELECTIVITY, "--selectivity", within=POSITIVE_REAL, help="kn: first drop neurons "
-                                "firing for other subjects of the relation at more than this share."),
+    ratio: float = RATIO,
+    margin: float = MARGIN,
+    max_scale: float = MAX_SCALE,
+    selectivity: float = SELECTIVITY,
     rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
     seed: int = seed_option(0),
     steps: int = STEPS,

@@ -14,7 +14,19 @@ import typer
 from rich.console import Console
 
 from kneuron.cli import app
-from kneuron.cli.options import DEVICE, FRACTION, NON_NEGATIVE, POSITIVE, ranged, seed_option, split_list
+from kneuron.cli.options import (
+    DEVICE,
+    LAMBDA1,
+    LAMBDA2,
+    POSITIVE,
+    REPLACEMENT,
+    SCALING,
+    SHARE,
+    TOP_K,
+    ranged,
+    seed_option,
+    split_list,
+)
 
 console = Console()
 
@@ -51,21 +63,18 @@ def set_threads(kn, ctx: typer.Context | None = None) -> int:
     return torch.get_num_threads()
 
 
-# Options shared with `kneuron reproduce` (typer needs them spelled out per command).
+# Options shared with `kneuron reproduce` alone (typer needs them spelled out per command); those shared with
+# `kneuron edit` as well (SHARE, SCALING, LAMBDA1, LAMBDA2, TOP_K, REPLACEMENT) come from kneuron.cli.options.
 SEED_OPTION = seed_option(42)  # the authors' seed
 BINGREL = typer.Option(None, "--bingrel", help="BINGREL folder for prompt types (default: the data's own).")
-ESCAPE = typer.Option("paper", help="Entity regex escaping for T1/T2: paper (only ( ) $ .) | full.")
+ESCAPE = typer.Option("paper", "--escape", help="Entity regex escaping for T1/T2: paper (only ( ) $ .) | full.")
 EDITS = ranged(10, "--edits-per-relation", within=POSITIVE, help="Valid edits per relation (updating).")
-TRIES = ranged(10000, "--max-tries", within=POSITIVE, help="Sampling attempts per relation (updating).")
-SHARE = ranged(0.1, "--share", within=FRACTION, help="Updating: neurons held by more than this share of the relation's facts "
-                     "are not edited (paper code: 0.1).")
-SCALING = typer.Option("norm", help="Updating lambdas: norm (paper code: ‖v‖/‖E‖·λ) | raw (paper text).")
-LAMBDA1 = ranged(1.0, "--lambda1", within=NON_NEGATIVE, help="Weight of the removed original-answer embedding.")
-LAMBDA2 = ranged(8.0, "--lambda2", within=NON_NEGATIVE, help="Weight of the added target-answer embedding.")
+# `kneuron data counterfact --max-tries` (facts checked with the model) is its own.
+TRIES = ranged(10000, "--max-tries", within=POSITIVE,
+               help="Updating: random draws of a fact and a new answer per relation at most, while collecting "
+                    "--edits-per-relation valid edits.")
 ERASE_RELS = typer.Option(None, "--erase-relations",
                           help="Relations to erase (default: P19,P27,P106,P937 if present, else all).")
-TOP_K = ranged(20, "--top-k", within=POSITIVE, help="Most frequent neurons erased per relation.")
-REPLACEMENT = typer.Option("zero", help="Erased value slots become: zero (paper code) | unk ([UNK] embedding).")
 
 
 @app.command()

@@ -18,9 +18,17 @@ from kneuron.cli import app
 from kneuron.cli.options import (
     DEVICE,
     FRACTION,
-    POSITIVE,
+    INTERACTION_TOP,
+    JSON_OUT,
+    LIMIT_FACTS,
+    NULL_BINS,
+    NULL_REPEATS,
+    REFINE_MIN_PROMPTS,
+    REFINE_P,
+    RELATIONS,
     SEED,
     STEPS,
+    THRESHOLD,
     model_option,
     ranged,
     seed_option,
@@ -28,12 +36,8 @@ from kneuron.cli.options import (
 )
 from kneuron.cli.probe import MODEL, load_model, parse_neurons
 from kneuron.errors import KneuronError
-from kneuron.ranges import Range
-from kneuron.selection.config import DEFAULT as SELECTION
 
 console = Console()
-TOP = Range(2, integer=True)  # interactions need a pair
-REPEATS = Range(0, integer=True)  # 0: no null
 MARKER = "multilingual.json"  # config of a finished output directory; an existing one may be replaced
 
 
@@ -73,11 +77,6 @@ def _null_line(what: str, c: dict | None) -> str:
                   f"[{show(c['null_low'])}, {show(c['null_high'])}], one-sided p = {c['p_value']:.3g}")
 
 
-def _null_help(what: str) -> str:
-    return (f"Random matched sets for the null of {what} (same layer and activation quantile bin at the "
-            "blank; each costs as much as the observed pairs and greedy search); 0: no null.")
-
-
 def _matrix_table(title: str, frame) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("suppressed \\ measured")
@@ -92,28 +91,24 @@ def _matrix_table(title: str, frame) -> Table:
 def multilingual(
     ctx: typer.Context,
     data: str = typer.Option("world-multilingual", "--data", "-d",
-                             help="Facts in several languages: a JSONL file (prompts as a language map), "
-                                  "'world-multilingual', or 'real-multilingual' (the shipped capitals)."),
+                             help="Facts in several languages (only those): a JSONL file (prompts as a language "
+                                  "map), 'world-multilingual', or 'real-multilingual' (the shipped capitals)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (tables, figures, report)."),
     model: str = model_option("world-multilingual"),
     shared: str = typer.Option("pooled", help="Definition of `shared`: pooled (default) | intersection (AMIG)."),
-    relations: str = typer.Option(None, help="Comma-separated relation ids to keep."),
+    relations: str = RELATIONS,
     languages: str = typer.Option(None, help="Comma-separated languages to keep (at least two)."),
-    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Keep the first N facts of each relation."),
-    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
-                              help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = ranged(SELECTION.p_start, "-p", within=FRACTION,
-                      help="Share of a language's prompts that must hold a neuron."),
-    min_prompts: int = ranged(SELECTION.min_prompts, "--min-prompts", within=POSITIVE,
-                              help="...and at least this many prompts (paper code: 3)."),
+    limit_facts: int = LIMIT_FACTS,
+    threshold: float = THRESHOLD,
+    p: float = REFINE_P,
+    min_prompts: int = REFINE_MIN_PROMPTS,
     seed: int = seed_option(0),
     with_interactions: bool = typer.Option(False, "--interactions", help="Also study each fact's top --top neurons "
-                                           "per language: pairs, degenerate pairs, greedy set (no extra attribution)."),
-    top: int = ranged(20, "--top", within=TOP, help="Neurons per fact and language for --interactions."),
-    null_repeats: int = ranged(20, "--null-repeats", within=REPEATS,
-                               help=_null_help("--interactions (seeded from --seed, per fact and language)")),
-    null_bins: int = ranged(10, "--null-bins", within=POSITIVE, help="Activation quantile bins per layer for "
-                            "the null's matching (halved where a bin has too few neurons)."),
+                                           "per language: pairs, degenerate pairs, greedy set (no extra attribution); "
+                                           "the null (--null-repeats) is seeded from --seed, per fact and language."),
+    top: int = INTERACTION_TOP,
+    null_repeats: int = NULL_REPEATS,
+    null_bins: int = NULL_BINS,
     steps: int = STEPS,
     device: str = DEVICE,
 ) -> None:
@@ -205,21 +200,20 @@ def interactions(
     answer: str = typer.Argument(..., help="The fact's answer (object)."),
     prompts: list[str] = typer.Argument(..., help="Paraphrased prompts of the fact, each with a blank."),
     model: str = MODEL,
-    neurons: str = typer.Option(None, "--neurons", help="Neurons to study, e.g. 3:120,L3.7 (default: the top "
-                                "--top by integrated gradients)."),
-    top: int = ranged(20, "--top", within=TOP, help="How many top-IG neurons to study when --neurons is not given."),
+    neurons: str = typer.Option(None, "--neurons", help="Neurons whose interactions to study, e.g. 3:120,L3.7 "
+                                "(default: the top --top by integrated gradients)."),
+    top: int = INTERACTION_TOP,
     keep_alone: float = ranged(0.8, "--keep-alone", within=FRACTION,
                                help="Degenerate pair: each alone keeps >= this share."),
     drop_joint: float = ranged(0.75, "--drop-joint", within=FRACTION,
                                help="Degenerate pair: both together keep < this share."),
     remove: float = ranged(0.5, "--remove", within=FRACTION, help="Greedy set: joint suppression keeps < this share."),
-    null_repeats: int = ranged(20, "--null-repeats", within=REPEATS, help=_null_help("both counts")),
+    null_repeats: int = NULL_REPEATS,
     null_seed: int = ranged(0, "--null-seed", within=SEED, help="Seed of the null's random neurons."),
-    null_bins: int = ranged(10, "--null-bins", within=POSITIVE, help="Activation quantile bins per layer for "
-                            "the null's matching (halved where a bin has too few neurons)."),
+    null_bins: int = NULL_BINS,
     steps: int = STEPS,
-    json_out: Path = typer.Option(None, "--json", help="Write every single, pair and set effect here."),
-    figure: Path = typer.Option(None, "--figure", help="Write the interaction heatmap (PNG) here."),
+    json_out: Path = JSON_OUT,
+    figure: Path = typer.Option(None, "--figure", help="Write the heatmap of the pairs' interactions (PNG) here."),
     device: str = DEVICE,
 ) -> None:
     """Single and pair suppression effects of a fact's neurons, their interactions, degenerate pairs, a

@@ -18,18 +18,21 @@ from rich.table import Table
 from kneuron.cli import app
 from kneuron.cli.options import (
     DEVICE,
-    FRACTION,
+    JSON_OUT,
     NON_NEGATIVE,
     POSITIVE,
+    PRECISION,
+    REFINE_MIN_PROMPTS,
+    REFINE_P,
     RULE,
     STEPS,
+    THRESHOLD,
     model_option,
     ranged,
     seed_option,
     split_list,
 )
 from kneuron.errors import KneuronError
-from kneuron.selection.config import DEFAULT as SELECTION
 
 console = Console()
 
@@ -78,7 +81,7 @@ def predict(
     prompt: str = typer.Argument(..., help="A prompt with a blank ([MASK] for masked LMs; the end for causal LMs)."),
     model: str = MODEL,
     k: int = ranged(5, "-k", within=POSITIVE, help="How many tokens to show."),
-    answer: str = typer.Option(None, "--answer", "-a", help="Also print this answer's probability."),
+    answer: str = typer.Option(None, "--answer", "-a", help="Also print this one answer's probability."),
     device: str = DEVICE,
 ) -> None:
     """The model's top-k fillers for the blank (e.g. to check an edited model)."""
@@ -100,16 +103,15 @@ def attribute(
     prompt: str = typer.Argument(None, help="A prompt with a blank."),
     answer: str = typer.Argument(None, help="The gold answer."),
     model: str = MODEL,
-    top: int = ranged(10, "--top", within=POSITIVE, help="How many neurons to list."),
-    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
-                              help="Coarse-set threshold, relative to the maximum score."),
+    top: int = ranged(10, "--top", within=POSITIVE, help="How many of the top-scoring neurons to list."),
+    threshold: float = THRESHOLD,
     steps: int = STEPS,
     rule: str = RULE,
     layers: str = typer.Option(None, help="Only these layers, e.g. 9,10,11 (default all)."),
-    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (opt-in)."),
+    precision: str = PRECISION,
     save: Path = typer.Option(None, "--save", help="Write the result (safetensors) for later use."),
     load: Path = typer.Option(None, "--load", help="Show a saved result instead of computing one."),
-    figure: Path = typer.Option(None, "--figure", help="Write a PNG of every layer's scores."),
+    figure: Path = typer.Option(None, "--figure", help="Write a figure of every layer's scores (PNG) here."),
     multi_token: bool = MULTI,
     device: str = DEVICE,
 ) -> None:
@@ -160,17 +162,14 @@ def neurons(
     prompts: list[str] = typer.Argument(None, help="Paraphrased prompts of the fact, each with a blank."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line (instead of PROMPTS)."),
     model: str = MODEL,
-    threshold: float = ranged(SELECTION.threshold, "--threshold", within=FRACTION,
-                              help="Coarse-set threshold, relative to each prompt's maximum."),
-    p: float = ranged(SELECTION.p_start, "-p", within=FRACTION,
-                      help="Share of prompts that must hold a neuron (refinement)."),
-    min_prompts: int = ranged(SELECTION.min_prompts, "--min-prompts", within=POSITIVE,
-                              help="...and at least this many prompts (paper code: 3)."),
+    threshold: float = THRESHOLD,
+    p: float = REFINE_P,
+    min_prompts: int = REFINE_MIN_PROMPTS,
     factor: float = ranged(2.0, "--factor", within=NON_NEGATIVE, help="Amplification factor."),
     seed: int = seed_option(0),
     steps: int = STEPS,
     rule: str = RULE,
-    json_out: Path = typer.Option(None, "--json", help="Write neurons, settings and per-prompt effects here."),
+    json_out: Path = JSON_OUT,
     multi_token: bool = MULTI,
     device: str = DEVICE,
 ) -> None:

@@ -23,18 +23,27 @@ from kneuron.cli.experiment import (
     EDITS,
     ERASE_RELS,
     ESCAPE,
-    LAMBDA1,
-    LAMBDA2,
-    REPLACEMENT,
-    SCALING,
     SEED_OPTION,
-    SHARE,
-    TOP_K,
     TRIES,
     set_threads,
     settings_from_options,
 )
-from kneuron.cli.options import DEVICE, NON_NEGATIVE, POSITIVE, model_option, ranged, split_list
+from kneuron.cli.options import (
+    DEVICE,
+    LAMBDA1,
+    LAMBDA2,
+    LIMIT_FACTS,
+    PROGRESS,
+    RELATIONS,
+    REPLACEMENT,
+    SCALING,
+    SHARE,
+    TOP_K,
+    data_option,
+    holdout_option,
+    model_option,
+    split_list,
+)
 
 console = Console()
 
@@ -42,19 +51,15 @@ console = Console()
 @app.command()
 def reproduce(
     model: str = model_option("world"),
-    data: str = typer.Option("world", "--data", "-d",
-                             help="'world', a fact-world folder, 'pararel', 'pararel:DIR' (or DIR), or FILE.jsonl."),
+    data: str = data_option("world"),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (discovery resumes from OUT/run)."),
-    relations: str = typer.Option(None, "--relations", "-r", help="Comma-separated relation ids (default: all)."),
-    limit_facts: int = ranged(None, "--limit-facts", within=POSITIVE, help="Only the first N facts of each relation."),
+    relations: str = RELATIONS,
+    limit_facts: int = LIMIT_FACTS,
     experiments: str = typer.Option(None, "--experiments",
                                     help="Comma-separated subset of: statistics,suppression,prompt-types,update,erase."),
     device: str = DEVICE,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    holdout: int = ranged(0, "--holdout", within=NON_NEGATIVE,
-                          help="Hold K prompts of each fact (with at least K + 3) out of discovery (seeded); the "
-                               "suppression experiment then also reports suppress_heldout / amplify_heldout on them. "
-                               "0 (default): the paper's discovery on every prompt, effects in-sample."),
+    progress: bool = PROGRESS,
+    holdout: int = holdout_option(0),
     seed: int = SEED_OPTION, bingrel: str = BINGREL, escape: str = ESCAPE, edits_per_relation: int = EDITS,
     max_tries: int = TRIES, share: float = SHARE, scaling: str = SCALING, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2,
     erase_relations: str = ERASE_RELS, top_k: int = TOP_K, replacement: str = REPLACEMENT,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kneuron.cli.options import seed_option
+from kneuron.cli.options import WORLD_CAUSAL, WORLD_MULTILINGUAL, seed_option
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -84,11 +84,9 @@ def print_world(path: Path, meta: dict) -> None:
 def build(
     out: Path = typer.Option(None, "--out", "-o", help="Directory to write (default: the user cache)."),
     seed: int = seed_option(0),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if a complete world is there."),
-    causal: bool = typer.Option(False, "--causal", help="Train a Llama-shaped decoder instead of the BERT "
-                                "(the model named 'world-causal')."),
-    multilingual: bool = typer.Option(False, "--multilingual", help="The multilingual world: its facts in English "
-                                      "and two invented languages ('world-multilingual[-causal]')."),
+    force: bool = typer.Option(False, "--force", help="Rebuild the world even if a complete one is there."),
+    causal: bool = WORLD_CAUSAL,
+    multilingual: bool = WORLD_MULTILINGUAL,
 ) -> None:
     """Generate the fact world and train its model (about 2 minutes on a CPU)."""
     from kneuron.world import build_world, default_world_config, ensure_world, load_world_meta
@@ -107,9 +105,10 @@ def build(
 
 @app.command()
 def info(
-    path: Path = typer.Argument(None, help="A built world directory (default: the cached seed-0 world)."),
-    causal: bool = typer.Option(False, "--causal", help="The cached decoder world instead (with no PATH)."),
-    multilingual: bool = typer.Option(False, "--multilingual", help="The cached multilingual world (with no PATH)."),
+    path: Path = typer.Argument(None, help="A built world directory (default: the cached seed-0 world; --causal "
+                                "and --multilingual choose which)."),
+    causal: bool = WORLD_CAUSAL,
+    multilingual: bool = WORLD_MULTILINGUAL,
 ) -> None:
     """Counts and model metrics of a built world."""
     from kneuron.errors import DataError
