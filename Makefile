@@ -19,9 +19,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# The fast lane: no world training, no real model, no browser (tests marked slow, see tests/conftest.py).
+# The fast lane: no world training, no real model, no browser (tests marked slow, see tests/conftest.py),
+# on two processes (pytest-xdist; one file per process, so each file builds its fixtures once).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check kneuron tests benchmarks
