@@ -170,10 +170,9 @@ def _model_part(kn, run_part: dict, sentences: list[str]) -> dict:
             sets.append(nset)
             owners.append(f["id"])
     if prompts:
-        target = run_part["config"].get("target", "product")
-        target = target if isinstance(target, str) else "product"
+        # Discovery always attributes the gold probability ("product"); a run config holds no other objective.
         for label, factor in (("suppress", 0.0), ("amplify", 2.0)):
-            probs = scaled_probabilities(kn, prompts, answers, sets, factor, target=target).tolist()
+            probs = scaled_probabilities(kn, prompts, answers, sets, factor, target="product").tolist()
             for owner, p in zip(owners, probs):
                 effects.setdefault(str(owner), {}).setdefault(label, []).append(float(p))
     return {"neurons": neurons, "effects": effects}
