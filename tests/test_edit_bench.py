@@ -109,6 +109,20 @@ def test_ngram_entropy_and_harmonic_mean():
     assert harmonic([1.0, 0.0, 1.0]) == 0.0
 
 
+def test_relative_fluency_is_a_ratio_of_means_not_dominated_by_a_looping_case():
+    # Case 2's unedited generation is a repetition loop (entropy 0.1): its per-case ratio is 30.
+    rows = []
+    for case, (base, edited) in enumerate([(4.0, 4.0), (5.0, 5.0), (0.1, 3.0)]):
+        for method, value in (("unedited", base), ("random", edited)):
+            rows.append({"split": "test", "method": method, "case_id": case, "ES": 0.0, "PS": 0.0, "NS": 1.0,
+                         "edited": 1, "entropy": value, "ppl": 10.0, "entropy_rel": value / base, "ppl_rel": 1.0})
+    table = summarize(pd.DataFrame(rows), reps=200).set_index("method")
+    assert table.loc["random", "entropy_rel"] == pytest.approx(12.0 / 9.1)  # not the mean ratio (1 + 1 + 30) / 3
+    assert table.loc["unedited", "entropy_rel"] == pytest.approx(1.0)
+    assert table.loc["random", "ppl_rel"] == pytest.approx(1.0)
+    assert table.loc["random", "entropy_rel_lo"] <= table.loc["random", "entropy_rel"] <= table.loc["random", "entropy_rel_hi"]
+
+
 def test_cli_bench_end_to_end_and_bad_input(decoder, tmp_path, capsys):
     cases = save_cases(_cases(), tmp_path / "cases.jsonl")
     out = tmp_path / "cli"
