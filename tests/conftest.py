@@ -160,6 +160,50 @@ def tiny_world(tmp_path_factory) -> Path:
     return build_world(tmp_path_factory.mktemp("world") / "w", seed=0, world_config=wc, train_config=tc, log=None)
 
 
+
+# Tiny models that several test modules share. Module scope: each module builds and loads its own
+# copy, so a test that changes a model in place cannot reach another module.
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(root, tiny BERT directory, facts.jsonl) from `tiny_facts.build_discovery_setup`."""
+    from tiny_facts import build_discovery_setup
+
+    return build_discovery_setup(tmp_path_factory.mktemp("discovery"))
+
+
+@pytest.fixture(scope="module")
+def bert(setup):
+    """The discovery setup's tiny BERT (2 layers), loaded on the CPU."""
+    import kneuron
+
+    return kneuron.load(str(setup[1]), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> Path:
+    """A saved random tiny Llama (`tiny_decoders.save_tiny_decoder`)."""
+    from tiny_decoders import save_tiny_decoder
+
+    return save_tiny_decoder("llama", tmp_path_factory.mktemp("llama") / "m")
+
+
+@pytest.fixture(scope="module")
+def llama(llama_dir):
+    """`llama_dir`'s model, loaded on the CPU."""
+    import kneuron
+
+    return kneuron.load(str(llama_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory):
+    """The hand-weighted model of `handmade_model`, loaded."""
+    from handmade_model import save_handmade_model
+
+    import kneuron
+
+    return kneuron.load(str(save_handmade_model(tmp_path_factory.mktemp("handmade"))))
+
 # The fast lane (`make test-fast`, `pytest -m "not slow"`) leaves out what trains a world, loads a
 # real model or opens a browser: tests that ask for these fixtures are marked slow here, so a new
 # test that uses them is in the slow lane without remembering a marker.

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from tiny_facts import N_FACTS, build_discovery_setup
+from tiny_facts import N_FACTS
 
 import kneuron
 from kneuron.cli import main
@@ -35,11 +35,6 @@ def _have_ray() -> bool:
 
 HAVE_RAY = _have_ray()
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'kneuron[ray]')")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("backends"))
 
 
 def config_for(setup, **kw):

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_facts import build_discovery_setup
 
 import kneuron
 from kneuron.cli import main
@@ -18,16 +17,6 @@ from kneuron.data import load_facts, load_facts_jsonl
 from kneuron.localization import NOISE_SCALE, subject_positions
 from kneuron.models.replay import as_3d
 from kneuron.runs import DiscoveryConfig, RunDir, discover
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("compare"))
-
-
-@pytest.fixture(scope="module")
-def tiny(setup):
-    return kneuron.load(str(setup[1]), device="cpu")
 
 
 def _blank_acts(kn, ids, blank, embeds_noise=None):
@@ -67,8 +56,8 @@ def _prob_with(kn, enc, layer, index, delta):
     return float(torch.softmax(logits.double(), -1)[enc.target_ids[0]])
 
 
-def test_grad_x_act_and_atp_match_a_computation_by_hand(tiny):
-    kn = tiny
+def test_grad_x_act_and_atp_match_a_computation_by_hand(bert):
+    kn = bert
     prompt, answer, subject = "The capital of France is [MASK].", "Paris", "France"
     enc = kn.encode(prompt, answer)
     ids = torch.tensor([enc.ids])
@@ -129,7 +118,7 @@ def _row_by_hand(kn, facts, neurons, method, budget, factor, records=None):
     return 100.0 * float(np.mean(changes))
 
 
-def test_methods_csv_schema_and_outputs(setup, tiny, tmp_path):
+def test_methods_csv_schema_and_outputs(setup, bert, tmp_path):
     res = _run(setup, tmp_path / "out")
     methods = pd.read_csv(tmp_path / "out" / "methods.csv")
     assert list(methods.columns) == COLUMNS
@@ -156,7 +145,7 @@ def test_methods_csv_schema_and_outputs(setup, tiny, tmp_path):
     records = {r["fact"]: r for r in map(json.loads, (tmp_path / "out" / "scores.jsonl").read_text().splitlines())}
     for method, budget in (("ig", 2), ("random", 2), ("ig_refined", 0)):
         for col, factor in (("suppress", 0.0), ("amplify", 2.0)):
-            want = _row_by_hand(tiny, facts, neurons, method, budget, factor, records)
+            want = _row_by_hand(bert, facts, neurons, method, budget, factor, records)
             assert by.loc[(method, budget), col] == pytest.approx(want, rel=1e-4, abs=1e-4), (method, col)
     assert list(neurons.columns) == ["method", "budget", "relation", "subject", "layer", "index"]
     per = neurons[(neurons.method == "ig") & (neurons.budget == 2)].groupby("subject").size()
@@ -320,15 +309,15 @@ def test_atp_noise_follows_the_embedding_layers_output(tmp_path):
     assert embedding_std(plain, rows=7) == pytest.approx(float(plain.weight.double().std()), rel=1e-9)
 
 
-def test_atp_finds_its_subject_in_any_case_and_a_bad_fact_skips_alone(setup, tiny, tmp_path, monkeypatch):
+def test_atp_finds_its_subject_in_any_case_and_a_bad_fact_skips_alone(setup, bert, tmp_path, monkeypatch):
     """A subject spelled in another letter case is found; one absent from the prompts, or any other
     scoring error, skips its fact (recorded in selection.json) and the comparison goes on."""
     _, model_dir, path = setup
     prompt = "The capital of Ireland is [MASK]."
-    pos = subject_positions(tiny, prompt, "Ireland")
-    assert subject_positions(tiny, prompt, "ireland") == subject_positions(tiny, prompt, "IRELAND") == pos
-    assert torch.equal(prompt_scores(tiny, "atp", prompt, "Dublin", "ireland", seed=3),
-                       prompt_scores(tiny, "atp", prompt, "Dublin", "Ireland", seed=3))
+    pos = subject_positions(bert, prompt, "Ireland")
+    assert subject_positions(bert, prompt, "ireland") == subject_positions(bert, prompt, "IRELAND") == pos
+    assert torch.equal(prompt_scores(bert, "atp", prompt, "Dublin", "ireland", seed=3),
+                       prompt_scores(bert, "atp", prompt, "Dublin", "Ireland", seed=3))
     facts = load_facts_jsonl(path)
     assert [f.subject for f in facts.facts[:3]] == ["Ireland", "France", "Italy"]
     facts.facts[0].subject = "ireland"  # another case than in its prompts: found all the same
@@ -343,7 +332,7 @@ def test_atp_finds_its_subject_in_any_case_and_a_bad_fact_skips_alone(setup, tin
     monkeypatch.setattr(engine_module, "prompt_scores", fail_on_italy)
     cfg = CompareConfig(model=str(model_dir), data=str(path), methods=["grad_x_act", "atp", "random"], budgets=[1, 2],
                         other_prompts=4)
-    res = compare(tiny, facts, tmp_path / "out", cfg)
+    res = compare(bert, facts, tmp_path / "out", cfg)
     skipped = json.loads((tmp_path / "out" / "selection.json").read_text())["skipped"]
     assert sorted(skipped) == ["1", "2", "9"]  # Gaul, Italy, and "Paris Texas" (not one token)
     assert "subject 'Gaul' does not occur in the prompt" in skipped["1"] and skipped["2"] == "atp: no noise today"

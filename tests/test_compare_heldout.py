@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_facts import build_discovery_setup
 
 import kneuron
 from kneuron.cli import main
@@ -23,22 +22,12 @@ from kneuron.selection import heldout_split, specific_sets
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("heldout"))
-
-
-@pytest.fixture(scope="module")
-def tiny(setup):
-    return kneuron.load(str(setup[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def holdout_run(setup, tiny, tmp_path_factory):
+def holdout_run(setup, bert, tmp_path_factory):
     """A discovery run with --holdout 2, made through the CLI; the prompts IG was asked about."""
     _, model_dir, path = setup
     run = tmp_path_factory.mktemp("hrun") / "run"
     asked = []
-    cls = type(tiny)
+    cls = type(bert)
     real = cls.attribute
     cls.attribute = lambda self, prompt, answer, *a, **k: asked.extend(zip(prompt, answer)) or real(
         self, prompt, answer, *a, **k)
@@ -92,7 +81,7 @@ def test_heldout_split_is_seeded_and_keeps_three_selection_prompts():
     assert heldout_split(range(9), 0, seed=0) == (list(range(9)), [])
 
 
-def test_compare_chooses_on_selection_prompts_and_measures_heldout_ones(setup, tiny, tmp_path, monkeypatch):
+def test_compare_chooses_on_selection_prompts_and_measures_heldout_ones(setup, bert, tmp_path, monkeypatch):
     facts = load_facts_jsonl(setup[2])
     scored, judged = [], []
     real_scores, real_task = engine_module.prompt_scores, engine_module.SpecificityTask
@@ -102,7 +91,7 @@ def test_compare_chooses_on_selection_prompts_and_measures_heldout_ones(setup, t
     monkeypatch.setattr(engine_module, "SpecificityTask",
                         lambda neurons, own, other: judged.extend(own) or real_task(neurons, own, other))
     out = tmp_path / "out"
-    res = compare(tiny, facts, out, _config(setup, methods=["ig", "activation", "random"]))
+    res = compare(bert, facts, out, _config(setup, methods=["ig", "activation", "random"]))
     records = _records(out)
     done = {i: r for i, r in records.items() if "skipped" not in r}
     assert len(done) == 9
@@ -125,7 +114,7 @@ def test_compare_chooses_on_selection_prompts_and_measures_heldout_ones(setup, t
     for method, budget in (("ig", 2), ("random", 1), ("ig_refined", 0), ("ig_specific", 0)):
         for col, which, factor in (("suppress", "prompts", 0.0), ("amplify", "prompts", 2.0),
                                    ("suppress_heldout", "heldout", 0.0), ("amplify_heldout", "heldout", 2.0)):
-            want = _effect_by_hand(tiny, facts, neurons, method, budget, records, which, factor)
+            want = _effect_by_hand(bert, facts, neurons, method, budget, records, which, factor)
             assert by.loc[(method, budget), col] == pytest.approx(want, rel=1e-4, abs=1e-4), (method, col)
     # The neurons generalise on the tiny model: held out, IG's still lower their facts far more than random ones.
     for k in (1, 2):
@@ -136,20 +125,20 @@ def test_compare_chooses_on_selection_prompts_and_measures_heldout_ones(setup, t
     assert json.loads((out / "config.json").read_text())["heldout"] == 2 and res.heldout_note == ""
 
 
-def test_a_journal_with_another_split_is_refused(setup, tiny, tmp_path):
+def test_a_journal_with_another_split_is_refused(setup, bert, tmp_path):
     facts = load_facts_jsonl(setup[2])
     out = tmp_path / "out"
-    compare(tiny, facts, out, _config(setup, methods=["random"]))
+    compare(bert, facts, out, _config(setup, methods=["random"]))
     for kw, message in (({"heldout": 3}, "heldout=2, not 3"), ({"seed": 1}, "seed=0, not 1"),
                         ({"tune_share": 0.5}, "tune_share=0.0, not 0.5")):
         with pytest.raises(kneuron.KneuronError, match=message):
-            compare(tiny, facts, out, _config(setup, methods=["random"], **kw))
+            compare(bert, facts, out, _config(setup, methods=["random"], **kw))
     # A journal written before the split existed (no "heldout" in its config) is refused, not mixed in.
     config = json.loads((out / "config.json").read_text())
     del config["heldout"]
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(kneuron.KneuronError, match="heldout=None, not 2"):
-        compare(tiny, facts, out, _config(setup, methods=["random"]))
+        compare(bert, facts, out, _config(setup, methods=["random"]))
 
 
 def test_facts_too_small_to_split_are_counted_in_one_warning(setup, tmp_path, capsys):
@@ -168,7 +157,7 @@ def test_facts_too_small_to_split_are_counted_in_one_warning(setup, tmp_path, ca
     assert json.loads((out / "selection.json").read_text())["heldout"]["facts_without"] == 9
 
 
-def test_effect_rule_judges_on_facts_and_answers_the_collateral_sample_does_not_use(setup, tiny, tmp_path,
+def test_effect_rule_judges_on_facts_and_answers_the_collateral_sample_does_not_use(setup, bert, tmp_path,
                                                                                     monkeypatch):
     """The judging prompts of every fact come from facts, and gold answers, that are not in the sample
     its collateral column is measured on.  (Before: apart by prompt only; facts were shared.)"""
@@ -180,7 +169,7 @@ def test_effect_rule_judges_on_facts_and_answers_the_collateral_sample_does_not_
     monkeypatch.setattr(engine_module, "SpecificityTask",
                         lambda neurons, own, other: tasks.append((own, other)) or real_task(neurons, own, other))
     monkeypatch.setattr(engine_module, "measure_row", lambda *a, **k: measured.append(a[5]) or real_measure(*a, **k))
-    compare(tiny, facts, tmp_path / "out", _config(setup, other_prompts=6))
+    compare(bert, facts, tmp_path / "out", _config(setup, other_prompts=6))
     others = measured[0]
     judged = 0
     for own, other in tasks:
@@ -196,10 +185,10 @@ def test_effect_rule_judges_on_facts_and_answers_the_collateral_sample_does_not_
     assert judged  # the rule was judged on something
 
 
-def test_collateral_samples_split_other_facts_by_answer(setup, tiny, tmp_path):
+def test_collateral_samples_split_other_facts_by_answer(setup, bert, tmp_path):
     facts = load_facts_jsonl(setup[2])
     out = tmp_path / "out"
-    compare(tiny, facts, out, _config(setup, methods=["random"]))
+    compare(bert, facts, out, _config(setup, methods=["random"]))
     records = _records(out)
     config = _config(setup)
     samples = engine_module.collateral_samples(records, config)
@@ -232,19 +221,19 @@ def test_other_relations_rule_ignores_sets_outside_its_reference():
         specific_sets(rels, sets, reference=[[1]])
 
 
-def test_other_relations_rule_leaves_out_the_facts_that_measure_its_collateral(setup, tiny, tmp_path, monkeypatch):
+def test_other_relations_rule_leaves_out_the_facts_that_measure_its_collateral(setup, bert, tmp_path, monkeypatch):
     """A neuron that fact 0 shares only with the facts whose prompts measure fact 0's collateral damage
     stays in fact 0's specific set.  (Before: those facts' sets were the rule's reference, so it went.)"""
     facts = load_facts_jsonl(setup[2])
     measured = []
     real_measure, real_select = engine_module.measure_row, engine_module.select
     monkeypatch.setattr(engine_module, "measure_row", lambda *a, **k: measured.append(a[5]) or real_measure(*a, **k))
-    first = compare(tiny, facts, tmp_path / "a", _config(setup, specific_rule="other_relations"))
+    first = compare(bert, facts, tmp_path / "a", _config(setup, specific_rule="other_relations"))
     measuring = {j for j, _ in measured[0][0]}
     assert measuring
     refined = first.neurons[first.neurons.method == "ig_refined"]
     taken = set(zip(refined.layer, refined["index"]))
-    extra = next(Neuron(1, k) for k in range(tiny.num_neurons) if (1, k) not in taken)
+    extra = next(Neuron(1, k) for k in range(bert.num_neurons) if (1, k) not in taken)
 
     def select(records, config, *a, **k):
         selection = real_select(records, config, *a, **k)
@@ -253,7 +242,7 @@ def test_other_relations_rule_leaves_out_the_facts_that_measure_its_collateral(s
         return selection
 
     monkeypatch.setattr(engine_module, "select", select)
-    second = compare(tiny, facts, tmp_path / "b", _config(setup, specific_rule="other_relations"))
+    second = compare(bert, facts, tmp_path / "b", _config(setup, specific_rule="other_relations"))
     assert measured[-1] == measured[0]  # the same collateral samples
     spec = second.neurons[(second.neurons.method == "ig_specific") & (second.neurons.subject == facts.facts[0].subject)]
     assert (extra.layer, extra.index) in set(zip(spec.layer, spec["index"]))
@@ -272,14 +261,14 @@ def test_choose_fraction_prefers_the_strongest_within_the_collateral_bound():
     assert engine_module.choose_fraction(rows, 0.5) == 0.2
 
 
-def test_tune_share_chooses_the_fraction_on_tune_facts_and_reports_on_test_facts(setup, tiny, tmp_path, monkeypatch):
+def test_tune_share_chooses_the_fraction_on_tune_facts_and_reports_on_test_facts(setup, bert, tmp_path, monkeypatch):
     facts = load_facts_jsonl(setup[2])
     seen = []
     real_measure = engine_module.measure_row
     monkeypatch.setattr(engine_module, "measure_row",
                         lambda *a, **k: seen.append((set(a[3]), a[5])) or real_measure(*a, **k))
     out = tmp_path / "out"
-    res = compare(tiny, facts, out, _config(setup, tune_share=0.5, specific_fractions=[0.5, 0.1, 0.2]))
+    res = compare(bert, facts, out, _config(setup, tune_share=0.5, specific_fractions=[0.5, 0.1, 0.2]))
     selection = json.loads((out / "selection.json").read_text())
     tune, test = set(selection["split"]["tune"]), set(selection["split"]["test"])
     assert not tune & test and tune | test == set(range(9))
@@ -331,10 +320,10 @@ def test_discover_holdout_records_prompts_it_never_attributes(setup, holdout_run
                                                     facts_fingerprint=rd.config().facts_fingerprint))
 
 
-def test_runs_without_holdout_still_load(setup, tiny, tmp_path):
+def test_runs_without_holdout_still_load(setup, bert, tmp_path):
     _, model_dir, path = setup
     facts = load_facts_jsonl(path)
-    discover(tiny, facts, tmp_path / "run", DiscoveryConfig(model=str(model_dir), data=str(path)), progress=False)
+    discover(bert, facts, tmp_path / "run", DiscoveryConfig(model=str(model_dir), data=str(path)), progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     del config["holdout"]  # as written before the field existed
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
@@ -365,21 +354,21 @@ def test_compare_on_a_holdout_run_keeps_its_split_and_sets(setup, holdout_run, t
     assert (methods["heldout_prompts"] == 18).all() and methods["suppress_heldout"].notna().all()
 
 
-def test_suppression_experiment_and_demo_report_heldout_columns(setup, tiny, holdout_run, tmp_path):
+def test_suppression_experiment_and_demo_report_heldout_columns(setup, bert, holdout_run, tmp_path):
     from kneuron.experiments.controls import method_sets
     from kneuron.experiments.suite import ExperimentSettings, suppression
 
     run = RunData.load(holdout_run[0])
-    outcome = suppression(tiny, run, ExperimentSettings(seed=0))
+    outcome = suppression(bert, run, ExperimentSettings(seed=0))
     means = outcome.key["effects"].set_index("method")
     assert {"suppress_heldout", "amplify_heldout"} <= set(means.columns)
-    sets = method_sets(run.table, tiny.num_layers, tiny.num_neurons, 0)["kn"]
+    sets = method_sets(run.table, bert.num_layers, bert.num_neurons, 0)["kn"]
     per_rel = {}
     for i in run.fact_indices:
         f = run.heldout.facts[i]
-        before = tiny.probabilities(f.prompts, f.object).double()
-        with tiny.suppress(sets.get(i, [])):
-            after = tiny.probabilities(f.prompts, f.object).double()
+        before = bert.probabilities(f.prompts, f.object).double()
+        with bert.suppress(sets.get(i, [])):
+            after = bert.probabilities(f.prompts, f.object).double()
         per_rel.setdefault(f.relation, []).extend(zip(before.tolist(), after.tolist()))
     want = 100 * np.mean([(np.mean([a for _, a in v]) - np.mean([b for b, _ in v])) / np.mean([b for b, _ in v])
                           for v in per_rel.values()])

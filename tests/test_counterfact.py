@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_decoders import save_tiny_decoder
 
 from kneuron.cli import main
 from kneuron.data import Fact, FactSet, Relation, load_pararel
@@ -237,11 +236,6 @@ def test_shared_pararel_with_a_gold_model(shared_data):
 # --- the command, end to end on a tiny decoder ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return save_tiny_decoder("llama", tmp_path_factory.mktemp("cf-llama") / "m")
-
-
 TEMPLATES = {"P36": ["The capital of [X] is [Y].", "[X]'s capital is [Y].", "The capital city of [X] is [Y].",
                      "[Y] is the capital of [X].", "[X] has the capital [Y]."],
              "P17": ["[X] is located in [Y].", "[X] lies in [Y].", "[Y] contains [X].", "[X] is a place in [Y].",
@@ -271,11 +265,11 @@ def _own_answers(model_dir) -> dict[str, list[list[str]]]:
     return pairs
 
 
-def test_cli_end_to_end_on_a_tiny_decoder(tiny_llama, make_pararel, tmp_path, capsys):
-    data = make_pararel(patterns=TEMPLATES, pairs=_own_answers(tiny_llama),
+def test_cli_end_to_end_on_a_tiny_decoder(llama_dir, make_pararel, tmp_path, capsys):
+    data = make_pararel(patterns=TEMPLATES, pairs=_own_answers(llama_dir),
                         relations=[{"relation": "P36", "label": "capital"}, {"relation": "P17", "label": "country"}])
     out = tmp_path / "cases.jsonl"
-    args = ["data", "counterfact", "--model", str(tiny_llama), "--data", f"pararel:{data}", "-n", "4", "--seed", "7",
+    args = ["data", "counterfact", "--model", str(llama_dir), "--data", f"pararel:{data}", "-n", "4", "--seed", "7",
             "--neighbours", "3", "--others", "2", "--device", "cpu", "--out", str(out)]
     rc = main(args)
     captured = capsys.readouterr()

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from tiny_facts import PAIRS, TEMPLATES, build_discovery_setup
+from tiny_facts import PAIRS, TEMPLATES
 
 import kneuron
 from kneuron.data import load_facts_jsonl, save_facts_jsonl
@@ -17,11 +17,6 @@ from kneuron.data.facts import Fact, FactSet
 from kneuron.errors import KneuronError
 from kneuron.runs import DiscoveryConfig, discover, load_run
 from kneuron.runs import fact_records as discover_module
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("disc"))
 
 
 def config_for(setup, **kw):

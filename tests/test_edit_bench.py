@@ -5,7 +5,6 @@ import math
 
 import pandas as pd
 import pytest
-from tiny_decoders import save_tiny_decoder
 
 import kneuron
 from kneuron.cli import main
@@ -36,16 +35,11 @@ def _cases():
     ]
 
 
-@pytest.fixture(scope="module")
-def decoder(tmp_path_factory):
-    return save_tiny_decoder("llama", tmp_path_factory.mktemp("bench") / "llama")
-
-
-def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
-    kn = kneuron.load(str(decoder), device="cpu")
+def test_metrics_by_hand_revert_and_resume(llama_dir, tmp_path):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     cases = _cases()
     before = model_fingerprint(kn)
-    config = BenchConfig(model=str(decoder), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1, max_scale=64.0, margin=1.0,
+    config = BenchConfig(model=str(llama_dir), cases="cases.jsonl", methods=["kn", "kn_paper", "random"], steps=4, p=0.3, min_prompts=1, max_scale=64.0, margin=1.0,
                          generation_tokens=6, ppl_sentences=3, bootstrap=50)
     frame = run_bench(kn, cases, config, tmp_path / "out")
     assert model_fingerprint(kn) == before  # every edit reverted
@@ -87,10 +81,10 @@ def test_metrics_by_hand_revert_and_resume(decoder, tmp_path):
     assert unedited["ES"] == pytest.approx(frame[(frame.split == "tune") & (frame.method == "unedited")]["ES"].mean())
 
 
-def test_an_edit_that_cannot_reach_its_goal_is_declined(decoder, tmp_path):
-    kn = kneuron.load(str(decoder), device="cpu")
+def test_an_edit_that_cannot_reach_its_goal_is_declined(llama_dir, tmp_path):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     before = model_fingerprint(kn)
-    config = BenchConfig(model=str(decoder), cases="c", methods=["kn", "random"], steps=4, p=0.3, min_prompts=1,
+    config = BenchConfig(model=str(llama_dir), cases="c", methods=["kn", "random"], steps=4, p=0.3, min_prompts=1,
                          max_scale=1e-4, generation_tokens=4, ppl_sentences=2)
     frame = run_bench(kn, _cases()[:1], config, tmp_path / "d")
     kn_row = frame[frame.method == "kn"].iloc[0]
@@ -123,10 +117,10 @@ def test_relative_fluency_is_a_ratio_of_means_not_dominated_by_a_looping_case():
     assert table.loc["random", "entropy_rel_lo"] <= table.loc["random", "entropy_rel"] <= table.loc["random", "entropy_rel_hi"]
 
 
-def test_cli_bench_end_to_end_and_bad_input(decoder, tmp_path, capsys):
+def test_cli_bench_end_to_end_and_bad_input(llama_dir, tmp_path, capsys):
     cases = save_cases(_cases(), tmp_path / "cases.jsonl")
     out = tmp_path / "cli"
-    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(cases), "--methods", "kn,random",
+    assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(cases), "--methods", "kn,random",
                  "--out", str(out), "--steps", "4", "--generation-tokens", "5", "--split", "test"]) == 0
     printed = capsys.readouterr().out
     assert "edit bench (1 cases)" in printed
@@ -135,22 +129,22 @@ def test_cli_bench_end_to_end_and_bad_input(decoder, tmp_path, capsys):
     methods = pd.read_csv(out / "methods.csv")
     assert list(methods["method"]) == ["unedited", "kn", "random"] and set(methods["split"]) == {"test"}
     assert "CPU:" in (out / "report.md").read_text()
-    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(cases), "--methods", "kn,memit",
+    assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(cases), "--methods", "kn,memit",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown edit method 'memit'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"case_id": 0, "split": "tune"}) + "\n")
-    assert main(["edit", "bench", "--model", str(decoder), "--cases", str(bad), "--out", str(tmp_path / "y")]) == 2
+    assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(bad), "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:1" in err and "Traceback" not in err
     assert not (tmp_path / "y").exists()
 
 
-def test_bench_reverts_the_edit_when_a_measurement_fails(decoder, tmp_path, monkeypatch):
+def test_bench_reverts_the_edit_when_a_measurement_fails(llama_dir, tmp_path, monkeypatch):
     from kneuron.experiments import edit_bench
 
-    kn = kneuron.load(str(decoder), device="cpu")
+    kn = kneuron.load(str(llama_dir), device="cpu")
     before = model_fingerprint(kn)
     real = edit_bench.Measure.case
     edited = []
@@ -162,7 +156,7 @@ def test_bench_reverts_the_edit_when_a_measurement_fails(decoder, tmp_path, monk
         raise RuntimeError("boom")
 
     monkeypatch.setattr(edit_bench.Measure, "case", failing)
-    config = BenchConfig(model=str(decoder), cases="c", methods=["kn_paper"], steps=4, p=0.3, min_prompts=1, generation_tokens=4,
+    config = BenchConfig(model=str(llama_dir), cases="c", methods=["kn_paper"], steps=4, p=0.3, min_prompts=1, generation_tokens=4,
                          ppl_sentences=2)
     with pytest.raises(RuntimeError, match="boom"):
         run_bench(kn, [_cases()[0]] * 1, config, tmp_path / "o", )

@@ -2,26 +2,12 @@
 
 import pytest
 import torch
-from tiny_decoders import save_tiny_decoder
-from tiny_models import save_tiny_bert
 
-import kneuron
 from kneuron.edits import fit_update, neuron_signs, plan_update
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
 
 PROMPTS = ["The capital of Ireland is", "Berlin is the capital of Germany. The capital of Ireland is"]
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    return kneuron.load(str(save_tiny_decoder("llama", tmp_path_factory.mktemp("llama") / "m")), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return kneuron.load(str(save_tiny_bert(tmp_path_factory.mktemp("bert") / "m", layers=2, hidden=32,
-                                           intermediate=48)), device="cpu")
 
 
 def state(kn):

@@ -9,9 +9,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 import torch
-from handmade_model import PAIR_A, PAIR_B, TWIN_PROMPTS, save_handmade_model
+from handmade_model import PAIR_A, PAIR_B, TWIN_PROMPTS
 
-import kneuron
 from kneuron.errors import KneuronError
 from kneuron.experiments.interactions import activation_bins, compare_to_null, matched_random_sets
 from kneuron.neurons import Neuron
@@ -23,20 +22,8 @@ LOOSE = {"keep_alone": 0.0, "drop_joint": 1.0, "remove": 0.999}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tiny_decoders import save_tiny_decoder
-
-    return kneuron.load(str(save_tiny_decoder("llama", tmp_path_factory.mktemp("llama"))), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def handmade(tmp_path_factory):
-    return kneuron.load(str(save_handmade_model(tmp_path_factory.mktemp("handmade"))))
-
-
-@pytest.fixture(scope="module")
-def seven(tiny):
-    return tiny.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=7, null_bins=4, **LOOSE)
+def seven(llama):
+    return llama.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=7, null_bins=4, **LOOSE)
 
 
 def by_hand_draws(kn, neurons, repeats, seed, bins):
@@ -66,8 +53,8 @@ def mean_p(kn, suppressed):
         return float(kn.probabilities(PROMPTS, "Dublin").double().mean())
 
 
-def test_null_equals_a_computation_by_hand(tiny, seven):
-    kn, null = tiny, seven.null
+def test_null_equals_a_computation_by_hand(llama, seven):
+    kn, null = llama, seven.null
     assert null["available"] and null["bins"] == 4 and null["seed"] == 7 and null["repeats"] == 3
     assert seven.settings["null_seed"] == 7 and seven.settings["null_repeats"] == 3
     draws, _ = by_hand_draws(kn, NEURONS, 3, 7, 4)
@@ -107,15 +94,15 @@ def test_null_equals_a_computation_by_hand(tiny, seven):
     assert saved["null"]["degenerate_pairs"]["null"] == degenerate and saved["settings"]["null_seed"] == 7
 
 
-def test_matched_neurons_share_layer_and_activation_bin(tiny):
-    acts = torch.stack([tiny.activations(q, "Dublin").double() for q in PROMPTS]).mean(0)
+def test_matched_neurons_share_layer_and_activation_bin(llama):
+    acts = torch.stack([llama.activations(q, "Dublin").double() for q in PROMPTS]).mean(0)
     neurons = [Neuron(0, 0), Neuron(0, 1), Neuron(1, 2), Neuron(2, 40), Neuron(2, 41)]
     sets, used = matched_random_sets(acts, neurons, repeats=10, seed=0, bins=6)
     assert used == 6
     bins = activation_bins(acts, used)
     # equal-count bins: every layer has width / bins neurons per bin
     assert all(torch.bincount(bins[layer], minlength=6).tolist() == [8] * 6 for layer in range(acts.shape[0]))
-    _, by_hand = by_hand_draws(tiny, neurons, 0, 0, 6)
+    _, by_hand = by_hand_draws(llama, neurons, 0, 0, 6)
     assert all(int(bins[layer, j]) == b for (layer, j), b in by_hand.items())
     for drawn in sets:
         assert len(set(drawn)) == len(drawn) and not set(drawn) & set(neurons)
@@ -132,14 +119,14 @@ def test_matched_neurons_share_layer_and_activation_bin(tiny):
         matched_random_sets(acts, [Neuron(1, j) for j in range(30)], repeats=1, bins=6)
 
 
-def test_null_reproduces_with_its_seed_and_changes_with_another(tiny, seven):
-    again = tiny.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=7, null_bins=4, **LOOSE)
+def test_null_reproduces_with_its_seed_and_changes_with_another(llama, seven):
+    again = llama.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=7, null_bins=4, **LOOSE)
     assert again.null == seven.null
-    other = tiny.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=8, null_bins=4,
+    other = llama.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=3, null_seed=8, null_bins=4,
                                      greedy=False, **LOOSE)
     assert other.null["seed"] == 8 and other.null["draws"] != seven.null["draws"]
     assert "greedy_size" not in other.null
-    assert tiny.neuron_interactions(PROMPTS, "Dublin", NEURONS, greedy=False, null_repeats=0).null == {}
+    assert llama.neuron_interactions(PROMPTS, "Dublin", NEURONS, greedy=False, null_repeats=0).null == {}
 
 
 def test_a_planted_degenerate_pair_beats_its_null(handmade):

@@ -9,9 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_facts import build_discovery_setup
 
-import kneuron
 from kneuron.attribution import INTEGRATION_RULES, AttributionResult, IntegratedGradients
 from kneuron.cli import main
 from kneuron.compare import CompareConfig, check_methods, compare
@@ -22,23 +20,6 @@ from kneuron.neurons import Neuron
 
 MASKED = ("The capital of France is [MASK].", "Paris", "France")
 CAUSAL = ("The capital of France is", "Paris", "France")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("localization"))
-
-
-@pytest.fixture(scope="module")
-def bert(setup):
-    return kneuron.load(str(setup[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    from tiny_decoders import save_tiny_decoder
-
-    return kneuron.load(str(save_tiny_decoder("llama", tmp_path_factory.mktemp("llama"))), device="cpu")
 
 
 @pytest.fixture(params=["bert", "llama"])

@@ -223,15 +223,8 @@ def test_gpu_paths_use_free_memory(monkeypatch):
     assert _internal_batch_size(fake, ["a b"], DiscoveryConfig()) is None  # CPU: the engine's default
 
 
-@pytest.fixture(scope="module")
-def kn_causal(tmp_path_factory):
-    from tiny_decoders import save_tiny_decoder
-
-    return kneuron.load(str(save_tiny_decoder("llama", tmp_path_factory.mktemp("mem_causal"))), device="cpu")
-
-
-def test_causal_rows_follow_length_answer_and_budget(kn_causal):
-    kn = kn_causal
+def test_causal_rows_follow_length_answer_and_budget(llama):
+    kn = llama
     free = 4 * memory.row_cost(kn, 64).full * 20 * kn.num_layers  # room for 4 staircases of 64 tokens
     short = memory.causal_rows(kn, 10, 1, 20, free_bytes=free * 10)
     long = memory.causal_rows(kn, 60, 1, 20, free_bytes=free)
@@ -243,9 +236,9 @@ def test_causal_rows_follow_length_answer_and_budget(kn_causal):
     assert huge * memory.row_cost(kn, 16).full <= memory.CPU_PASS_BYTES
 
 
-def test_causal_batches_do_not_change_scores(kn_causal, monkeypatch):
+def test_causal_batches_do_not_change_scores(llama, monkeypatch):
     prompt = "The capital of Ireland is [MASK]"
-    whole = kn_causal.attribute(prompt, "Dublin", steps=4, internal_batch_size=4 * kn_causal.num_layers).scores
+    whole = llama.attribute(prompt, "Dublin", steps=4, internal_batch_size=4 * llama.num_layers).scores
     monkeypatch.setattr(memory, "CPU_PASS_BYTES", 1)  # the default sizing now runs one layer per pass
-    small = kn_causal.attribute(prompt, "Dublin", steps=4).scores
+    small = llama.attribute(prompt, "Dublin", steps=4).scores
     assert torch.allclose(whole, small, rtol=1e-5, atol=1e-8)

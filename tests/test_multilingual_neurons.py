@@ -17,25 +17,11 @@ from handmade_model import (
     SHARED,
     SOLO_PROMPTS,
     TWIN_PROMPTS,
-    save_handmade_model,
 )
 
-import kneuron
 from kneuron.errors import KneuronError
 from kneuron.experiments.multilingual import cross_lingual_effects, effect_matrix, shared_neurons
 from kneuron.neurons import Neuron
-
-
-@pytest.fixture(scope="module")
-def tiny_decoder_kn(tmp_path_factory):
-    from tiny_decoders import save_tiny_decoder
-
-    return kneuron.load(str(save_tiny_decoder("llama", tmp_path_factory.mktemp("llama"))), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def handmade(tmp_path_factory):
-    return kneuron.load(str(save_handmade_model(tmp_path_factory.mktemp("handmade"))))
 
 
 @pytest.mark.parametrize("method", ["pooled", "intersection"])
@@ -100,8 +86,8 @@ def test_a_planted_redundant_pair_is_degenerate_and_an_essential_neuron_is_not(h
     assert twin.degenerate_pairs(keep_alone=1.01) == []
 
 
-def test_batched_pair_effects_equal_one_call_at_a_time(tiny_decoder_kn):
-    kn = tiny_decoder_kn
+def test_batched_pair_effects_equal_one_call_at_a_time(llama):
+    kn = llama
     prompts = ["The capital of Ireland is", "Dublin is the capital of", "The capital of France is"]
     neurons = [Neuron(layer, index) for layer, index in [(0, 1), (0, 7), (1, 3), (1, 30), (2, 5), (2, 11)]]
     result = kn.neuron_interactions(prompts, "Dublin", neurons, greedy=False, batch=7)
@@ -118,8 +104,8 @@ def test_batched_pair_effects_equal_one_call_at_a_time(tiny_decoder_kn):
     assert matrix[0, 1] == pytest.approx(result.interaction(neurons[0], neurons[1]))
 
 
-def test_default_neurons_are_the_top_20_by_ig(tiny_decoder_kn):
-    kn = tiny_decoder_kn
+def test_default_neurons_are_the_top_20_by_ig(llama):
+    kn = llama
     prompts = ["The capital of Ireland is", "The capital of France is"]
     result = kn.neuron_interactions(prompts, "Dublin", greedy=False)
     assert len(result.neurons) == 20 and len(result.pair) == 190

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from tiny_decoders import save_tiny_decoder
 
 import kneuron
 from kneuron.cli import main
@@ -74,23 +73,18 @@ def test_sample_rejects_bad_sizes():
         sample_facts(_toy_facts(), 1, seed=0, min_prompts=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return save_tiny_decoder("llama", tmp_path_factory.mktemp("llama") / "m")
-
-
 def _facts_file(path, rows):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
 
 
-def test_cli_sample_writes_a_reloadable_file_with_its_settings(tiny_llama, tmp_path, capsys):
+def test_cli_sample_writes_a_reloadable_file_with_its_settings(llama_dir, tmp_path, capsys):
     src = _facts_file(tmp_path / "src.jsonl", [
         {"relation": "capital", "subject": s, "object": o,
          "prompts": [f"The capital of {s} is [MASK].", f"[MASK] is in {s}.", f"{s} has [MASK]."]}
         for s, o in [("Ireland", "Dublin"), ("France", "the"), ("Italy", "capital"), ("Germany", "of")]])
     out = tmp_path / "sample.jsonl"
-    rc = main(["data", "sample", str(src), "--model", str(tiny_llama), "-n", "2", "--seed", "5", "--out", str(out)])
+    rc = main(["data", "sample", str(src), "--model", str(llama_dir), "-n", "2", "--seed", "5", "--out", str(out)])
     assert rc == 0, capsys.readouterr()
     sample = load_facts_jsonl(out)  # "Dublin" is two tokens for this tokenizer; the three others are one
     assert len(sample) == 2 and {f.object for f in sample} < {"the", "capital", "of"}
@@ -99,14 +93,14 @@ def test_cli_sample_writes_a_reloadable_file_with_its_settings(tiny_llama, tmp_p
     assert text.startswith("# kneuron data sample") and "--seed 5" in text and "causal LM" in text
     assert not (tmp_path / "sample.jsonl.tmp").exists()
     for bad, phrase in [(["-n", "0"], "--per-relation"), (["-n", "1", "--out", str(tmp_path / "x.txt")], ".jsonl")]:
-        args = ["data", "sample", str(src), "--model", str(tiny_llama), "--out", str(out)] + bad
+        args = ["data", "sample", str(src), "--model", str(llama_dir), "--out", str(out)] + bad
         rc = main(args)
         err = capsys.readouterr().err
         assert rc != 0 and phrase in err and "Traceback" not in err
 
 
-def test_other_fact_effects_match_one_intervention_at_a_time(tiny_llama):
-    kn = kneuron.load(str(tiny_llama), device="cpu")
+def test_other_fact_effects_match_one_intervention_at_a_time(llama_dir):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     facts = FactSet([Fact("capital", "Ireland", "Dublin", ["The capital of Ireland is [MASK]."]),
                      Fact("capital", "France", "Paris", ["The capital of France is [MASK]."]),
                      Fact("lang", "France", "French", ["She speaks [MASK].", "In France she speaks [MASK]."]),
@@ -128,7 +122,7 @@ def test_other_fact_effects_match_one_intervention_at_a_time(tiny_llama):
     assert torch.is_grad_enabled()
 
 
-def test_demo_on_a_model_directory_reports_collateral_effects(tiny_llama, tmp_path, capsys):
+def test_demo_on_a_model_directory_reports_collateral_effects(llama_dir, tmp_path, capsys):
     rows = [{"relation": rel, "subject": s, "object": o,
              "prompts": [f"The {rel} of {s} is [MASK].", f"{s} and its {rel}, [MASK].", f"Of {s}, the {rel} is [MASK].",
                          f"We know {s}: [MASK]."]}
@@ -136,14 +130,14 @@ def test_demo_on_a_model_directory_reports_collateral_effects(tiny_llama, tmp_pa
                               ("speaks", "Italy", "French"), ("speaks", "Germany", "Rome")]]
     data = _facts_file(tmp_path / "facts.jsonl", rows)
     out = tmp_path / "demo"
-    rc = main(["demo", "--model", str(tiny_llama), "--data", str(data), "--out", str(out), "--no-progress",
+    rc = main(["demo", "--model", str(llama_dir), "--data", str(data), "--out", str(out), "--no-progress",
                "--other-prompts", "3", "--device", "cpu"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == str(tiny_llama) and summary["other_prompts_per_fact"] == 3
+    assert summary["model"] == str(llama_dir) and summary["other_prompts_per_fact"] == 3
     assert set(summary["mean_change_percent"]) == {"kn", "baseline", "random"}
     assert (out / "other_effects.csv").is_file()
     assert all("other" in v for v in summary["mean_change_percent"].values())  # the collateral column
-    rc = main(["demo", "--model", str(tiny_llama), "--causal", "--out", str(tmp_path / "x")])
+    rc = main(["demo", "--model", str(llama_dir), "--causal", "--out", str(tmp_path / "x")])
     assert rc != 0 and "--causal" in capsys.readouterr().err

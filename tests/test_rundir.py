@@ -5,7 +5,6 @@ import json
 
 import pandas as pd
 import pytest
-from tiny_facts import build_discovery_setup
 
 import kneuron
 from kneuron.data import load_facts_jsonl
@@ -52,11 +51,6 @@ def test_specific_sets_drop_neurons_of_other_relations():
     a, b, c = Neuron(0, 1), Neuron(1, 2), Neuron(2, 3)
     got = specific_sets(["r1", "r1", "r2"], [[a, b], [b], [c, a]])
     assert got == [[b], [b], [c]]  # b is shared within r1 only: kept; a is in r2 too: dropped
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("rundir"))
 
 
 def test_discover_specific_rows_follow_the_rule(setup, tmp_path):

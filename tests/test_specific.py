@@ -3,7 +3,6 @@ one-neuron-at-a-time loop, and its use in find_neurons, discover and compare."""
 
 import pandas as pd
 import pytest
-from tiny_facts import build_discovery_setup
 
 import kneuron
 from kneuron.cli import main
@@ -15,16 +14,6 @@ from kneuron.interventions import SpecificityTask, scale_activations, single_neu
 from kneuron.neurons import Neuron
 from kneuron.runs import DiscoveryConfig, discover
 from kneuron.selection import effect_specific
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return build_discovery_setup(tmp_path_factory.mktemp("specific"))
-
-
-@pytest.fixture(scope="module")
-def kn(setup):
-    return kneuron.load(str(setup[1]), device="cpu")
 
 
 def test_effect_rule_keeps_neurons_that_lower_their_fact_more_than_others():
@@ -46,62 +35,62 @@ def _change_by_hand(kn, neuron, pairs):
     return float((after - before) / before)
 
 
-def test_single_neuron_changes_match_one_neuron_at_a_time(kn, setup):
+def test_single_neuron_changes_match_one_neuron_at_a_time(bert, setup):
     facts = load_facts_jsonl(setup[2]).facts
     f, g, h = facts[0], facts[1], next(x for x in facts if x.relation != facts[0].relation)
     tasks = [SpecificityTask([Neuron(0, 3), Neuron(1, 7), Neuron(1, 40)], [(p, f.object) for p in f.prompts],
                              [(p, h.object) for p in h.prompts[:3]]),
              SpecificityTask([Neuron(0, 11)], [(p, g.object) for p in g.prompts[:2]], []),
              SpecificityTask([], [(p, g.object) for p in g.prompts], [(p, h.object) for p in h.prompts])]
-    got = single_neuron_changes(kn, tasks)
+    got = single_neuron_changes(bert, tasks)
     for task, (own, other) in zip(tasks, got):
         assert len(own) == len(other) == len(task.neurons)
         for n, o, x in zip(task.neurons, own, other):
-            assert o == pytest.approx(_change_by_hand(kn, n, task.own), abs=1e-6)
-            assert x == (pytest.approx(_change_by_hand(kn, n, task.other), abs=1e-6) if task.other else 0.0)
+            assert o == pytest.approx(_change_by_hand(bert, n, task.own), abs=1e-6)
+            assert x == (pytest.approx(_change_by_hand(bert, n, task.other), abs=1e-6) if task.other else 0.0)
     assert any(abs(o) > 1e-3 for o in got[0][0])  # the check is not vacuous: the neurons do something
 
 
-def test_find_neurons_effect_rule(kn, setup):
+def test_find_neurons_effect_rule(bert, setup):
     facts = load_facts_jsonl(setup[2]).facts
     own, other = facts[0], next(f for f in facts if f.relation != facts[0].relation)
-    plain = kn.find_neurons(own.prompts, own.object, p=0.3)
+    plain = bert.find_neurons(own.prompts, own.object, p=0.3)
     assert plain, "the tiny model must have refined neurons for this test to mean something"
     against = [(other.prompts, other.object)]
     for fraction in (0.0, 0.2, 1e9):
-        got = kn.find_neurons(own.prompts, own.object, p=0.3, specific_against=against, specific_fraction=fraction)
+        got = bert.find_neurons(own.prompts, own.object, p=0.3, specific_against=against, specific_fraction=fraction)
         want = [n for n in plain
-                if (o := _change_by_hand(kn, n, [(p, own.object) for p in own.prompts])) < 0
-                and abs(_change_by_hand(kn, n, [(p, other.object) for p in other.prompts])) <= fraction * abs(o)]
+                if (o := _change_by_hand(bert, n, [(p, own.object) for p in own.prompts])) < 0
+                and abs(_change_by_hand(bert, n, [(p, other.object) for p in other.prompts])) <= fraction * abs(o)]
         assert got == want, fraction
     with pytest.raises(KneuronError, match="unknown specific rule 'nope'"):
-        kn.find_neurons(own.prompts, own.object, specific_against=against, specific_rule="nope")
+        bert.find_neurons(own.prompts, own.object, specific_against=against, specific_rule="nope")
     with pytest.raises(KneuronError, match="fraction must be >= 0"):
-        kn.find_neurons(own.prompts, own.object, specific_against=against, specific_fraction=-1)
+        bert.find_neurons(own.prompts, own.object, specific_against=against, specific_fraction=-1)
 
 
-def test_discover_effect_rule_keeps_the_neurons_that_lower_their_fact(kn, setup, tmp_path):
+def test_discover_effect_rule_keeps_the_neurons_that_lower_their_fact(bert, setup, tmp_path):
     _, model_dir, path = setup
     facts = load_facts_jsonl(path)
     # With an unbounded fraction the rule only asks whether a neuron, suppressed alone, lowers its fact.
     config = DiscoveryConfig(model=str(model_dir), data=str(path), specific="effect", specific_fraction=1e9)
-    table = discover(kn, facts, tmp_path / "run", config, progress=False).neurons
+    table = discover(bert, facts, tmp_path / "run", config, progress=False).neurons
     kn_rows, spec = table[table.method == "kn"], table[table.method == "kn_specific"]
     assert len(kn_rows)
     for fact, rows in kn_rows.groupby("fact"):
         f = facts.facts[fact]
         pairs = [(p, f.object) for p in f.prompts]  # a masked LM uses every prompt
         want = [(r.layer, r.index) for r in rows.itertuples()
-                if _change_by_hand(kn, Neuron(r.layer, r.index), pairs) < 0]
+                if _change_by_hand(bert, Neuron(r.layer, r.index), pairs) < 0]
         got = [(r.layer, r.index) for r in spec[spec.fact == fact].itertuples()]
         assert got == want, fact
     # The rule is recorded, and the paper's rows are those of a run without it.
-    plain = discover(kn, facts, tmp_path / "plain", DiscoveryConfig(model=str(model_dir), data=str(path)),
+    plain = discover(bert, facts, tmp_path / "plain", DiscoveryConfig(model=str(model_dir), data=str(path)),
                      progress=False).neurons
     assert plain.equals(table[table.method != "kn_specific"].reset_index(drop=True))
 
 
-def test_discover_effect_rule_at_a_realistic_fraction(kn, setup, tmp_path):
+def test_discover_effect_rule_at_a_realistic_fraction(bert, setup, tmp_path):
     """At the default fraction 0.2 the rule keeps some refined neurons and drops others, each as a
     by-hand computation says: suppressed alone, the neuron lowers its fact's prompts, and moves the
     other relation's prompts (all of them: the sample is asked for more than there are) by at most
@@ -110,7 +99,7 @@ def test_discover_effect_rule_at_a_realistic_fraction(kn, setup, tmp_path):
     facts = load_facts_jsonl(path)
     config = DiscoveryConfig(model=str(model_dir), data=str(path), specific="effect", specific_fraction=0.2,
                              specific_other_prompts=1000)
-    table = discover(kn, facts, tmp_path / "run", config, progress=False).neurons
+    table = discover(bert, facts, tmp_path / "run", config, progress=False).neurons
     kn_rows, spec = table[table.method == "kn"], table[table.method == "kn_specific"]
     usable = [f for f in facts.facts if f.object != "Paris Texas"]  # skipped: not one token
     kept = dropped = 0
@@ -121,8 +110,8 @@ def test_discover_effect_rule_at_a_realistic_fraction(kn, setup, tmp_path):
         assert len(other) in (20, 25)
         want = []
         for r in rows.itertuples():
-            o = _change_by_hand(kn, Neuron(r.layer, r.index), own)
-            x = _change_by_hand(kn, Neuron(r.layer, r.index), other)
+            o = _change_by_hand(bert, Neuron(r.layer, r.index), own)
+            x = _change_by_hand(bert, Neuron(r.layer, r.index), other)
             assert abs(abs(x) - 0.2 * abs(o)) > 1e-4, "too close to the boundary for a by-hand check"
             if o < 0 and abs(x) <= 0.2 * abs(o):
                 want.append((r.layer, r.index))

@@ -5,16 +5,10 @@ import warnings
 
 import pytest
 import torch
-from tiny_decoders import save_tiny_decoder
 
 import kneuron
 from kneuron.errors import PromptError
 from kneuron.models.tokens import leading_special_ids, show_tokens, token_texts
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_decoder("llama", tmp_path_factory.mktemp("llama"))
 
 
 def with_template(kn, single: str):
@@ -33,8 +27,8 @@ def manual_probability(kn, ids, answer_id):
     return float(torch.softmax(logits, -1)[answer_id])
 
 
-def test_no_special_tokens_when_the_tokenizer_adds_none(model_dir):
-    kn = kneuron.load(str(model_dir), device="cpu")  # like SmolLM2: nothing added
+def test_no_special_tokens_when_the_tokenizer_adds_none(llama_dir):
+    kn = kneuron.load(str(llama_dir), device="cpu")  # like SmolLM2: nothing added
     assert leading_special_ids(kn.tokenizer) == []
     enc = kn.encode("The capital of Ireland is", "Dublin")
     prompt = kn.tokenizer("The capital of Ireland is", add_special_tokens=False)["input_ids"]
@@ -42,8 +36,8 @@ def test_no_special_tokens_when_the_tokenizer_adds_none(model_dir):
 
 
 @pytest.mark.parametrize("template", ["<|endoftext|> $A", "<|endoftext|> $A <pad>"])
-def test_bos_is_kept_and_eos_dropped(model_dir, template):
-    kn = with_template(kneuron.load(str(model_dir), device="cpu"), template)
+def test_bos_is_kept_and_eos_dropped(llama_dir, template):
+    kn = with_template(kneuron.load(str(llama_dir), device="cpu"), template)
     bos, eos = kn.tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<pad>"])
     text = "The capital of Ireland is"
     assert kn.tokenizer(text)["input_ids"][0] == bos  # the tokenizer's own setting
@@ -57,8 +51,8 @@ def test_bos_is_kept_and_eos_dropped(model_dir, template):
     assert manual_probability(kn, plain, first) != pytest.approx(ours, rel=1e-3)
 
 
-def test_answer_split_differently_in_context_warns_once(model_dir):
-    kn = kneuron.load(str(model_dir), device="cpu")
+def test_answer_split_differently_in_context_warns_once(llama_dir):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kn.encode("The capital of Ireland is", "Dublin")  # same tokens alone and in context: silent
@@ -69,12 +63,12 @@ def test_answer_split_differently_in_context_warns_once(model_dir):
     assert len([w for w in seen if "1984" in str(w.message)]) == 1  # once per answer and spelling
 
 
-def test_every_prompt_is_checked_in_context(model_dir, monkeypatch):
+def test_every_prompt_is_checked_in_context(llama_dir, monkeypatch):
     """An answer that reads the same after one prompt can read otherwise after another (the prompt's
     last characters decide): each prompt is checked, not only the answer's first."""
     import kneuron.knowledge_model as km
 
-    kn = kneuron.load(str(model_dir), device="cpu")
+    kn = kneuron.load(str(llama_dir), device="cpu")
     checked = []
     real = km.answer_context_mismatch
 
@@ -95,24 +89,24 @@ def test_every_prompt_is_checked_in_context(model_dir, monkeypatch):
 
 @pytest.mark.parametrize("tail", [".", " .", ",", "?", "!", ";", ":", '"', "'", ")", "...", "?!", " ,", "\u2026",
                                   "\u00bb", "\u201d", "", " "])
-def test_a_blank_followed_by_punctuation_ends_the_prompt(model_dir, tail):
-    kn = kneuron.load(str(model_dir), device="cpu")
+def test_a_blank_followed_by_punctuation_ends_the_prompt(llama_dir, tail):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     prompt = "The capital of Ireland is [MASK]" + tail
     assert kn.ends_at_blank(prompt)
     assert kn.encode(prompt, "Dublin").ids == kn.encode("The capital of Ireland is [MASK].", "Dublin").ids
 
 
 @pytest.mark.parametrize("tail", [" today.", "'s", "s", " 2", "$", " + 1", "-born", " [MASK]"])
-def test_a_blank_followed_by_words_or_symbols_does_not(model_dir, tail):
-    kn = kneuron.load(str(model_dir), device="cpu")
+def test_a_blank_followed_by_words_or_symbols_does_not(llama_dir, tail):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     prompt = "The capital of Ireland is [MASK]" + tail
     assert not kn.ends_at_blank(prompt)
     with pytest.raises(PromptError):
         kn.encode(prompt, "Dublin")
 
 
-def test_tokens_are_shown_as_text(model_dir):
-    kn = kneuron.load(str(model_dir), device="cpu")
+def test_tokens_are_shown_as_text(llama_dir):
+    kn = kneuron.load(str(llama_dir), device="cpu")
     dublin = kn.answer_ids("Dublin")
     assert kn.tokenizer.convert_ids_to_tokens(list(dublin)) == ["ĠDu", "blin"]
     assert token_texts(kn.tokenizer, dublin) == [" Du", "blin"]
@@ -126,10 +120,10 @@ def test_tokens_are_shown_as_text(model_dir):
         kn.answer_ids("Paris Texas")
 
 
-def test_cli_predict_shows_the_leading_space(model_dir, capsys):
+def test_cli_predict_shows_the_leading_space(llama_dir, capsys):
     from kneuron.cli import main
 
-    assert main(["--threads", "1", "predict", "The capital of Ireland is", "-m", str(model_dir), "--device", "cpu",
+    assert main(["--threads", "1", "predict", "The capital of Ireland is", "-m", str(llama_dir), "--device", "cpu",
                  "-k", "50"]) == 0
     out = capsys.readouterr().out
     assert "Ġ" not in out and "' " in out
