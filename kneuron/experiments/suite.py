@@ -38,13 +38,13 @@ class ExperimentSettings:
     # statistics
     inter_partners: int = 100
     # suppression / amplification
-    suppression_methods: tuple[str, ...] = ("kn", "baseline", "random")
+    suppression_arms: tuple[str, ...] = ("kn", "baseline", "random")
     # prompt types
     bingrel: str | None = None
     escape: str = "paper"
     max_length: int = 512
     # updating
-    update_methods: tuple[str, ...] = ("kn", "random")  # the arms (`kneuron.experiments.updating.ARMS`)
+    update_arms: tuple[str, ...] = ("kn", "random")  # `kneuron.experiments.updating.ARMS`
     edits_per_relation: int = 10
     max_tries: int = 10000
     share: float = 0.1
@@ -119,7 +119,7 @@ def suppression(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
 
     out = Outcome("suppression", TITLES["suppression"])
     sets = method_sets(run.table, kn.num_layers, kn.num_neurons, s.seed)
-    sets = {m: sets[m] for m in s.suppression_methods}
+    sets = {m: sets[m] for m in s.suppression_arms}
     effects = prompt_effects(kn, run.facts, sets, fact_indices=run.fact_indices)
     ratios = relation_ratios(effects)
     held = heldout_ratios(kn, getattr(run, "heldout", None), sets, fact_indices=run.fact_indices)
@@ -196,10 +196,10 @@ def update(kn: KnowledgeModel, run, s: ExperimentSettings) -> Outcome:
     from kneuron.experiments.updating import run_updating, updating_summary
 
     out = Outcome("update", TITLES["update"])
-    edits, attempts = run_updating(kn, run, arms=s.update_methods, seed=s.seed,
+    edits, attempts = run_updating(kn, run, arms=s.update_arms, seed=s.seed,
                                    edits_per_relation=s.edits_per_relation, max_tries=s.max_tries, share=s.share,
                                    lambda1=s.lambda1, lambda2=s.lambda2, scaling=s.scaling, ppl_facts=s.ppl_facts)
-    summary = updating_summary(edits, s.update_methods)
+    summary = updating_summary(edits, s.update_arms)
     out.key["update"] = summary
     out.data["update_edits"] = edits
     out.text(f"Value-slot edit v ← v − λ1·E[t] + λ2·E[t′] with λ1 = {s.lambda1:g}, λ2 = {s.lambda2:g} "
