@@ -185,3 +185,21 @@ def test_cli_reports_the_null(handmade, tmp_path, capsys):
     assert totals.loc["greedy_reached", "observed"] == 2 and totals.loc["greedy_reached", "p_value"] == 0.25
     config = json.loads((ml / "multilingual.json").read_text())
     assert config["null_repeats"] == 3 and config["seed"] == 11
+
+
+def test_interactions_compute_each_prefix_once_and_agree_with_plain_suppression(llama, monkeypatch):
+    from kneuron.interventions import cached
+
+    prefixes, suffix_rows = [], []
+    real_prefix, real_suffix = cached.prefix_cache, cached._run_suffix
+    monkeypatch.setattr(cached, "prefix_cache", lambda model, ids: prefixes.append(ids.shape[0]) or real_prefix(model, ids))
+    monkeypatch.setattr(cached, "_run_suffix",
+                        lambda kn, store, encoded, *a: suffix_rows.append(len(encoded)) or real_suffix(kn, store, encoded, *a))
+    res = llama.neuron_interactions(PROMPTS, "Dublin", NEURONS, null_repeats=2, null_seed=1, **LOOSE)
+    assert sum(prefixes) == len(PROMPTS)  # one store for pairs, greedy search and null: each prefix once
+    # 4 singles + 6 pairs, the greedy search, 2 null draws of the same: every row through the cached route
+    assert sum(suffix_rows) >= (4 + 6) * 3 * len(PROMPTS)
+    for n in NEURONS:
+        assert res.single[n] == pytest.approx(mean_p(llama, [n]), rel=1e-4)
+    for (a, b), v in res.pair.items():
+        assert v == pytest.approx(mean_p(llama, [a, b]), rel=1e-4)

@@ -137,6 +137,9 @@ def test_cli_multilingual_and_interactions(handmade, tmp_path, capsys):
     out = tmp_path / "ml"
     assert main(["multilingual", "--model", model, "--data", str(data), "--out", str(out),
                  "--interactions", "--top", "6"]) == 0
+    said = capsys.readouterr().out
+    assert "[interactions 1/4] s [en]:" in said and "[interactions 4/4] t [lu]:" in said
+    assert "t [en]: 1 degenerate pairs, greedy set 2" in said  # the handmade layer is too narrow for a null
     for name in ("report.html", "report.md", "figures/cross_lingual.png", "tables/cross_lingual_matrix.csv",
                  "tables/cross_lingual_matrix_random.csv", "data/sets.csv", "data/effects.csv", "multilingual.json"):
         assert (out / name).is_file(), name

@@ -159,8 +159,16 @@ def multilingual(
         console.print(_matrix_table("random neurons, same counts", run.matrix("random")))
         if (run.effects["control"] == "kn@other").any():
             console.print(_matrix_table("knowledge neurons measured on another fact", run.matrix("kn@other")))
-    studied = fact_interactions(kn, run, top=top, seed=seed, null_repeats=null_repeats, null_bins=null_bins) \
-        if with_interactions else []
+    def studied_one(done, total, label, res):
+        null = (res.null or {}).get("degenerate_pairs") or {}
+        against = f" (null mean {null['null_mean']:.1f})" if null.get("null_mean") is not None else ""
+        count = len(res.degenerate_pairs(res.settings["keep_alone"], res.settings["drop_joint"]))
+        console.print(escape(f"[interactions {done}/{total}] {label}:") + f" {count} degenerate pairs{against}, "
+                      f"greedy set {res.greedy.get('size') or 'not reached'}  ({time.perf_counter() - t0:.0f} s)",
+                      highlight=False)
+
+    studied = fact_interactions(kn, run, top=top, seed=seed, null_repeats=null_repeats, null_bins=null_bins,
+                                progress=studied_one) if with_interactions else []
     if studied:
         from kneuron.reports.multilingual import interactions_null_totals, interactions_summary
 

@@ -33,7 +33,9 @@ counts as infinitely large).
 
 Every (set, prompt) combination is one row of `scaled_probabilities`, so the 20 singles and 190
 pairs of a prompt run in batched forward passes, not 210 calls (the null's sets too, and the
-greedy searches of all its draws step by step together).
+greedy searches of all its draws step by step together).  On a causal LM each
+prompt's prefix before the blank is computed once for all of them (`prefix_caches`): only the
+blank position runs per row (`benchmarks/bench_interactions.py` measures the gain).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import pandas as pd
 import torch
 
 from kneuron.errors import KneuronError
+from kneuron.interventions.cached import open_prefix_caches
 from kneuron.neurons import Neuron
 
 if TYPE_CHECKING:
@@ -158,19 +161,21 @@ def degenerate_pairs(p: float, single: dict, pair: dict, keep_alone: float = KEE
 def mean_probabilities(kn: KnowledgeModel, prompts: Sequence[str], answer: str, sets: Sequence[Sequence[Neuron]],
                        batch: int = 256, max_rows: int = 4096) -> list[float]:
     """Mean gold probability over `prompts` with each set suppressed; batched calls of at most
-    `max_rows` (set, prompt) rows (bounds the per-row scale masks)."""
+    `max_rows` (set, prompt) rows (bounds the per-row scale masks).  A causal LM computes each
+    prompt's prefix once (`kneuron.interventions.prefix_caches`, reused when one is open)."""
     from kneuron.interventions.activations import scaled_probabilities
 
     if not sets:
         return []
     per_call = max(1, max_rows // len(prompts))
     out: list[float] = []
-    for start in range(0, len(sets), per_call):
-        chunk = sets[start:start + per_call]
-        rows_prompts = [q for _ in chunk for q in prompts]
-        rows_sets = [s for s in chunk for _ in prompts]
-        probs = scaled_probabilities(kn, rows_prompts, [answer] * len(rows_prompts), rows_sets, 0.0, batch=batch)
-        out += probs.reshape(len(chunk), len(prompts)).double().mean(1).tolist()
+    with open_prefix_caches(kn):
+        for start in range(0, len(sets), per_call):
+            chunk = sets[start:start + per_call]
+            rows_prompts = [q for _ in chunk for q in prompts]
+            rows_sets = [s for s in chunk for _ in prompts]
+            probs = scaled_probabilities(kn, rows_prompts, [answer] * len(rows_prompts), rows_sets, 0.0, batch=batch)
+            out += probs.reshape(len(chunk), len(prompts)).double().mean(1).tolist()
     return out
 
 
@@ -371,6 +376,15 @@ def neuron_interactions(kn: KnowledgeModel, prompts: Sequence[str], answer: str,
     neurons = list(dict.fromkeys(neurons))
     if len(neurons) < 2:
         raise KneuronError(f"interactions need at least 2 distinct neurons, got {len(neurons)}")
+    with open_prefix_caches(kn):  # one store of prefixes for the pairs, the greedy search and the null
+        return _interactions(kn, prompts, answer, neurons, given, top=top, steps=steps, keep_alone=keep_alone,
+                             drop_joint=drop_joint, remove=remove, greedy=greedy, batch=batch,
+                             null_repeats=null_repeats, null_seed=null_seed, null_bins=null_bins)
+
+
+def _interactions(kn: KnowledgeModel, prompts: list[str], answer: str, neurons: list[Neuron], given: bool, *, top: int,
+                  steps: int, keep_alone: float, drop_joint: float, remove: float, greedy: bool, batch: int,
+                  null_repeats: int, null_seed: int, null_bins: int) -> Interactions:
     p = float(kn.probabilities(prompts, answer).double().mean())
     pairs = list(combinations(neurons, 2))
     kept = mean_probabilities(kn, prompts, answer, [[n] for n in neurons] + [list(ab) for ab in pairs], batch=batch)

@@ -249,16 +249,18 @@ def usable_prompts(kn: KnowledgeModel, fact) -> tuple[dict[str, list[str]], str]
 
 
 def fact_interactions(kn: KnowledgeModel, run: MultilingualRun, top: int = 20, seed: int | None = None,
-                      **options) -> list[tuple[str, object]]:
+                      progress=None, **options) -> list[tuple[str, object]]:
     """`neuron_interactions` of every analysed fact in every language, on the language's top `top`
     neurons by the run's own attributions (no attribution is recomputed).  The null of (fact i,
     language) is seeded with `derived_seed(seed, "interactions", i, language)` (default seed: the
-    run's), recorded in each result's settings and null."""
+    run's), recorded in each result's settings and null.  `progress(done, total, label, result)`
+    after each (fact, language)."""
     from kneuron.experiments.interactions import neuron_interactions, top_of_results
     from kneuron.seeds import derived_seed
 
     seed = run.settings.get("seed", 0) if seed is None else seed
     out = []
+    total = sum(len(found.results) for found in run.found.values())
     for i, found in run.found.items():
         subject = run.facts.loc[run.facts["fact"] == i, "subject"].iloc[0]
         for lang, results in found.results.items():
@@ -266,6 +268,8 @@ def fact_interactions(kn: KnowledgeModel, run: MultilingualRun, top: int = 20, s
             res = neuron_interactions(kn, found.prompts[lang], found.answers[lang], neurons, top=top,
                                       null_seed=derived_seed(seed, "interactions", int(i), lang), **options)
             out.append((f"{subject} [{lang}]", res))
+            if progress is not None:
+                progress(len(out), total, out[-1][0], res)
     return out
 
 

@@ -39,6 +39,17 @@ def prefix_caches(kn: KnowledgeModel):
         _STORE.reset(token)
 
 
+@contextmanager
+def open_prefix_caches(kn: KnowledgeModel):
+    """`prefix_caches(kn)`, unless one is already open for `kn`: then its caches are reused."""
+    store = _STORE.get()
+    if store is not None and store["kn"] is kn:
+        yield
+        return
+    with prefix_caches(kn):
+        yield
+
+
 def active_store(kn: KnowledgeModel) -> dict | None:
     """The open store for `kn`, unless its check failed."""
     store = _STORE.get()
