@@ -82,6 +82,7 @@ from kneuron.selection import (
     SPECIFIC_FRACTION,
     SelectionConfig,
     adapt_p,
+    answer_split,
     check_heldout,
     check_specific_rule,
     coarse_neurons,
@@ -352,10 +353,6 @@ class Collateral:
     reference: dict[int, list[int]]
 
 
-def _answer_key(answer: str) -> str:
-    return str(answer).strip().casefold()
-
-
 def _sample_prompts(fact_ids: list[int], records: dict[int, dict], config: CompareConfig, salt: str,
                     i: int) -> list[tuple[int, int]]:
     pool = [(j, k) for j in fact_ids for k in records[j]["prompts"]]
@@ -367,10 +364,12 @@ def _sample_prompts(fact_ids: list[int], records: dict[int, dict], config: Compa
 def collateral_samples(records: dict[int, dict], config: CompareConfig,
                        groups: dict[str, list[int]] | None = None) -> Collateral:
     """Per fact i: the scored facts of other relations in i's group (`fact_groups`) are split by gold
-    answer (case-folded) into two seeded halves (`derived_seed(seed, "collateral", i)`; the measuring
-    half takes the larger).  A seeded sample of `config.other_prompts` selection prompts of the measuring
-    facts measures i's collateral damage; as many of the other half's judge i's neurons (rule effect),
-    and the other half's refined sets are those rule other_relations looks at.  So what measures the
+    answer (case-folded) into two seeded halves (`kneuron.selection.answer_split`, seed
+    `derived_seed(seed, "collateral", i)`; the measuring half takes the larger; `discover --specific
+    effect` splits by the same function).  A seeded sample of `config.other_prompts` selection
+    prompts of the measuring facts measures i's collateral damage; as many of the other half's judge
+    i's neurons (rule effect), and the other half's refined sets are those rule other_relations
+    looks at.  So what measures the
     collateral shares no prompt, fact or gold answer with what chose the neurons."""
     if groups is None:
         groups = {"all": [i for i in sorted(records) if "skipped" not in records[i]]}
@@ -378,11 +377,7 @@ def collateral_samples(records: dict[int, dict], config: CompareConfig,
     for group in groups.values():
         for i in group:
             cand = [j for j in group if records[j]["relation"] != records[i]["relation"]]
-            answers = sorted({_answer_key(records[j]["object"]) for j in cand})
-            order = np.random.default_rng(derived_seed(config.seed, "collateral", i)).permutation(len(answers))
-            measuring = {answers[int(t)] for t in order[: (len(answers) + 1) // 2]}
-            mine = [j for j in cand if _answer_key(records[j]["object"]) in measuring]
-            theirs = [j for j in cand if _answer_key(records[j]["object"]) not in measuring]
+            mine, theirs = answer_split(i, cand, [records[j]["object"] for j in cand], config.seed)
             measure[i] = _sample_prompts(mine, records, config, "other", i)
             judge[i] = _sample_prompts(theirs, records, config, "specific", i)
             reference[i] = theirs

@@ -7,6 +7,7 @@ A run directory holds:
   knowledge-neuron and baseline sets with their scores), fsynced as it goes (see `FactLog`).
 - `neurons.parquet`: the tidy result, one row per (fact, neuron, method), method "kn" or "baseline".
 - `relations.json`: per relation and method, the adapted sharing threshold p and neurons per fact.
+- `specific.json` (rule "effect" only): per judged fact, its measuring and judging halves (below).
 The files are read and written only through `kneuron.runs.rundir.RunDir`.
 With `holdout=K` (`kneuron discover --holdout K`), K prompts of each fact with at least K + 3
 usable ones are held out, seeded (`kneuron.selection.heldout`): discovery attributes, refines and
@@ -17,7 +18,12 @@ With `specific="other_relations"` or `"effect"` (named deviations, see `kneuron.
 the table also has method "kn_specific": each fact's refined set without its generic neurons.
 Rule "effect" suppresses each refined neuron alone on the fact's prompts and on a seeded sample of
 `specific_other_prompts` prompts of other relations' facts, so it needs the model (the local
-backend's, or loaded here for the Ray backend).
+backend's, or loaded here for the Ray backend).  Those facts are split first by gold answer into
+two seeded halves by the function `kneuron compare` splits them with
+(`kneuron.selection.answer_split`): only the judging half's prompts judge the fact, and the
+measuring half is left for a collateral measurement that shares no fact and no gold answer with
+what chose the neurons.  `specific.json` records, per judged fact, both halves and the prompts
+that judged it (`RunDir.specific_splits()`; {} for older runs).
 Refinement runs per relation once every fact is attributed; it is cheap and fully determined by
 the records, so a resumed run ends with the same table as an uninterrupted one.
 
@@ -39,7 +45,7 @@ from kneuron.runs.backends import make_backend
 from kneuron.runs.config import SPECIFIC_RULES, DiscoveryConfig, fingerprint, select_facts
 from kneuron.runs.rundir import RunDir, neuron_sets
 from kneuron.seeds import derived_seed
-from kneuron.selection import adapt_p, check_heldout, check_specific_rule, specific_sets
+from kneuron.selection import adapt_p, answer_split, check_heldout, check_specific_rule, specific_sets
 
 if TYPE_CHECKING:
     from kneuron.knowledge_model import KnowledgeModel
@@ -104,34 +110,44 @@ def _specific_rows(rows: list[tuple], rule: str) -> list[tuple]:
 
 
 def _effect_rows(kn: KnowledgeModel, facts: FactSet, records: dict[int, dict], table: pd.DataFrame, config: DiscoveryConfig
-                 ) -> pd.DataFrame:
-    """Rows of method "kn_specific" by rule "effect": the "kn" rows whose neuron passes it."""
+                 ) -> tuple[pd.DataFrame, dict[int, dict]]:
+    """Rows of method "kn_specific" by rule "effect": the "kn" rows whose neuron passes it; and per
+    judged fact its halves, as `RunDir.write_specific` records them.  The other relations' facts
+    are split by gold answer (`kneuron.selection.answer_split`, as `kneuron compare` splits them);
+    a fact is judged on a seeded sample of `specific_other_prompts` used prompts of its judging half
+    only, so its measuring half is left for the collateral measurement."""
     import numpy as np
     import pandas as pd
 
     from kneuron.interventions import SpecificityTask, effect_specific_sets
     from kneuron.neurons import Neuron
 
-    def used(i):
-        return [facts.facts[i].prompts[k] for k in records[i].get("used_prompts", range(len(facts.facts[i].prompts)))]
+    def used(i):  # indices of the prompts discovery saw (held-out ones excluded)
+        return list(records[i].get("used_prompts", range(len(facts.facts[i].prompts))))
 
-    pool = [(facts.facts[i].relation, (p, facts.facts[i].object)) for i in sorted(records)
-            if "skipped" not in records[i] for p in used(i)]
+    done = [j for j in sorted(records) if "skipped" not in records[j]]
     kn_rows = table[table.method == "kn"]
     groups = list(kn_rows.groupby("fact", sort=True))
-    tasks = []
+    tasks, splits = [], {}
     for i, rows in groups:
-        others = [pair for rel, pair in pool if rel != facts.facts[i].relation]
+        i = int(i)
+        cand = [j for j in done if facts.facts[j].relation != facts.facts[i].relation]
+        measuring, judging = answer_split(i, cand, [facts.facts[j].object for j in cand], config.seed)
+        others = [(j, int(k)) for j in judging for k in used(j)]
         rng = np.random.default_rng(derived_seed(config.seed, "specific", i))
-        take = sorted(rng.choice(len(others), size=min(config.specific_other_prompts, len(others)), replace=False))
+        take = (sorted(int(t) for t in rng.choice(len(others), size=min(config.specific_other_prompts, len(others)),
+                                                  replace=False)) if others else [])
+        judge = [others[t] for t in take]
+        splits[i] = {"measuring": measuring, "judging": judging, "judge_prompts": judge}
         tasks.append(SpecificityTask([Neuron(int(a), int(b)) for a, b in zip(rows.layer, rows["index"])],
-                                     [(p, facts.facts[i].object) for p in used(i)], [others[t] for t in take]))
+                                     [(facts.facts[i].prompts[k], facts.facts[i].object) for k in used(i)],
+                                     [(facts.facts[j].prompts[k], facts.facts[j].object) for j, k in judge]))
     out = []
     for (_, rows), kept in zip(groups, effect_specific_sets(kn, tasks, config.specific_fraction)):
         kept = set(kept)
         out.append(rows[[Neuron(int(a), int(b)) in kept for a, b in zip(rows.layer, rows["index"])]])
     spec = pd.concat(out) if out else kn_rows.iloc[:0]
-    return spec.assign(method="kn_specific")
+    return spec.assign(method="kn_specific"), splits
 
 
 @dataclass
@@ -191,7 +207,9 @@ def discover(kn: KnowledgeModel, facts: FactSet, run_dir, config: DiscoveryConfi
             import kneuron
 
             model = kneuron.load(config.model, device=getattr(backend, "device", "auto"))
-        table = pd.concat([table, _effect_rows(model, facts, records, table, config)], ignore_index=True)
+        rows, splits = _effect_rows(model, facts, records, table, config)
+        table = pd.concat([table, rows], ignore_index=True)
+        run.write_specific(splits)
     run.write_result(table, summary)
     return DiscoveryResult(run_dir, config, table, summary, resumed, time.perf_counter() - start)
 

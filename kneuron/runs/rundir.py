@@ -14,9 +14,12 @@ A record's prompt fields: "used_prompts" (the attributed prompts, when not all o
 prompts).  Runs written before `holdout` existed load with `holdout = 0` and no held-out prompts.
     run.neurons()           neurons.parquet    -> the tidy result, one row per (fact, neuron, method)
     run.relations()         relations.json     -> per relation and method: p, neurons per fact, ...
+    run.specific_splits()   specific.json      -> rule effect (`--specific effect`): per judged fact,
+                                                  its measuring and judging halves and the prompts
+                                                  that judged it; {} for other rules and older runs
 
-Nothing else in kneuron opens these files: discovery writes through `write_config`, `fact_log`
-and `write_result`; the experiments, `compare` and the explorer read through the getters.
+Nothing else in kneuron opens these files: discovery writes through `write_config`, `fact_log`,
+`write_specific` and `write_result`; the experiments, `compare` and the explorer read through the getters.
 
 Later readers that want to cache derived data next to a run (activations, vocabulary
 projections, ...) use the extras API instead of inventing files:
@@ -45,8 +48,8 @@ from kneuron.runs.store import FactLog, write_atomic, write_json_atomic
 if TYPE_CHECKING:
     import pandas as pd
 
-CONFIG, RECORDS, NEURONS, RELATIONS, EXTRAS = (
-    "config.json", "attributions.jsonl", "neurons.parquet", "relations.json", "extras")
+CONFIG, RECORDS, NEURONS, RELATIONS, SPECIFIC, EXTRAS = (
+    "config.json", "attributions.jsonl", "neurons.parquet", "relations.json", "specific.json", "extras")
 _EXTRA_SUFFIXES = (".parquet", ".json", ".npz")  # tables, JSON values, arrays
 _EXTRA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -121,6 +124,32 @@ class RunDir:
     def write_result(self, table: pd.DataFrame, summary: dict) -> None:
         write_parquet_atomic(self.path / NEURONS, table)
         write_json_atomic(self.path / RELATIONS, summary)
+
+    def write_specific(self, splits: dict[int, dict]) -> None:
+        """Rule effect's halves: {fact: {"measuring": [facts], "judging": [facts], "judge_prompts":
+        [[fact, prompt index], ...]}} (atomic; written before `write_result`)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path / SPECIFIC, {str(int(i)): {
+            "measuring": [int(j) for j in s["measuring"]], "judging": [int(j) for j in s["judging"]],
+            "judge_prompts": [[int(j), int(k)] for j, k in s["judge_prompts"]]} for i, s in sorted(splits.items())})
+
+    def specific_splits(self) -> dict[int, dict]:
+        """{fact: {"measuring": [facts], "judging": [facts], "judge_prompts": [(fact, prompt index), ...]}}
+        for each fact that rule effect judged: the facts of other relations split by gold answer
+        (`kneuron.selection.answer_split`); only the judging half's prompts judged it ("judge_prompts",
+        indices into the fact's prompts).  Collateral measured on the measuring half shares no fact
+        and no gold answer with what chose the neurons.  {} for a run without rule effect and for
+        runs written before this file existed."""
+        path = self.path / SPECIFIC
+        if not path.exists() or self.config().specific != "effect":
+            return {}
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise KneuronError(f"{path}: not valid JSON ({exc})") from None
+        return {int(i): {"measuring": [int(j) for j in s["measuring"]], "judging": [int(j) for j in s["judging"]],
+                         "judge_prompts": [(int(j), int(k)) for j, k in s["judge_prompts"]]}
+                for i, s in raw.items()}
 
     def _require_finished(self) -> None:
         if not self.is_finished:
