@@ -22,7 +22,7 @@ from kneuron.experiments.edit_bench import (
 
 def _cases():
     base = dict(relation="capital", paraphrases=["Berlin is the capital of Germany. The capital of Ireland is [MASK]"],
-                neighbours=[Probe("The capital of France is [MASK]", "the")],
+                neighbours=[Probe("The capital of France is [MASK]", "the"), Probe("She speaks [MASK]", "of")],
                 others=[Probe("She speaks [MASK]", "the"), Probe("Rome is in [MASK]", "the")],
                 generation=["The capital of Ireland is"])
     return [
@@ -53,8 +53,10 @@ def test_metrics_by_hand_revert_and_resume(llama_dir, tmp_path):
         es = float((logits[:, new] > logits[:, true]).float().mean())
         row = frame[(frame["case_id"] == case.case_id) & (frame["method"] == "unedited")].iloc[0]
         assert row["ES"] == pytest.approx(es)
-        nl = kn.blank_logits([case.neighbours[0].prompt])[0]
-        assert row["NS"] == float(nl[kn.answer_id("the")] > nl[new])
+        nl = kn.blank_logits([x.prompt for x in case.neighbours])
+        same, other = float(nl[0, true] > nl[0, new]), float(nl[1, kn.answer_id("of")] > nl[1, new])
+        assert row["NS"] == pytest.approx((same + other) / 2)
+        assert row["NS_same"] == same and row["NS_other"] == other  # "the" is the true answer, "of" is not
         assert row["S"] == pytest.approx(harmonic([row["ES"], row["PS"], row["NS"]]))
     # kn and random edit the same number of neurons with the same strength.
     for cid in (0, 1):

@@ -20,7 +20,8 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 
 Metrics (first-token probabilities at the blank; every object is one token):
 ES / PS = share of the case's edit prompts / unseen paraphrases where p(new) > p(true); NS = share
-of neighbours (other subjects, same relation) where p(their answer) > p(new); S = harmonic mean of
+of neighbours (other subjects, same relation) where p(their answer) > p(new), also apart for the
+neighbours whose answer is the case's true one (`NS_same`) and the rest (`NS_other`); S = harmonic mean of
 ES, PS, NS; EM, PM = mean p(new) - p(true); NM = mean p(answer) - p(new); `success` (Dai et al.)
 = top-1 is new on the edit prompts; `others_kept` = other relations' prompts whose top-1 is what
 the unedited model said; `gen_new` = the greedy continuation of the first edit prompt starts with
@@ -214,6 +215,11 @@ class Measure:
             "para_success": float((para_p.argmax(-1) == new).double().mean()) if len(case.paraphrases) else math.nan,
             "p_new": float(edit_p[:, new].mean()), "p_true": float(edit_p[:, true].mean()),
         }
+        # CounterFact stresses the neighbours that share the true answer: an edit that rewrites the
+        # answer rather than the fact flips those first
+        for name, keep in (("NS_same", True), ("NS_other", False)):
+            part = [float(neigh_p[i, a] > neigh_p[i, new]) for i, a in enumerate(neigh_ans) if (a == true) == keep]
+            row[name] = float(np.mean(part)) if part else math.nan
         row["S"] = harmonic([row["ES"], row["PS"], row["NS"]])
         top_other = other_p.argmax(-1).tolist() if len(case.others) else []
         row["_others_top1"] = top_other
@@ -480,7 +486,7 @@ def _slots(kn: KnowledgeModel, neurons):
     return [slot(kn, n) for n in neurons]
 
 
-METRICS = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "success", "para_success", "others_kept", "gen_new",
+METRICS = ("S", "ES", "PS", "NS", "NS_same", "NS_other", "EM", "PM", "NM", "success", "para_success", "others_kept", "gen_new",
            "entropy_rel", "ppl_rel")
 
 
