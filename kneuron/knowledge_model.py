@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -342,9 +343,10 @@ class KnowledgeModel:
                                "(method= names a localization method, e.g. 'ig')")
         loc = get_method(method)
         if loc.name != "ig":
-            given = [f"{name}={value!r}" for name, value, default in (
-                ("steps", steps, 20), ("rule", rule, "riemann_left"), ("internal_batch_size", internal_batch_size, None),
-                ("precision", precision, "fp32"), ("target", target, "product")) if value != default]
+            defaults = inspect.signature(KnowledgeModel.attribute).parameters  # one copy of the defaults
+            passed = {"steps": steps, "rule": rule, "internal_batch_size": internal_batch_size,
+                      "precision": precision, "target": target}
+            given = [f"{name}={value!r}" for name, value in passed.items() if value != defaults[name].default]
             if given:
                 raise KneuronError(f"{', '.join(given)}: options of method 'ig' only, not of {loc.name!r}")
         if isinstance(loc, IG):
