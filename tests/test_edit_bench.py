@@ -131,6 +131,20 @@ def test_cli_bench_end_to_end_and_bad_input(llama_dir, tmp_path, capsys):
     methods = pd.read_csv(out / "methods.csv")
     assert list(methods["method"]) == ["unedited", "kn", "random"] and set(methods["split"]) == {"test"}
     assert "CPU:" in (out / "report.md").read_text()
+    # --exclude-tuned leaves out the facts another file tuned on: case 1 (Ireland, capital) is one
+    tuned = _cases()[1:]
+    tuned[0].split = "tune"
+    tuned_file = save_cases(tuned, tmp_path / "tuned.jsonl")
+    assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(cases), "--methods", "random",
+                 "--out", str(tmp_path / "z"), "--exclude-tuned", str(tuned_file)]) == 2
+    assert "no cases" in capsys.readouterr().err  # both cases are Ireland's capital: none is left
+    tuned[0].subject = "Iceland"
+    save_cases(tuned, tuned_file)
+    assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(cases), "--methods", "random",
+                 "--out", str(tmp_path / "z"), "--exclude-tuned", str(tuned_file), "--steps", "4",
+                 "--generation-tokens", "5"]) == 0
+    assert "left out 0 of 2 cases" in capsys.readouterr().out
+    assert json.loads((tmp_path / "z" / "config.json").read_text())["exclude_tuned"] == "tuned.jsonl"
     assert main(["edit", "bench", "--model", str(llama_dir), "--cases", str(cases), "--methods", "kn,memit",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown edit method 'memit'" in capsys.readouterr().err

@@ -418,6 +418,9 @@ def bench(
                                 "paper's literal rule), kn_specific (kn on effect-specific neurons), random (kn's "
                                 "count and strength on random neurons), rome (rank-one model editing)."),
     split: str = typer.Option("all", "--split", help="tune | test | all: which cases to run."),
+    exclude_tuned: Path = typer.Option(None, "--exclude-tuned", help="Leave out the cases whose relation and subject "
+                                       "are tune cases of this cases file (the facts that chose the defaults), so a "
+                                       "larger case file reports on facts that chose nothing."),
     limit: int = ranged(None, "--limit", within=POSITIVE, help="At most this many cases (in file order)."),
     sample: int = ranged(None, "--sample", within=POSITIVE, help="A seeded sample of this many cases, spread over "
                          "the relations in turn (after --split)."),
@@ -448,6 +451,12 @@ def bench(
     cases = load_cases(cases_path)
     if split != "all":
         cases = [c for c in cases if c.split == split]
+    if exclude_tuned is not None:
+        tuned = {(c.relation, c.subject.casefold()) for c in load_cases(exclude_tuned) if c.split == "tune"}
+        before = len(cases)
+        cases = [c for c in cases if (c.relation, c.subject.casefold()) not in tuned]
+        console.print(f"--exclude-tuned: left out {before - len(cases)} of {before} cases, facts tuned on in "
+                      f"{escape(exclude_tuned.name)}", highlight=False)
     if sample is not None and sample < len(cases):
         import random
 
@@ -469,7 +478,7 @@ def bench(
     if not cases:
         raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,
-                         seed=seed,
+                         seed=seed, exclude_tuned=exclude_tuned.name if exclude_tuned is not None else None,
                          steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
                          rome_layer=rome_layer,
                          generation_tokens=generation_tokens)
@@ -484,7 +493,8 @@ def bench(
     cpu = _cpu_name()
     header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
-              f"--split {split}" + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "") + f" --ratio {ratio:g} --margin {margin:g} "
+              f"--split {split}" + (f" --exclude-tuned {exclude_tuned.name}" if exclude_tuned else "")
+              + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "") + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
               f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")
     paths = write_outputs(out_dir, frame, table, header)

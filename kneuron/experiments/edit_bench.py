@@ -70,6 +70,7 @@ class BenchConfig:
     split: str = "all"  # tune | test | all
     limit: int | None = None
     sample: int | None = None
+    exclude_tuned: str | None = None  # a cases file whose tune facts were left out (`--exclude-tuned`)
     seed: int = 0
     steps: int = 20
     threshold: float = SELECTION.threshold
