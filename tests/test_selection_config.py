@@ -157,10 +157,19 @@ def test_committed_compare_journals_resume(path, tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("edit/*/config.json")), ids=lambda p: p.parent.name)
-def test_committed_edit_bench_configs_resume(path):
-    """run_bench resumes when asdict(config) equals the stored config.json: same keys, same values."""
+def test_committed_edit_bench_configs_resume(path, tmp_path):
+    """run_bench resumes when asdict(config) equals the stored config.json, the settings added since
+    at their defaults; a new setting away from its default is refused."""
+    from kneuron.experiments.edit_bench import run_bench, stored_settings
+
     old = json.loads(path.read_text(encoding="utf-8"))
-    assert dataclasses.asdict(BenchConfig(**old)) == old
+    assert dataclasses.asdict(BenchConfig(**old)) == stored_settings(old)
+    added = set(stored_settings(old)) - set(old)
+    (tmp_path / "config.json").write_text(json.dumps(old), encoding="utf-8")
+    assert run_bench(None, [], BenchConfig(**old), tmp_path).empty  # resumes: nothing refused, nothing to do
+    if "exclude_tuned" in added:
+        with pytest.raises(KneuronError, match="exclude_tuned"):
+            run_bench(None, [], BenchConfig(**old, exclude_tuned="tuned.jsonl"), tmp_path)
 
 
 def test_old_compare_journal_with_removed_keys_resumes(tmp_path):
@@ -182,7 +191,7 @@ PROVENANCE = {
     CompareConfig: {"run",  # --run's directory; its IG is passed to compare() as `run`
                     "facts_fingerprint",  # set by compare(): a journal of other facts is refused
                     "kneuron_version"},  # provenance; free on resume
-    BenchConfig: {"cases", "split", "limit", "sample"},  # which cases; the command selects them
+    BenchConfig: {"cases", "split", "limit", "sample", "exclude_tuned"},  # which cases; the command selects them
 }
 # Expressions that hold one of these configs (an object, or its JSON as a dict) where they are read.
 HOLDERS = {"config", "cfg", "self.config", "run.config", "run_config", "data.config"}

@@ -39,7 +39,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +87,16 @@ class BenchConfig:
     generation_tokens: int = 50
     ppl_sentences: int = 8
     bootstrap: int = 1000
+
+
+def stored_settings(stored: dict) -> dict:
+    """A benchmark's config.json with the settings added since it was written at their defaults, so
+    a run started before a new option resumes under that option's default (and only under it)."""
+    out = dict(stored)
+    for f in fields(BenchConfig):
+        if f.name not in out and (f.default is not MISSING or f.default_factory is not MISSING):
+            out[f.name] = f.default if f.default is not MISSING else f.default_factory()
+    return out
 
 
 def ngram_entropy(tokens: Sequence[int]) -> float:
@@ -402,7 +412,7 @@ def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir:
     cfg_path = out_dir / "config.json"
     cfg = asdict(config)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        old = stored_settings(json.loads(cfg_path.read_text(encoding="utf-8")))
         if old != cfg:
             diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
             raise KneuronError(f"{out_dir} holds a benchmark with other settings ({', '.join(diff)}); "
