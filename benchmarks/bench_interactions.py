@@ -57,12 +57,12 @@ def main() -> None:
         return res, time.perf_counter() - start
 
     cached, t_cached = timed()
-    real = interactions.open_prefix_caches
-    interactions.open_prefix_caches = lambda kn: contextlib.nullcontext()  # the reference: full passes
+    real = interactions.prefix_caches
+    interactions.prefix_caches = lambda kn: contextlib.nullcontext()  # the reference: full passes
     try:
         plain, t_plain = timed()
     finally:
-        interactions.open_prefix_caches = real
+        interactions.prefix_caches = real
     values = [(cached.single[n], plain.single[n]) for n in neurons] + [(cached.pair[k], plain.pair[k]) for k in plain.pair]
     diff = max(abs(a - b) / max(abs(b), 1e-30) for a, b in values)
     rows = (len(neurons) + len(plain.pair)) * len(prompts)

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from kneuron.errors import KneuronError
-from kneuron.interventions.cached import open_prefix_caches
+from kneuron.interventions.cached import prefix_caches
 from kneuron.neurons import Neuron
 
 if TYPE_CHECKING:
@@ -162,14 +162,14 @@ def mean_probabilities(kn: KnowledgeModel, prompts: Sequence[str], answer: str, 
                        batch: int = 256, max_rows: int = 4096) -> list[float]:
     """Mean gold probability over `prompts` with each set suppressed; batched calls of at most
     `max_rows` (set, prompt) rows (bounds the per-row scale masks).  A causal LM computes each
-    prompt's prefix once (`kneuron.interventions.prefix_caches`, reused when one is open)."""
+    prompt's prefix once (`kneuron.interventions.prefix_caches`; an open one is reused)."""
     from kneuron.interventions.activations import scaled_probabilities
 
     if not sets:
         return []
     per_call = max(1, max_rows // len(prompts))
     out: list[float] = []
-    with open_prefix_caches(kn):
+    with prefix_caches(kn):
         for start in range(0, len(sets), per_call):
             chunk = sets[start:start + per_call]
             rows_prompts = [q for _ in chunk for q in prompts]
@@ -376,31 +376,23 @@ def neuron_interactions(kn: KnowledgeModel, prompts: Sequence[str], answer: str,
     neurons = list(dict.fromkeys(neurons))
     if len(neurons) < 2:
         raise KneuronError(f"interactions need at least 2 distinct neurons, got {len(neurons)}")
-    with open_prefix_caches(kn):  # one store of prefixes for the pairs, the greedy search and the null
-        return _interactions(kn, prompts, answer, neurons, given, top=top, steps=steps, keep_alone=keep_alone,
-                             drop_joint=drop_joint, remove=remove, greedy=greedy, batch=batch,
-                             null_repeats=null_repeats, null_seed=null_seed, null_bins=null_bins)
-
-
-def _interactions(kn: KnowledgeModel, prompts: list[str], answer: str, neurons: list[Neuron], given: bool, *, top: int,
-                  steps: int, keep_alone: float, drop_joint: float, remove: float, greedy: bool, batch: int,
-                  null_repeats: int, null_seed: int, null_bins: int) -> Interactions:
-    p = float(kn.probabilities(prompts, answer).double().mean())
-    pairs = list(combinations(neurons, 2))
-    kept = mean_probabilities(kn, prompts, answer, [[n] for n in neurons] + [list(ab) for ab in pairs], batch=batch)
-    single = dict(zip(neurons, kept[:len(neurons)]))
-    pair = dict(zip(pairs, kept[len(neurons):]))
-    settings = {"model": kn.name, "neurons_from": "given" if given else f"top {top} by IG", "steps": steps,
-                "keep_alone": keep_alone, "drop_joint": drop_joint, "remove": remove, "batch": batch,
-                "null_repeats": null_repeats, "null_seed": null_seed, "null_bins": null_bins}
-    found = greedy_set(kn, prompts, answer, p, single, keep_alone=keep_alone, remove=remove, batch=batch) \
-        if greedy else {}
-    null = interaction_null(kn, prompts, answer, neurons, p,
-                            observed_degenerate=len(degenerate_pairs(p, single, pair, keep_alone, drop_joint)),
-                            observed_greedy=found if greedy else None, repeats=null_repeats, seed=null_seed,
-                            bins=null_bins, keep_alone=keep_alone, drop_joint=drop_joint, remove=remove,
-                            batch=batch) if null_repeats else {}
-    return Interactions(answer, prompts, neurons, p, single, pair, found, settings, null)
+    with prefix_caches(kn):  # one store of prefixes for the pairs, the greedy search and the null
+        p = float(kn.probabilities(prompts, answer).double().mean())
+        pairs = list(combinations(neurons, 2))
+        kept = mean_probabilities(kn, prompts, answer, [[n] for n in neurons] + [list(ab) for ab in pairs], batch=batch)
+        single = dict(zip(neurons, kept[:len(neurons)]))
+        pair = dict(zip(pairs, kept[len(neurons):]))
+        settings = {"model": kn.name, "neurons_from": "given" if given else f"top {top} by IG", "steps": steps,
+                    "keep_alone": keep_alone, "drop_joint": drop_joint, "remove": remove, "batch": batch,
+                    "null_repeats": null_repeats, "null_seed": null_seed, "null_bins": null_bins}
+        found = greedy_set(kn, prompts, answer, p, single, keep_alone=keep_alone, remove=remove, batch=batch) \
+            if greedy else {}
+        null = interaction_null(kn, prompts, answer, neurons, p,
+                                observed_degenerate=len(degenerate_pairs(p, single, pair, keep_alone, drop_joint)),
+                                observed_greedy=found if greedy else None, repeats=null_repeats, seed=null_seed,
+                                bins=null_bins, keep_alone=keep_alone, drop_joint=drop_joint, remove=remove,
+                                batch=batch) if null_repeats else {}
+        return Interactions(answer, prompts, neurons, p, single, pair, found, settings, null)
 
 
 __all__ = [

@@ -31,23 +31,17 @@ TOLERANCE = 1e-4  # relative agreement of the cached route with the plain one on
 
 @contextmanager
 def prefix_caches(kn: KnowledgeModel):
-    """Keep each prompt's prefix cache for `scaled_probabilities` until the block ends."""
+    """Keep each prompt's prefix cache for `scaled_probabilities` until the block ends.  Inside a
+    block already open for `kn` this is that block: its caches (and its check) are reused."""
+    store = _STORE.get()
+    if store is not None and store["kn"] is kn:
+        yield
+        return
     token = _STORE.set({"kn": kn, "caches": {}, "templates": {}, "ok": None} if not kn.is_masked else None)
     try:
         yield
     finally:
         _STORE.reset(token)
-
-
-@contextmanager
-def open_prefix_caches(kn: KnowledgeModel):
-    """`prefix_caches(kn)`, unless one is already open for `kn`: then its caches are reused."""
-    store = _STORE.get()
-    if store is not None and store["kn"] is kn:
-        yield
-        return
-    with prefix_caches(kn):
-        yield
 
 
 def active_store(kn: KnowledgeModel) -> dict | None:
