@@ -84,6 +84,12 @@ def test_a_planted_redundant_pair_is_degenerate_and_an_essential_neuron_is_not(h
     # thresholds are options: demanding less of the joint drop changes nothing here, demanding an
     # impossible single keep finds nothing
     assert twin.degenerate_pairs(keep_alone=1.01) == []
+    # without arguments the thresholds are the ones the result was computed with, so a result made
+    # with an impossible single keep counts no pair, in its table and its saved form alike
+    strict = handmade.neuron_interactions(TWIN_PROMPTS, "Rome", every, keep_alone=1.01)
+    assert strict.settings["keep_alone"] == 1.01
+    assert strict.degenerate_pairs() == [] and not strict.table()["degenerate"].any()
+    assert strict.to_dict()["degenerate_pairs"] == []
 
 
 def test_batched_pair_effects_equal_one_call_at_a_time(llama):

@@ -162,7 +162,7 @@ def multilingual(
     def studied_one(done, total, label, res):
         null = (res.null or {}).get("degenerate_pairs") or {}
         against = f" (null mean {null['null_mean']:.1f})" if null.get("null_mean") is not None else ""
-        count = len(res.degenerate_pairs(res.settings["keep_alone"], res.settings["drop_joint"]))
+        count = len(res.degenerate_pairs())
         console.print(escape(f"[interactions {done}/{total}] {label}:") + f" {count} degenerate pairs{against}, "
                       f"greedy set {res.greedy.get('size') or 'not reached'}  ({time.perf_counter() - t0:.0f} s)",
                       highlight=False)

@@ -103,15 +103,19 @@ class Interactions:
                 out[i, j] = out[j, i] = self.interaction(a, self.neurons[j])
         return out
 
-    def degenerate_pairs(self, keep_alone: float = KEEP_ALONE, drop_joint: float = DROP_JOINT) -> list[tuple[Neuron, Neuron]]:
+    def degenerate_pairs(self, keep_alone: float | None = None,
+                         drop_joint: float | None = None) -> list[tuple[Neuron, Neuron]]:
         """AMIG's degenerate pairs: each alone keeps >= keep_alone of the gold probability, both
-        together keep < drop_joint of it (shares of the mean gold probability)."""
-        return degenerate_pairs(self.p, self.single, self.pair, keep_alone, drop_joint)
+        together keep < drop_joint of it (shares of the mean gold probability).  The thresholds
+        default to the ones this result was computed with (its settings), so the count matches the
+        null drawn beside it."""
+        keep = self.settings.get("keep_alone", KEEP_ALONE) if keep_alone is None else keep_alone
+        drop = self.settings.get("drop_joint", DROP_JOINT) if drop_joint is None else drop_joint
+        return degenerate_pairs(self.p, self.single, self.pair, keep, drop)
 
     def table(self) -> pd.DataFrame:
         """One row per pair: both single effects, the joint effect, the interaction, degenerate or not."""
-        degenerate = set(self.degenerate_pairs(self.settings.get("keep_alone", KEEP_ALONE),
-                                               self.settings.get("drop_joint", DROP_JOINT)))
+        degenerate = set(self.degenerate_pairs())
         rows = []
         for (a, b), v in self.pair.items():
             rows.append({"a": str(a), "b": str(b), "effect_a": self.effect(self.single[a]),
@@ -120,12 +124,11 @@ class Interactions:
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
-        keep, drop = self.settings.get("keep_alone", KEEP_ALONE), self.settings.get("drop_joint", DROP_JOINT)
         return {"answer": self.answer, "prompts": self.prompts, "settings": self.settings, "p": self.p,
                 "neurons": [[n.layer, n.index] for n in self.neurons],
                 "single_effects": {str(n): e for n, e in self.single_effects().items()},
                 "pairs": self.table().to_dict(orient="records"),
-                "degenerate_pairs": [[str(a), str(b)] for a, b in self.degenerate_pairs(keep, drop)],
+                "degenerate_pairs": [[str(a), str(b)] for a, b in self.degenerate_pairs()],
                 "greedy": self.greedy, "null": self.null}
 
     def null_table(self) -> pd.DataFrame:

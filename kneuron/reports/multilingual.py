@@ -68,7 +68,7 @@ def interaction_figure(result, title: str = "") -> Figure:
     im = _heatmap(ax, matrix, labels, labels, title or f"interactions of {k} neurons ({result.answer})", limit,
                   annotate=k <= 12)
     index = {n: i for i, n in enumerate(result.neurons)}
-    for a, b in result.degenerate_pairs(result.settings.get("keep_alone", 0.8), result.settings.get("drop_joint", 0.75)):
+    for a, b in result.degenerate_pairs():
         for i, j in ((index[a], index[b]), (index[b], index[a])):
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
     ax.tick_params(axis="x", labelrotation=90)
