@@ -9,6 +9,14 @@ others kept (no generation: fluency is checked on the test split), and reverted.
 (`tune.jsonl`) makes a rerun resume.  The summary prints S per (ratio, margin) and the choice:
 the highest S whose others-kept is at least 0.9 (ties: the smaller margin).  The test split is
 never read.
+
+    python benchmarks/tune_edit.py --editor subject --counts 8,16,32,64,128 --model M --cases C --out DIR
+
+`--editor subject` tunes the subject-neuron edit (`kneuron.edits.subject`) instead: ROME's k*, v*
+are computed once per case from the case's edit prompts, then inserted through each count of the
+subject's neurons, through as many random neurons of the same layer (row `random`, seeded per
+case), and through every neuron of the layer (ROME with the same prompts).  The choice: the
+highest S (to 0.01) whose others-kept is at least 0.9; ties go to the fewest neurons.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sample", type=int, default=None, help="a seeded sample, round robin over relations")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--editor", choices=("kn", "subject"), default="kn")
+    ap.add_argument("--counts", default="8,16,32,64,128", help="--editor subject: the neuron counts tried")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,6 +78,8 @@ def main() -> None:
     kn = kneuron.load(args.model, device="cpu")
     measure = Measure(kn, [], 0)
     journal = FactLog(args.out / "tune.jsonl", key="key")
+    if args.editor == "subject":
+        return _tune_subject(kn, cases, measure, journal, args)
     editors = Editors(kn, BenchConfig(model=args.model, cases=args.cases.name), cases)
     started = time.perf_counter()
     for k, case in enumerate(cases):
@@ -115,8 +127,7 @@ def main() -> None:
     table = pd.DataFrame(rows).sort_values(["selectivity", "ratio", "margin"])
     ok = table[table["others_kept"] >= 0.9]
     pick = (ok if len(ok) else table).sort_values(["S", "margin"], ascending=[False, True]).iloc[0]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = _cpu()
     text = [f"# Tuning the default knowledge-neuron edit: {args.model}, {table['cases'].max()} tune cases",
             "", f"Command: `python benchmarks/tune_edit.py --model {args.model} --cases {args.cases.name} "
             f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}"
@@ -128,6 +139,66 @@ def main() -> None:
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     choice = {"selectivity": pick["selectivity"], "ratio": float(pick["ratio"]), "margin": float(pick["margin"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
+    print("\n".join(text))
+
+
+def _cpu() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")), platform.processor())
+
+
+def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
+    """Each count of subject neurons, the same count of random neurons of the layer, and the whole layer."""
+    import random
+
+    from kneuron.edits import compute_rome
+    from kneuron.edits.subject import subject_edit
+
+    counts = sorted({int(x) for x in args.counts.split(",")} | {kn.num_neurons})
+    started = time.perf_counter()
+    for k, case in enumerate(cases):
+        variants = [(rank, n) for n in counts for rank in (("subject", "random") if n < kn.num_neurons else ("layer",))]
+        keys = {v: f"{case.case_id}:{v[0]}:{v[1]}" for v in variants}
+        if all(key in journal for key in keys.values()):
+            continue
+        t = time.perf_counter()
+        base = _light(measure, case, None)
+        update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0)
+        for (rank, n), key in keys.items():
+            if key in journal:
+                continue
+            pick = None
+            if rank == "random":
+                pick = random.Random(f"0:{case.case_id}:random:{n}").sample(range(kn.num_neurons), n)
+            edit = subject_edit(kn, update, n, neurons=pick)
+            with edit.apply(kn):
+                row = _light(measure, case, base)
+            row.update({"key": key, "case_id": case.case_id, "relation": case.relation, "rank": rank, "count": n,
+                        "layer": update.layer, "key_share": edit.info["key_share"]})
+            journal.append(row)
+        print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
+              flush=True)
+    journal.close()
+    frame = pd.DataFrame(list(journal.records.values()))
+    rows = []
+    for (rank, n), g in frame.groupby(["rank", "count"]):
+        es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
+        rows.append({"neurons": rank, "count": int(n), "cases": len(g), "key_share": float(g["key_share"].mean()),
+                     "S": harmonic([es, ps, ns]), "ES": es, "PS": ps, "NS": ns, "others_kept": kept,
+                     "success": float(g["success"].mean())})
+    table = pd.DataFrame(rows).sort_values(["neurons", "count"])
+    ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
+    ok = ok if len(ok) else table[table["neurons"] == "subject"]
+    pick = ok.assign(S2=ok["S"].round(2)).sort_values(["S2", "count"], ascending=[False, True]).iloc[0]
+    text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
+            f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --model {args.model} "
+            f"--cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "") + "`  ",
+            f"CPU: {_cpu()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
+            "", _markdown(table), "",
+            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons): {int(pick['count'])} "
+            f"subject neurons."]
+    (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    (args.out / "choice.json").write_text(json.dumps({"count": int(pick["count"])}) + "\n", encoding="utf-8")
     print("\n".join(text))
 
 

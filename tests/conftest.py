@@ -217,3 +217,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def edit_family_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Saved tiny llama, gpt2 and BERT directories for the whole-layer edits (ROME, subject neurons);
+    each test loads its own copy, so an edit in place reaches no other test."""
+    from tiny_decoders import save_tiny_decoder
+    from tiny_models import save_tiny_bert
+
+    root = tmp_path_factory.mktemp("edit-families")
+    return {"llama": save_tiny_decoder("llama", root / "llama"), "gpt2": save_tiny_decoder("gpt2", root / "gpt2"),
+            "bert": save_tiny_bert(root / "bert")}

@@ -97,6 +97,32 @@ def test_an_edit_that_cannot_reach_its_goal_is_declined(llama_dir, tmp_path):
     assert model_fingerprint(kn) == before
 
 
+def test_subject_edit_row_edits_its_count_of_neurons_and_reverts(llama_dir, bingrel_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KNEURON_DATA", str(bingrel_dir.parent))
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))  # the key statistics of this tiny model
+    kn = kneuron.load(str(llama_dir), device="cpu")
+    before = model_fingerprint(kn)
+    config = BenchConfig(model=str(llama_dir), cases="c", methods=["kn_subject"], subject_count=5, rome_layer=1,
+                         generation_tokens=4, ppl_sentences=2, bootstrap=20)
+    frame = run_bench(kn, _cases()[:1], config, tmp_path / "s")
+    assert model_fingerprint(kn) == before
+    row = frame[frame.method == "kn_subject"].iloc[0]
+    base = frame[frame.method == "unedited"].iloc[0]
+    assert row["edited"] == 1 and row["neurons"] == 5 and row["layer"] == 1
+    # the same edit, planned again by hand, raises p(new) on the edit prompts as the row reports
+    from kneuron.edits.subject import plan_subject_update
+
+    case = _cases()[0]
+    edit = plan_subject_update(kn, case.subject, case.prompts, case.target_new, count=5, layer=1)
+    with edit.apply(kn):
+        em = float((kn.probabilities(case.prompts, [case.target_new] * 3)
+                    - kn.probabilities(case.prompts, [case.target_true] * 3)).mean())
+    # (a random tiny model barely carries the subject to the blank, so the edit moves p little here;
+    # tests/test_subject_edit.py checks that it raises p(new) where the prompt ends at the subject)
+    assert row["EM"] == pytest.approx(em, abs=1e-6) and row["EM"] != base["EM"]
+    assert model_fingerprint(kn) == before
+
+
 def test_ngram_entropy_and_harmonic_mean():
     assert ngram_entropy([1, 1, 1, 1, 1]) == 0.0
     # Four distinct bigrams and three distinct trigrams: log2 4 and log2 3, weighted 2/3 and 4/3.

@@ -4,8 +4,8 @@ import random
 
 import pytest
 import torch
-from tiny_decoders import CORPUS, save_tiny_decoder
-from tiny_models import WORDS, save_tiny_bert
+from tiny_decoders import CORPUS
+from tiny_models import WORDS
 
 import kneuron
 from kneuron.edits import Edit, compute_rome, key_covariance, plan_rome, rome_edit
@@ -22,11 +22,9 @@ PROMPT = {"llama": "The capital of Ireland is", "gpt2": "The capital of Ireland 
           "bert": "The capital of Ireland is [MASK]."}
 
 
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rome")
-    return {"llama": save_tiny_decoder("llama", root / "llama"), "gpt2": save_tiny_decoder("gpt2", root / "gpt2"),
-            "bert": save_tiny_bert(root / "bert")}
+@pytest.fixture
+def paths(edit_family_dirs):
+    return edit_family_dirs
 
 
 def load(path):

@@ -37,6 +37,7 @@ from kneuron.cli.options import (
     split_list,
 )
 from kneuron.cli.probe import load_model, parse_neurons
+from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.errors import KneuronError
 from kneuron.selection.config import DEFAULT as SELECTION
 
@@ -416,7 +417,8 @@ def bench(
     methods: str = typer.Option("kn,kn_paper,kn_specific,random,rome", "--methods",
                                 help="Comma-separated editors: kn (kneuron's fitted, signed edit), kn_paper (the "
                                 "paper's literal rule), kn_specific (kn on effect-specific neurons), random (kn's "
-                                "count and strength on random neurons), rome (rank-one model editing)."),
+                                "count and strength on random neurons), rome (rank-one model editing), kn_subject "
+                                "(ROME's insertion in the value slots of the subject's --subject-count neurons)."),
     split: str = typer.Option("all", "--split", help="tune | test | all: which cases to run."),
     exclude_tuned: Path = typer.Option(None, "--exclude-tuned", help="Leave out the cases whose relation and subject "
                                        "are tune cases of this cases file (the facts that chose the defaults), so a "
@@ -428,7 +430,10 @@ def bench(
     margin: float = MARGIN,
     max_scale: float = MAX_SCALE,
     selectivity: float = SELECTIVITY,
-    rome_layer: int = typer.Option(None, "--rome-layer", help="rome: the layer edited (default: its heuristic)."),
+    rome_layer: int = typer.Option(None, "--rome-layer", help="rome and kn_subject: the layer edited (default: "
+                                   "ROME's heuristic)."),
+    subject_count: int = ranged(SUBJECT_COUNT, "--subject-count", within=POSITIVE,
+                                help="kn_subject: how many of the subject's neurons it edits."),
     seed: int = seed_option(0),
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
@@ -480,7 +485,7 @@ def bench(
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,
                          seed=seed, exclude_tuned=exclude_tuned.name if exclude_tuned is not None else None,
                          steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
-                         rome_layer=rome_layer,
+                         rome_layer=rome_layer, subject_count=subject_count,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()
@@ -494,7 +499,9 @@ def bench(
     header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
               f"--split {split}" + (f" --exclude-tuned {exclude_tuned.name}" if exclude_tuned else "")
-              + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "") + f" --ratio {ratio:g} --margin {margin:g} "
+              + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "")
+              + (f" --subject-count {subject_count}" if "kn_subject" in chosen else "")
+              + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
               f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")
     paths = write_outputs(out_dir, frame, table, header)

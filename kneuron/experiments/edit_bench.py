@@ -17,6 +17,9 @@ Every editor is applied, measured and reverted on every case, beside the unedite
   relations, never on the case's own measurement prompts (`others`).
 - `random`: as many random neurons as `kn` edits, with the same scale, ratio and sign rule.
 - `rome`: rank-one model editing (`kneuron.edits.rome`) on one layer's output projection.
+- `kn_subject`: the subject-neuron edit (`kneuron.edits.subject`): ROME's insertion restricted to
+  the value slots of the `subject_count` neurons that carry most of the subject's key at ROME's
+  layer, with the case's edit prompts (all of them, like `kn`).
 
 Metrics (first-token probabilities at the blank; every object is one token):
 ES / PS = share of the case's edit prompts / unseen paraphrases where p(new) > p(true); NS = share
@@ -47,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
@@ -56,7 +60,7 @@ from kneuron.selection.specific import SPECIFIC_FRACTION
 if TYPE_CHECKING:
     from kneuron.knowledge_model import KnowledgeModel
 
-EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome")
+EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome", "kn_subject")
 ROWS = ("unedited", *EDITORS)
 
 
@@ -84,6 +88,7 @@ class BenchConfig:
     specific_fraction: float = SPECIFIC_FRACTION
     specific_facts: int = 6
     rome_layer: int | None = None
+    subject_count: int = SUBJECT_COUNT
     generation_tokens: int = 50
     ppl_sentences: int = 8
     bootstrap: int = 1000
@@ -382,6 +387,12 @@ class Editors:
             edit = plan_rome(kn, case.subject, [case.prompts[0]], case.target_new, layer=c.rome_layer,
                              seed=c.seed)  # ROME edits with the one requested prompt, as in CounterFact
             return edit, {"layer": edit.info.get("layer")}
+        if method == "kn_subject":
+            from kneuron.edits.subject import plan_subject_update
+
+            edit = plan_subject_update(kn, case.subject, list(case.prompts), case.target_new, count=c.subject_count,
+                                       layer=c.rome_layer, seed=c.seed)
+            return edit, {"neurons": len(edit.neurons), "layer": edit.info.get("layer")}
         raise KneuronError(f"unknown edit method {method!r} (choose from {', '.join(EDITORS)})")
 
 

@@ -1,0 +1,121 @@
+"""Subject-neuron edit: write the new answer into the value slots of the few neurons that carry the subject.
+
+Why it exists.  The paper's neurons are found by attribution at the blank, so they carry the
+*answer*: on 71 SmolLM2 test cases, editing them rewrote the neighbours that share the true answer
+(NS 0.18 there, `results/edit/bench-smollm2-135m-per30/`).  What tells "Japan" from "Empire of
+Japan" is the subject's own representation.  At one layer, the neurons' coefficients at the
+subject's last token are ROME's key k*; a few of them carry most of what is particular to this
+subject against ordinary text.  This edit changes only those neurons' value slots.
+
+What it does (kneuron's own method, not the paper's; kind "subject"):
+
+1. k*, v* and the direction u = C^-1 k* / (k*^T C^-1 k*) exactly as ROME computes them
+   (`kneuron.edits.rome.compute_rome`, every setting and deviation documented there), with the
+   edit prompts as ROME's prompts.  u . k* = 1, and u_j k*_j is neuron j's share of it.
+2. The neurons: the `count` neurons of that layer with the largest share u_j k*_j (the subject's
+   neurons, in the metric of ordinary text's keys: a neuron that fires as much on any text gets a
+   small share however large its coefficient).
+3. ROME's insertion restricted to those slots: with S the chosen neurons,
+   W'_S = W_S + (v* - W k* - b) (A_SS^-1 k*_S)^T / (k*_S^T A_SS^-1 k*_S), where A is ROME's
+   ridged C.  Then W' k* + b = v* exactly, as in ROME; the other slots do not move.
+
+`count` = the layer's width is ROME itself (same update, up to the ridge's scale over the block).
+The default count was chosen on the tune split of the edit benchmark (docs/results/editing.md).
+The result is an ordinary `Edit`: apply, undo bit for bit, save, load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from kneuron.edits.rome import _weight_hd, compute_rome, key_covariance
+from kneuron.edits.value_slots import Edit, make_edit
+from kneuron.errors import KneuronError
+from kneuron.neurons import Neuron
+
+if TYPE_CHECKING:
+    from kneuron.edits.rome import RomeUpdate
+    from kneuron.knowledge_model import KnowledgeModel
+
+DEFAULT_COUNT = 32
+
+
+def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
+    """The `count` neurons of the update's layer with the largest share u_j k*_j of u . k* = 1."""
+    if int(count) < 1:
+        raise KneuronError(f"the subject edit needs at least one neuron, got count={count}")
+    share = update.direction * update.key
+    order = torch.argsort(share, descending=True)[:int(count)]
+    return [Neuron(update.layer, int(j)) for j in order]
+
+
+def restricted_direction(cov: torch.Tensor, key: torch.Tensor, columns: Sequence[int], ridge: float = 1e-4,
+                         mom2_weight: float = 1.0) -> torch.Tensor:
+    """u_S = A_SS^-1 k*_S / (k*_S^T A_SS^-1 k*_S), A = mom2_weight C + ridge mean(diag C) I (ROME's A)."""
+    idx = torch.as_tensor(list(columns), dtype=torch.long)
+    block = mom2_weight * cov[idx][:, idx]
+    scale = float(torch.diagonal(cov).mean())
+    block = block + ridge * (scale if scale > 0 else 1.0) * torch.eye(len(idx), dtype=torch.float64)
+    k = key[idx]
+    solved = torch.linalg.solve(block, k)
+    denom = float(k @ solved)
+    if not denom > 0:
+        raise KneuronError(f"k*_S^T A_SS^-1 k*_S = {denom}: the chosen neurons carry none of the subject's key")
+    return solved / denom
+
+
+def plan_subject_update(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *,
+                        count: int = DEFAULT_COUNT, layer: int | None = None, texts: Sequence[str] | None = None,
+                        ridge: float = 1e-4, mom2_weight: float = 1.0, seed: int = 0, cache=True,
+                        **rome_options) -> Edit:
+    """The subject-neuron edit making `subject` lead to `target_new` (kind "subject"); not applied.
+
+    `rome_options` go to `compute_rome` (steps, lr, kl_factor, weight_decay, clamp_norm, prefixes,
+    cov_tokens, stop_prob).  Reads the model only.
+    """
+    if int(count) < 1:
+        raise KneuronError(f"the subject edit needs at least one neuron, got count={count}")
+    update = compute_rome(kn, subject, prompts, target_new, layer=layer, texts=texts, ridge=ridge,
+                          mom2_weight=mom2_weight, seed=seed, cache=cache, **rome_options)
+    return subject_edit(kn, update, count, texts=texts, ridge=ridge, mom2_weight=mom2_weight, seed=seed, cache=cache,
+                        cov_tokens=rome_options.get("cov_tokens"))
+
+
+def subject_edit(kn: KnowledgeModel, update: RomeUpdate, count: int = DEFAULT_COUNT, *,
+                 texts: Sequence[str] | None = None, ridge: float = 1e-4, mom2_weight: float = 1.0, seed: int = 0,
+                 cache=True, cov_tokens: int | None = None, neurons: Sequence[int] | None = None) -> Edit:
+    """The ROME update `update` restricted to its `count` subject neurons, against `kn`'s current weights.
+
+    `neurons` (indices in the update's layer) replaces the choice: the control that inserts the
+    same pair through other slots."""
+    if neurons is None:
+        neurons = subject_neurons(update, min(int(count), kn.num_neurons))
+    else:
+        neurons = [Neuron(update.layer, int(j)) for j in dict.fromkeys(neurons)]
+        if not neurons or not all(0 <= n.index < kn.num_neurons for n in neurons):
+            raise KneuronError(f"neurons must be 1 to {kn.num_neurons} indices in [0, {kn.num_neurons})")
+    extra = {} if cov_tokens is None else {"cov_tokens": cov_tokens}
+    cov, _ = key_covariance(kn, update.layer, texts, seed=seed, cache=cache, **extra)
+    columns = [n.index for n in neurons]
+    u = restricted_direction(cov, update.key, columns, ridge=ridge, mom2_weight=mom2_weight)
+    w, b = _weight_hd(kn, update.layer)
+    residual = update.value - (w @ update.key + (b if b is not None else 0.0))
+    change = {n: residual * float(u[i]) for i, n in enumerate(neurons)}
+
+    def compute(neuron, current):
+        return (current.to("cpu", torch.float64) + change[neuron]).to(current.dtype).to(current.device)
+
+    share = float((update.direction * update.key)[columns].sum())
+    info = {key: value for key, value in update.info.items() if key != "history"}
+    info.update(method="subject-neuron edit (kneuron.edits.subject)", count=len(neurons), key_share=share,
+                residual_norm=float(residual.norm()), steps_run=update.info.get("steps_run"))
+    return make_edit(kn, "subject", neurons, compute, info)
+
+
+def subject_update(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str,
+                   **options) -> Edit:
+    """`plan_subject_update(...)` applied; returns the applied `Edit`."""
+    return plan_subject_update(kn, subject, prompts, target_new, **options).apply(kn)

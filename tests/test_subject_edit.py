@@ -1,0 +1,101 @@
+"""The subject-neuron edit (kneuron.edits.subject) on tiny models: the chosen neurons, k* -> v*
+exactly through only their slots, ROME itself at full width, P(new) up, bit-exact undo."""
+
+import random
+
+import pytest
+import torch
+from tiny_decoders import CORPUS
+from tiny_models import WORDS
+
+import kneuron
+from kneuron.edits import Edit, compute_rome, key_covariance
+from kneuron.edits.subject import plan_subject_update, subject_edit, subject_neurons, subject_update
+from kneuron.errors import KneuronError
+from kneuron.neurons import Neuron
+
+_rng = random.Random(0)
+TEXTS = CORPUS + [" ".join(_rng.choice(WORDS) for _ in range(10)) for _ in range(150)]
+FAST = dict(texts=TEXTS, prefixes=["", "In summary,"], cache=False)
+PROMPT = {"llama": "Dublin is the capital of Ireland", "gpt2": "Dublin is the capital of Ireland",
+          "bert": "The capital of Ireland is [MASK]."}
+TARGET = {"llama": "capital", "gpt2": "capital", "bert": "France"}
+
+
+@pytest.fixture
+def paths(edit_family_dirs):
+    return edit_family_dirs
+
+
+def state(kn):
+    return {k: v.detach().clone() for k, v in kn.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+def test_only_the_subject_neurons_change_and_the_key_maps_to_the_value(paths, family):
+    kn = kneuron.load(str(paths[family]), device="cpu")
+    layer, count = 1, 6
+    upd = compute_rome(kn, "Ireland", [PROMPT[family]], TARGET[family], layer=layer, steps=5, **FAST)
+    # the neurons: the largest shares of u . k* = 1, computed here from the update's own vectors
+    share = (upd.direction * upd.key).tolist()
+    expected = sorted(range(kn.num_neurons), key=lambda j: -share[j])[:count]
+    chosen = subject_neurons(upd, count)
+    assert chosen == [Neuron(layer, j) for j in expected]
+    before = state(kn)
+    site = kn.adapter.down_projection(kn.model, layer)
+    edit = subject_edit(kn, upd, count, texts=TEXTS, cache=False).apply(kn)
+    assert isinstance(edit, Edit) and edit.kind == "subject" and edit.neurons == chosen
+    assert edit.info["count"] == count and edit.info["key_share"] == pytest.approx(sum(share[j] for j in expected))
+    # only those slots moved, every other parameter is as it was
+    weight = kn.adapter.value_slots(kn.model, layer)
+    old = [k for k, v in before.items() if v.shape == weight.shape and not torch.equal(v, state(kn)[k])]
+    assert len(old) == 1
+    name = old[0]
+    moved = (before[name] != state(kn)[name])
+    moved_slots = moved.any(dim=1 - kn.adapter.slot_axis).nonzero().flatten().tolist()
+    assert sorted(moved_slots) == sorted(expected)
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items() if k != name)
+    # W' k* + b = v*, as ROME's own update gives
+    with torch.no_grad():
+        out = site(upd.key.float()[None])[0].double()
+    assert float((out - upd.value).norm() / upd.value.norm()) < 1e-4
+    edit.undo()
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items())
+
+
+def test_every_neuron_is_rome_itself(paths):
+    kn = kneuron.load(str(paths["llama"]), device="cpu")
+    upd = compute_rome(kn, "Ireland", [PROMPT["llama"]], "capital", layer=1, steps=5, **FAST)
+    full = subject_edit(kn, upd, kn.num_neurons, texts=TEXTS, cache=False)
+    rome = upd.to_edit(kn)
+    order = [n.index for n in full.neurons]
+    assert sorted(order) == list(range(kn.num_neurons))
+    assert torch.allclose(full.values.double(), rome.values[order].double(), rtol=1e-5, atol=1e-6)
+
+
+def test_edit_raises_the_new_answer_and_undoes(paths):
+    kn = kneuron.load(str(paths["llama"]), device="cpu")
+    prompt = PROMPT["llama"]
+    before = state(kn)
+    p_before = kn.probability(prompt, "capital")
+    edit = subject_update(kn, "Ireland", [prompt], "capital", layer=1, count=12, **FAST)
+    assert kn.probability(prompt, "capital") > max(10 * p_before, 0.05)
+    assert len(edit.neurons) == 12
+    edit.undo()
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items())
+    # deterministic: the same call plans the same edit
+    again = plan_subject_update(kn, "Ireland", [prompt], "capital", layer=1, count=12, **FAST)
+    assert torch.equal(again.values, edit.values) and again.neurons == edit.neurons
+
+
+def test_bad_counts_fail_before_anything_changes(paths):
+    kn = kneuron.load(str(paths["llama"]), device="cpu")
+    before = state(kn)
+    with pytest.raises(KneuronError, match="at least one neuron"):
+        plan_subject_update(kn, "Ireland", [PROMPT["llama"]], "capital", count=0, **FAST)
+    upd = compute_rome(kn, "Ireland", [PROMPT["llama"]], "capital", layer=1, steps=2, **FAST)
+    with pytest.raises(KneuronError, match="at least one neuron"):
+        subject_edit(kn, upd, 0, texts=TEXTS, cache=False)
+    cov, _ = key_covariance(kn, 1, TEXTS, cache=False)
+    assert cov.shape == (kn.num_neurons, kn.num_neurons)
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items())
