@@ -99,3 +99,34 @@ def test_bad_counts_fail_before_anything_changes(paths):
     cov, _ = key_covariance(kn, 1, TEXTS, cache=False)
     assert cov.shape == (kn.num_neurons, kn.num_neurons)
     assert all(torch.equal(before[k], v) for k, v in state(kn).items())
+
+
+def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(paths, bingrel_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    from kneuron.cli import main
+
+    monkeypatch.setenv("KNEURON_DATA", str(bingrel_dir.parent))
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    model, prompt = str(paths["llama"]), PROMPT["llama"]
+    out = tmp_path / "e.kedit"
+    args = ["edit", "subject", "--model", model, "--subject", "Ireland", "--prompt", prompt, "--to", "capital",
+            "--count", "12", "--layer", "1", "--check", "The capital of France is=the", "--from", "the"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "in 12 value slots of layer 1" in printed and "checks: before -> after" in printed
+    edit = Edit.load(out)
+    assert edit.kind == "subject" and len(edit.neurons) == 12 and edit.info["target"] == "capital"
+    kn = kneuron.load(model, device="cpu")
+    before = state(kn)
+    p_before = kn.probability(prompt, "capital")
+    with edit.apply(kn):
+        assert kn.probability(prompt, "capital") > max(10 * p_before, 0.05)
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items())
+    # bad input: one line each, nothing written
+    for extra, message in ((["--prompt", "The capital of France is"], "does not contain the subject"),
+                           (["--from", "capital"], "the same answer"),
+                           (["--count", "0"], "--count")):
+        bad = tmp_path / "bad.kedit"
+        assert main([*args, *extra, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and not bad.exists()

@@ -48,6 +48,16 @@ PROVENANCE = "kneuron_edits.json"
 MODEL = model_option(None)  # default: the run's model
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
+TO = typer.Option(..., "--to", help="The new answer.")
+CHECKS = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. another subject of the "
+                      "relation (repeatable).")
+SUBJECT = typer.Option(None, "--subject", help="The fact's subject: `edit subject` (required): as written in the "
+                       "prompts; `edit update`: with --run, the run's fact to update.")
+PROMPTS = typer.Option(None, "--prompt", help="A prompt of the fact (repeatable); the edit is fitted to these.  "
+                       "`edit update` finds the fact's neurons on them (with --run or --neurons: the prompts to "
+                       "check; default with --run: the fact's); `edit subject` (required): each holds the subject.")
+FROM = typer.Option(None, "--from", help="The answer to replace (`edit update --run`: taken from the run; `edit "
+                    "subject`: default the model's answer to the first prompt).")
 
 
 def _prediction_table(kn, prompts, answers, run) -> Table:
@@ -120,16 +130,13 @@ def _check_table(kn, checks: list[tuple[str, str]], original: str, target: str, 
 @app.command()
 def update(
     ctx: typer.Context,
-    to: str = typer.Option(..., "--to", help="The new answer."),
+    to: str = TO,
     out: Path = OUT,
-    original: str = typer.Option(None, "--from", help="The answer to replace (taken from the run with --run)."),
-    prompts: list[str] = typer.Option(None, "--prompt", help="A prompt of the fact (repeatable): its neurons are "
-                                      "found on these and the edit is fitted to them; with --run or --neurons, "
-                                      "the prompts to check (default with --run: the fact's prompts)."),
-    checks: list[str] = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. "
-                                     "another subject of the relation (repeatable)."),
+    original: str = FROM,
+    prompts: list[str] = PROMPTS,
+    checks: list[str] = CHECKS,
     run_dir: Path = run_option(None),
-    subject: str = typer.Option(None, "--subject", help="(with --run) the fact's subject."),
+    subject: str = SUBJECT,
     relation: str = typer.Option(None, "--relation", help="(with --run) the relation of the fact to update, if "
                                  "--subject is the subject of facts of several relations."),
     share: float = SHARE,
@@ -264,8 +271,70 @@ def update(
             console.print(f"{to!r} is the top answer on {won} of the {len(fact_prompts)} prompts: margin {margin:g} is "
                           "the benchmark's most specific edit; --margin 1 makes it the top answer on every prompt",
                           highlight=False)
-    if checks_:
-        console.print(_check_table(kn, checks_, original, to, lambda fn: _with(edit, kn, fn)))
+    _finish(kn, edit, checks_, original, to, out, started, save_model, model)
+
+
+@app.command("subject")
+def subject_update(
+    ctx: typer.Context,
+    subject: str = SUBJECT,
+    to: str = TO,
+    prompts: list[str] = PROMPTS,
+    out: Path = OUT,
+    model: str = model_option(...),
+    original: str = FROM,
+    count: int = ranged(SUBJECT_COUNT, "--count", within=POSITIVE, help="How many of the subject's neurons are "
+                        "edited (the layer's width: ROME itself)."),
+    layer: int = typer.Option(None, "--layer", help="The layer edited (default: ROME's heuristic, round(0.35 x "
+                              "layers))."),
+    checks: list[str] = CHECKS,
+    seed: int = seed_option(0),
+    save_model: Path = SAVE_MODEL,
+    device: str = DEVICE,
+) -> None:
+    """Rewrite one fact through the value slots of the subject's own neurons (kneuron's subject-neuron edit).
+
+    ROME's key (the neurons' coefficients at the subject's last token) and value are computed on the
+    prompts; the --count neurons carrying most of the key take the change.  Knowledge neurons found at
+    the blank carry the answer, so `edit update` rewrites every subject with that answer; this edit
+    acts where the subject is read.
+    """
+    import time
+
+    from kneuron.edits.subject import plan_subject_update
+
+    _check_out(out)
+    if not subject or not prompts:
+        raise KneuronError("edit subject needs --subject S and at least one --prompt holding it")
+    checks_ = _parse_checks(checks)
+    kn = load_model(model, device, ctx)
+    for p in list(prompts) + [c for c, _ in checks_]:
+        kn.encode(p)  # a prompt without a blank fails here, before any work
+        if p in prompts and subject not in p:
+            raise KneuronError(f"--prompt {p!r} does not contain the subject {subject!r}")
+    kn.answer_id(to)
+    if original is None:
+        original = kn.predict(prompts[0], k=1)[0][0].strip()
+    kn.answer_id(original)
+    if original.strip() == to.strip():
+        raise KneuronError(f"--from and --to are the same answer ({to!r}); nothing to update")
+    started = time.perf_counter()
+    edit = plan_subject_update(kn, subject, list(prompts), to, count=count, layer=layer, seed=seed)
+    edit.info.update({"model": model, "original": original, "target": to})
+    console.print(f"update {escape(subject)}: {escape(original)} -> {escape(to)} in {len(edit)} value slots of layer "
+                  f"{edit.info['layer']} (the subject's neurons carry {edit.info['key_share']:.0%} of its key; "
+                  f"{time.perf_counter() - started:.1f} s): " + ", ".join(map(str, edit.neurons[:12]))
+                  + (" ..." if len(edit) > 12 else ""), highlight=False)
+    console.print(_prediction_table(kn, prompts, [original, to], lambda fn: _with(edit, kn, fn)))
+    _finish(kn, edit, checks_, original, to, out, started, save_model, model)
+
+
+def _finish(kn, edit, checks, original: str, to: str, out: Path, started: float, save_model, model: str) -> None:
+    """The --check table, the edit file, and with --save-model the edited model."""
+    import time
+
+    if checks:
+        console.print(_check_table(kn, checks, original, to, lambda fn: _with(edit, kn, fn)))
     edit.save(out)
     console.print(f"edit -> {out} ({time.perf_counter() - started:.1f} s)")
     if save_model is not None:

@@ -10,6 +10,7 @@ Both return an `Edit`: the new value slots plus what is needed to undo, save and
 
 from kneuron.edits.erase import REPLACEMENTS, erase_relation, plan_erase, relation_neurons
 from kneuron.edits.rome import RomeUpdate, compute_rome, key_covariance, plan_rome, rome_edit
+from kneuron.edits.subject import plan_subject_update, subject_update
 from kneuron.edits.update import (
     DIRECTIONS,
     EMBEDDINGS,
@@ -50,4 +51,6 @@ __all__ = [
     "key_covariance",
     "plan_rome",
     "rome_edit",
+    "plan_subject_update",
+    "subject_update",
 ]
