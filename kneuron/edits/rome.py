@@ -446,16 +446,19 @@ class RomeUpdate:
     direction: torch.Tensor
     info: dict = field(default_factory=dict)
 
+    def residual(self, kn: KnowledgeModel) -> torch.Tensor:
+        """v* - (W k* + b) against `kn`'s current weights (hidden, float64): what the update must add at k*."""
+        w, b = _weight_hd(kn, self.layer)
+        return self.value - (w @ self.key + (b if b is not None else 0.0))
+
     def weight_update(self, kn: KnowledgeModel) -> torch.Tensor:
         """Delta W (hidden, d_ff), float64, against `kn`'s current weights: (v* - W k* - b) direction^T."""
-        w, b = _weight_hd(kn, self.layer)
-        residual = self.value - (w @ self.key + (b if b is not None else 0.0))
-        return torch.outer(residual, self.direction)
+        return torch.outer(self.residual(kn), self.direction)
 
     def to_edit(self, kn: KnowledgeModel) -> Edit:
         """The new value slots of every neuron of the layer (kind "rome"), not applied."""
-        w, b = _weight_hd(kn, self.layer)
-        residual = self.value - (w @ self.key + (b if b is not None else 0.0))
+        w, _ = _weight_hd(kn, self.layer)
+        residual = self.residual(kn)
         weight = kn.adapter.value_slots(kn.model, self.layer)
         new_slots = (w + torch.outer(residual, self.direction)).T.to(weight.dtype).contiguous()
         base = weight.detach().to("cpu")
@@ -560,15 +563,9 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
                     delta.mul_(max_norm / norm)
         delta64 = delta.detach().to("cpu", torch.float64)
 
-    a = mom2_weight * cov
-    scale = float(torch.diagonal(cov).mean())
-    a = a + ridge * (scale if scale > 0 else 1.0) * torch.eye(a.shape[0], dtype=torch.float64)
-    solved = torch.linalg.solve(a, key)
-    denom = float(key @ solved)
-    if not math.isfinite(denom) or denom <= 0:
-        raise KneuronError(f"k*^T C^-1 k* = {denom} at layer {layer}: the key statistics are degenerate "
-                           "(more texts, or a larger ridge)")
-    direction = solved / denom
+    direction = insertion_direction(cov, key, ridge=ridge, mom2_weight=mom2_weight,
+                                    degenerate=f"at layer {layer}: the key statistics are degenerate (more texts, "
+                                               "or a larger ridge)")
     info = {
         "method": "ROME (Meng et al., NeurIPS 2022), kneuron.edits.rome",
         "layer": layer, "subject": subject, "prompts": prompts, "target_new": target_new,
@@ -584,6 +581,20 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
         "key_norm": float(key.norm()), "h_norm": h_norm, "delta_norm": float(delta64.norm()),
     }
     return RomeUpdate(layer, key, h0 + delta64, delta64, direction, info)
+
+
+def insertion_direction(cov: torch.Tensor, key: torch.Tensor, *, ridge: float, mom2_weight: float,
+                        degenerate: str, scale: float | None = None) -> torch.Tensor:
+    """A^-1 k / (k^T A^-1 k) with A = mom2_weight C + ridge scale I, scale = mean(diag C) unless
+    given: the direction of the smallest change (in the A metric) that adds a given vector at key
+    k.  `degenerate` ends the error raised when k^T A^-1 k is not positive."""
+    scale = float(torch.diagonal(cov).mean()) if scale is None else scale
+    a = mom2_weight * cov + ridge * (scale if scale > 0 else 1.0) * torch.eye(cov.shape[0], dtype=torch.float64)
+    solved = torch.linalg.solve(a, key)
+    denom = float(key @ solved)
+    if not math.isfinite(denom) or denom <= 0:
+        raise KneuronError(f"k*^T C^-1 k* = {denom} {degenerate}")
+    return solved / denom
 
 
 def plan_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kneuron.edits.rome import _weight_hd, compute_rome, key_covariance
+from kneuron.edits.rome import compute_rome, insertion_direction, key_covariance
 from kneuron.edits.value_slots import Edit, make_edit
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
@@ -54,17 +54,11 @@ def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
 
 def restricted_direction(cov: torch.Tensor, key: torch.Tensor, columns: Sequence[int], ridge: float = 1e-4,
                          mom2_weight: float = 1.0) -> torch.Tensor:
-    """u_S = A_SS^-1 k*_S / (k*_S^T A_SS^-1 k*_S), A = mom2_weight C + ridge mean(diag C) I (ROME's A)."""
+    """u_S = A_SS^-1 k*_S / (k*_S^T A_SS^-1 k*_S): ROME's A = mom2_weight C + ridge mean(diag C) I, on the block."""
     idx = torch.as_tensor(list(columns), dtype=torch.long)
-    block = mom2_weight * cov[idx][:, idx]
-    scale = float(torch.diagonal(cov).mean())
-    block = block + ridge * (scale if scale > 0 else 1.0) * torch.eye(len(idx), dtype=torch.float64)
-    k = key[idx]
-    solved = torch.linalg.solve(block, k)
-    denom = float(k @ solved)
-    if not denom > 0:
-        raise KneuronError(f"k*_S^T A_SS^-1 k*_S = {denom}: the chosen neurons carry none of the subject's key")
-    return solved / denom
+    return insertion_direction(cov[idx][:, idx], key[idx], ridge=ridge, mom2_weight=mom2_weight,
+                               scale=float(torch.diagonal(cov).mean()),
+                               degenerate="on the chosen neurons: they carry none of the subject's key")
 
 
 def plan_subject_update(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *,
@@ -101,8 +95,7 @@ def subject_edit(kn: KnowledgeModel, update: RomeUpdate, count: int = DEFAULT_CO
     cov, _ = key_covariance(kn, update.layer, texts, seed=seed, cache=cache, **extra)
     columns = [n.index for n in neurons]
     u = restricted_direction(cov, update.key, columns, ridge=ridge, mom2_weight=mom2_weight)
-    w, b = _weight_hd(kn, update.layer)
-    residual = update.value - (w @ update.key + (b if b is not None else 0.0))
+    residual = update.residual(kn)
     change = {n: residual * float(u[i]) for i, n in enumerate(neurons)}
 
     def compute(neuron, current):
@@ -111,7 +104,7 @@ def subject_edit(kn: KnowledgeModel, update: RomeUpdate, count: int = DEFAULT_CO
     share = float((update.direction * update.key)[columns].sum())
     info = {key: value for key, value in update.info.items() if key != "history"}
     info.update(method="subject-neuron edit (kneuron.edits.subject)", count=len(neurons), key_share=share,
-                residual_norm=float(residual.norm()), steps_run=update.info.get("steps_run"))
+                residual_norm=float(residual.norm()))
     return make_edit(kn, "subject", neurons, compute, info)
 
 
