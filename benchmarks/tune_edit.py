@@ -13,10 +13,11 @@ never read.
     python benchmarks/tune_edit.py --editor subject --counts 8,16,32,64,128 --model M --cases C --out DIR
 
 `--editor subject` tunes the subject-neuron edit (`kneuron.edits.subject`) instead: ROME's k*, v*
-are computed once per case from the case's edit prompts, then inserted through each count of the
-subject's neurons, through as many random neurons of the same layer (row `random`, seeded per
-case), and through every neuron of the layer (ROME with the same prompts).  The choice: the
-highest S (to 0.01) whose others-kept is at least 0.9; ties go to the fewest neurons.
+are computed once per case and per `--steps` (the v* optimisation's passes) from the case's edit
+prompts, then inserted through each count of the subject's neurons, through as many random neurons
+of the same layer (row `random`, seeded per case), and through every neuron of the layer (ROME with
+the same prompts).  The choice: the highest S (to 0.01) whose others-kept is at least 0.9; ties go
+to the fewest neurons, then the fewest steps.  Rows journaled without steps ran at ROME's 20.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--editor", choices=("kn", "subject"), default="kn")
     ap.add_argument("--counts", default="8,16,32,64,128", help="--editor subject: the neuron counts tried")
+    ap.add_argument("--steps", default="20", help="--editor subject: the v* optimisation steps tried")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,51 +157,67 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     from kneuron.edits.subject import subject_edit
 
     counts = sorted({int(x) for x in args.counts.split(",")} | {kn.num_neurons})
+    all_steps = sorted({int(x) for x in args.steps.split(",")})
     started = time.perf_counter()
     for k, case in enumerate(cases):
-        variants = [(rank, n) for n in counts for rank in (("subject", "random") if n < kn.num_neurons else ("layer",))]
-        keys = {v: f"{case.case_id}:{v[0]}:{v[1]}" for v in variants}
-        if all(key in journal for key in keys.values()):
-            continue
         t = time.perf_counter()
-        base = _light(measure, case, None)
-        update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0)
-        for (rank, n), key in keys.items():
-            if key in journal:
+        base = None
+        for steps in all_steps:
+            variants = [(rank, n) for n in counts
+                        for rank in (("subject", "random") if n < kn.num_neurons else ("layer",))]
+            keys = {v: _subject_key(case.case_id, v[0], v[1], steps) for v in variants}
+            if all(key in journal for key in keys.values()):
                 continue
-            pick = None
-            if rank == "random":
-                pick = random.Random(f"0:{case.case_id}:random:{n}").sample(range(kn.num_neurons), n)
-            edit = subject_edit(kn, update, n, neurons=pick)
-            with edit.apply(kn):
-                row = _light(measure, case, base)
-            row.update({"key": key, "case_id": case.case_id, "relation": case.relation, "rank": rank, "count": n,
-                        "layer": update.layer, "key_share": edit.info["key_share"]})
-            journal.append(row)
-        print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
-              flush=True)
+            base = base or _light(measure, case, None)
+            update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0, steps=steps)
+            for (rank, n), key in keys.items():
+                if key in journal:
+                    continue
+                pick = None
+                if rank == "random":
+                    pick = random.Random(f"0:{case.case_id}:random:{n}").sample(range(kn.num_neurons), n)
+                edit = subject_edit(kn, update, n, neurons=pick)
+                with edit.apply(kn):
+                    row = _light(measure, case, base)
+                row.update({"key": key, "case_id": case.case_id, "relation": case.relation, "rank": rank, "count": n,
+                            "steps": steps, "steps_run": update.info["steps_run"],
+                            "p_new_optimised": update.info["p_new_optimised"], "layer": update.layer,
+                            "key_share": edit.info["key_share"]})
+                journal.append(row)
+        if base is not None:
+            print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
+                  flush=True)
     journal.close()
     frame = pd.DataFrame(list(journal.records.values()))
+    frame["steps"] = frame["steps"].fillna(20).astype(int) if "steps" in frame else 20  # journaled before --steps
+    frame = frame[frame["steps"].isin(all_steps) & frame["count"].isin(counts)]
     rows = []
-    for (rank, n), g in frame.groupby(["rank", "count"]):
+    for (steps, rank, n), g in frame.groupby(["steps", "rank", "count"]):
         es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
-        rows.append({"neurons": rank, "count": int(n), "cases": len(g), "key_share": float(g["key_share"].mean()),
-                     "S": harmonic([es, ps, ns]), "ES": es, "PS": ps, "NS": ns, "others_kept": kept,
-                     "success": float(g["success"].mean())})
-    table = pd.DataFrame(rows).sort_values(["neurons", "count"])
+        rows.append({"steps": int(steps), "neurons": rank, "count": int(n), "cases": len(g),
+                     "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
+                     "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
+    table = pd.DataFrame(rows).sort_values(["steps", "neurons", "count"])
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2)).sort_values(["S2", "count"], ascending=[False, True]).iloc[0]
+    pick = ok.assign(S2=ok["S"].round(2)).sort_values(["S2", "count", "steps"], ascending=[False, True, True]).iloc[0]
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
-            f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --model {args.model} "
-            f"--cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "") + "`  ",
+            f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
+            f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
+            + "`  ",
             f"CPU: {_cpu()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
-            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons): {int(pick['count'])} "
-            f"subject neurons."]
+            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps): "
+            f"{int(pick['count'])} subject neurons, {int(pick['steps'])} steps."]
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    (args.out / "choice.json").write_text(json.dumps({"count": int(pick["count"])}) + "\n", encoding="utf-8")
+    (args.out / "choice.json").write_text(json.dumps({"count": int(pick["count"]), "steps": int(pick["steps"])})
+                                          + "\n", encoding="utf-8")
     print("\n".join(text))
+
+
+def _subject_key(case_id, rank: str, count: int, steps: int) -> str:
+    """Journal key; ROME's 20 steps keep the key written before `--steps` existed, so those rows resume."""
+    return f"{case_id}:{rank}:{count}" + ("" if steps == 20 else f":s{steps}")
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ from kneuron.data.counterfact import Case, Probe, save_cases
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import (
     BenchConfig,
+    Editors,
     harmonic,
     model_fingerprint,
     ngram_entropy,
@@ -120,6 +121,34 @@ def test_subject_edit_row_edits_its_count_of_neurons_and_reverts(llama_dir, bing
     # (a random tiny model barely carries the subject to the blank, so the edit moves p little here;
     # tests/test_subject_edit.py checks that it raises p(new) where the prompt ends at the subject)
     assert row["EM"] == pytest.approx(em, abs=1e-6) and row["EM"] != base["EM"]
+    assert model_fingerprint(kn) == before
+
+
+def test_subject_random_control_inserts_the_same_pair_through_other_neurons(llama_dir, bingrel_dir, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("KNEURON_DATA", str(bingrel_dir.parent))
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    kn = kneuron.load(str(llama_dir), device="cpu")
+    before = model_fingerprint(kn)
+    config = BenchConfig(model=str(llama_dir), cases="c", methods=["kn_subject", "subject_random"], subject_count=5,
+                         subject_steps=3, rome_layer=1, generation_tokens=4, ppl_sentences=2, bootstrap=20)
+    case = _cases()[0]
+    editors = Editors(kn, config, [case])
+    chosen, _ = editors.build("kn_subject", case)
+    control, info = editors.build("subject_random", case)
+    again, _ = Editors(kn, config, [case]).build("subject_random", case)
+    assert editors.subject_update(case).info["steps"] == 3  # --subject-steps reaches ROME's v*
+    assert len(control.neurons) == 5 and {n.layer for n in control.neurons} == {1}
+    assert set(control.neurons) != set(chosen.neurons) and control.neurons == again.neurons  # seeded per case
+    # the same k* -> v* pair: both edits map the subject's key to v* exactly
+    update = editors.subject_update(case)
+    assert float(update.residual(kn).norm()) > 1e-2 * float(update.value.norm())
+    for edit in (chosen, control):
+        with edit.apply(kn):
+            assert float(update.residual(kn).norm()) < 1e-4 * float(update.value.norm())
+    assert info["key_share"] < chosen.info["key_share"]  # the subject's neurons carry more of its key
+    frame = run_bench(kn, [case], config, tmp_path / "r")
+    assert set(frame.method) == {"unedited", "kn_subject", "subject_random"}
     assert model_fingerprint(kn) == before
 
 

@@ -159,17 +159,22 @@ def test_committed_compare_journals_resume(path, tmp_path):
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("edit/*/config.json")), ids=lambda p: p.parent.name)
 def test_committed_edit_bench_configs_resume(path, tmp_path):
     """run_bench resumes when asdict(config) equals the stored config.json, the settings added since
-    at their defaults; a new setting away from its default is refused."""
-    from kneuron.experiments.edit_bench import run_bench, stored_settings
+    at the value the run used (`LEGACY`, else the default); any other value is refused."""
+    from kneuron.experiments.edit_bench import LEGACY, run_bench, stored_settings
 
     old = json.loads(path.read_text(encoding="utf-8"))
-    assert dataclasses.asdict(BenchConfig(**old)) == stored_settings(old)
-    added = set(stored_settings(old)) - set(old)
+    settings = stored_settings(old)
+    assert dataclasses.asdict(BenchConfig(**settings)) == settings
+    added = set(settings) - set(old)
     (tmp_path / "config.json").write_text(json.dumps(old), encoding="utf-8")
-    assert run_bench(None, [], BenchConfig(**old), tmp_path).empty  # resumes: nothing refused, nothing to do
+    assert run_bench(None, [], BenchConfig(**settings), tmp_path).empty  # resumes: nothing refused, nothing to do
+    for name in added & set(LEGACY):  # the value it ran under, not today's default
+        assert settings[name] == LEGACY[name]
+        with pytest.raises(KneuronError, match=name):
+            run_bench(None, [], BenchConfig(**{**settings, name: LEGACY[name] + 1}), tmp_path)
     if "exclude_tuned" in added:
         with pytest.raises(KneuronError, match="exclude_tuned"):
-            run_bench(None, [], BenchConfig(**old, exclude_tuned="tuned.jsonl"), tmp_path)
+            run_bench(None, [], BenchConfig(**{**settings, "exclude_tuned": "tuned.jsonl"}), tmp_path)
 
 
 def test_old_compare_journal_with_removed_keys_resumes(tmp_path):

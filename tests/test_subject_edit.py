@@ -110,12 +110,14 @@ def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(pat
     model, prompt = str(paths["llama"]), PROMPT["llama"]
     out = tmp_path / "e.kedit"
     args = ["edit", "subject", "--model", model, "--subject", "Ireland", "--prompt", prompt, "--to", "capital",
-            "--count", "12", "--layer", "1", "--check", "The capital of France is=the", "--from", "the"]
+            "--count", "12", "--layer", "1", "--check", "The capital of France is=the", "--from", "the",
+            "--value-steps", "15"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "in 12 value slots of layer 1" in printed and "checks: before -> after" in printed
     edit = Edit.load(out)
     assert edit.kind == "subject" and len(edit.neurons) == 12 and edit.info["target"] == "capital"
+    assert edit.info["steps"] == 15 and edit.info["steps_run"] <= 15  # --value-steps reaches ROME's v*
     kn = kneuron.load(model, device="cpu")
     before = state(kn)
     p_before = kn.probability(prompt, "capital")

@@ -38,6 +38,7 @@ from kneuron.cli.options import (
 )
 from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
+from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
 from kneuron.errors import KneuronError
 from kneuron.selection.config import DEFAULT as SELECTION
 
@@ -285,6 +286,8 @@ def subject_update(
     original: str = FROM,
     count: int = ranged(SUBJECT_COUNT, "--count", within=POSITIVE, help="How many of the subject's neurons are "
                         "edited (the layer's width: ROME itself)."),
+    value_steps: int = ranged(SUBJECT_STEPS, "--value-steps", within=POSITIVE, help="Optimisation passes for "
+                              "ROME's value v* (it stops early once P(new) reaches 0.99)."),
     layer: int = typer.Option(None, "--layer", help="The layer edited (default: ROME's heuristic, round(0.35 x "
                               "layers))."),
     checks: list[str] = CHECKS,
@@ -319,7 +322,8 @@ def subject_update(
     if original.strip() == to.strip():
         raise KneuronError(f"--from and --to are the same answer ({to!r}); nothing to update")
     started = time.perf_counter()
-    edit = plan_subject_update(kn, subject, list(prompts), to, count=count, layer=layer, seed=seed)
+    edit = plan_subject_update(kn, subject, list(prompts), to, count=count, steps=value_steps, layer=layer,
+                               seed=seed)
     edit.info.update({"model": model, "original": original, "target": to})
     console.print(f"update {escape(subject)}: {escape(original)} -> {escape(to)} in {len(edit)} value slots of layer "
                   f"{edit.info['layer']} (the subject's neurons carry {edit.info['key_share']:.0%} of its key; "
@@ -487,7 +491,8 @@ def bench(
                                 help="Comma-separated editors: kn (kneuron's fitted, signed edit), kn_paper (the "
                                 "paper's literal rule), kn_specific (kn on effect-specific neurons), random (kn's "
                                 "count and strength on random neurons), rome (rank-one model editing), kn_subject "
-                                "(ROME's insertion in the value slots of the subject's --subject-count neurons)."),
+                                "(ROME's insertion in the value slots of the subject's --subject-count neurons), "
+                                "subject_random (kn_subject's k*, v* through as many random neurons of the layer)."),
     split: str = typer.Option("all", "--split", help="tune | test | all: which cases to run."),
     exclude_tuned: Path = typer.Option(None, "--exclude-tuned", help="Leave out the cases whose relation and subject "
                                        "are tune cases of this cases file (the facts that chose the defaults), so a "
@@ -503,6 +508,8 @@ def bench(
                                    "ROME's heuristic)."),
     subject_count: int = ranged(SUBJECT_COUNT, "--subject-count", within=POSITIVE,
                                 help="kn_subject: how many of the subject's neurons it edits."),
+    subject_steps: int = ranged(SUBJECT_STEPS, "--subject-steps", within=POSITIVE,
+                                help="kn_subject: optimisation passes for ROME's value v*."),
     seed: int = seed_option(0),
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
@@ -554,7 +561,7 @@ def bench(
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,
                          seed=seed, exclude_tuned=exclude_tuned.name if exclude_tuned is not None else None,
                          steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
-                         rome_layer=rome_layer, subject_count=subject_count,
+                         rome_layer=rome_layer, subject_count=subject_count, subject_steps=subject_steps,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()
@@ -569,7 +576,8 @@ def bench(
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
               f"--split {split}" + (f" --exclude-tuned {exclude_tuned.name}" if exclude_tuned else "")
               + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "")
-              + (f" --subject-count {subject_count}" if "kn_subject" in chosen else "")
+              + (f" --subject-count {subject_count} --subject-steps {subject_steps}"
+                 if {"kn_subject", "subject_random"} & set(chosen) else "")
               + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "
               f"{platform.python_version()}; {time.perf_counter() - started:.0f} s this run.")

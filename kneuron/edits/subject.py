@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from kneuron.knowledge_model import KnowledgeModel
 
 DEFAULT_COUNT = 32
+DEFAULT_STEPS = 20  # v*'s optimisation passes (ROME's v_num_grad_steps); chosen on the tune split
 
 
 def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
@@ -62,17 +63,17 @@ def restricted_direction(cov: torch.Tensor, key: torch.Tensor, columns: Sequence
 
 
 def plan_subject_update(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *,
-                        count: int = DEFAULT_COUNT, layer: int | None = None, texts: Sequence[str] | None = None,
-                        ridge: float = 1e-4, mom2_weight: float = 1.0, seed: int = 0, cache=True,
-                        **rome_options) -> Edit:
+                        count: int = DEFAULT_COUNT, steps: int = DEFAULT_STEPS, layer: int | None = None,
+                        texts: Sequence[str] | None = None, ridge: float = 1e-4, mom2_weight: float = 1.0,
+                        seed: int = 0, cache=True, **rome_options) -> Edit:
     """The subject-neuron edit making `subject` lead to `target_new` (kind "subject"); not applied.
 
-    `rome_options` go to `compute_rome` (steps, lr, kl_factor, weight_decay, clamp_norm, prefixes,
-    cov_tokens, stop_prob).  Reads the model only.
+    `steps` and `rome_options` go to `compute_rome` (lr, kl_factor, weight_decay, clamp_norm,
+    prefixes, cov_tokens, stop_prob).  Reads the model only.
     """
     if int(count) < 1:
         raise KneuronError(f"the subject edit needs at least one neuron, got count={count}")
-    update = compute_rome(kn, subject, prompts, target_new, layer=layer, texts=texts, ridge=ridge,
+    update = compute_rome(kn, subject, prompts, target_new, layer=layer, texts=texts, ridge=ridge, steps=steps,
                           mom2_weight=mom2_weight, seed=seed, cache=cache, **rome_options)
     return subject_edit(kn, update, count, texts=texts, ridge=ridge, mom2_weight=mom2_weight, seed=seed, cache=cache,
                         cov_tokens=rome_options.get("cov_tokens"))

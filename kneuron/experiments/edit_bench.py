@@ -19,7 +19,9 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 - `rome`: rank-one model editing (`kneuron.edits.rome`) on one layer's output projection.
 - `kn_subject`: the subject-neuron edit (`kneuron.edits.subject`): ROME's insertion restricted to
   the value slots of the `subject_count` neurons that carry most of the subject's key at ROME's
-  layer, with the case's edit prompts (all of them, like `kn`).
+  layer, with the case's edit prompts (all of them, like `kn`); v* optimised for `subject_steps`.
+- `subject_random`: its control: the same k*, v* inserted through as many random neurons of the
+  same layer (seeded per case), so that the choice of neurons is what is measured.
 
 Metrics (first-token probabilities at the blank; every object is one token):
 ES / PS = share of the case's edit prompts / unseen paraphrases where p(new) > p(true); NS = share
@@ -51,6 +53,7 @@ import pandas as pd
 import torch
 
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
+from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
 from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
@@ -60,7 +63,7 @@ from kneuron.selection.specific import SPECIFIC_FRACTION
 if TYPE_CHECKING:
     from kneuron.knowledge_model import KnowledgeModel
 
-EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome", "kn_subject")
+EDITORS = ("kn", "kn_paper", "kn_specific", "random", "rome", "kn_subject", "subject_random")
 ROWS = ("unedited", *EDITORS)
 
 
@@ -89,17 +92,25 @@ class BenchConfig:
     specific_facts: int = 6
     rome_layer: int | None = None
     subject_count: int = SUBJECT_COUNT
+    subject_steps: int = SUBJECT_STEPS
     generation_tokens: int = 50
     ppl_sentences: int = 8
     bootstrap: int = 1000
 
 
+# Settings added after benchmarks were committed, with the value those benchmarks ran under when
+# it differs from today's default.
+LEGACY = {"subject_steps": 20}
+
+
 def stored_settings(stored: dict) -> dict:
-    """A benchmark's config.json with the settings added since it was written at their defaults, so
-    a run started before a new option resumes under that option's default (and only under it)."""
+    """A benchmark's config.json with the settings added since it was written, at the value it ran
+    under (`LEGACY`, else the default), so that an older run resumes only under what it measured."""
     out = dict(stored)
     for f in fields(BenchConfig):
-        if f.name not in out and (f.default is not MISSING or f.default_factory is not MISSING):
+        if f.name in LEGACY and f.name not in out:
+            out[f.name] = LEGACY[f.name]
+        elif f.name not in out and (f.default is not MISSING or f.default_factory is not MISSING):
             out[f.name] = f.default if f.default is not MISSING else f.default_factory()
     return out
 
@@ -287,6 +298,7 @@ class Editors:
         self._kn_edit: dict[int, object] = {}
         self._kn_tried: set[int] = set()
         self._selective: dict[int, list[Neuron]] = {}
+        self._rome: dict[int, object] = {}
 
     def neurons(self, case) -> list[Neuron]:
         if case.case_id not in self._neurons:
@@ -324,6 +336,16 @@ class Editors:
         rng = random.Random(f"{self.config.seed}:{case.case_id}:judge")
         picked = rng.sample(pool, min(self.config.specific_facts, len(pool)))
         return [(list(c.prompts[:2]), c.target_true) for c in picked]
+
+    def subject_update(self, case):
+        """ROME's k*, v* for the case's edit prompts, shared by kn_subject and its random control."""
+        from kneuron.edits.rome import compute_rome
+
+        if case.case_id not in self._rome:
+            c = self.config
+            self._rome[case.case_id] = compute_rome(self.kn, case.subject, list(case.prompts), case.target_new,
+                                                    layer=c.rome_layer, steps=c.subject_steps, seed=c.seed)
+        return self._rome[case.case_id]
 
     def _fitted(self, case, neurons):
         """kn's fitted edit of `neurons`, or None (declined) when they cannot carry it within max_scale."""
@@ -387,12 +409,16 @@ class Editors:
             edit = plan_rome(kn, case.subject, [case.prompts[0]], case.target_new, layer=c.rome_layer,
                              seed=c.seed)  # ROME edits with the one requested prompt, as in CounterFact
             return edit, {"layer": edit.info.get("layer")}
-        if method == "kn_subject":
-            from kneuron.edits.subject import plan_subject_update
+        if method in ("kn_subject", "subject_random"):
+            from kneuron.edits.subject import subject_edit
 
-            edit = plan_subject_update(kn, case.subject, list(case.prompts), case.target_new, count=c.subject_count,
-                                       layer=c.rome_layer, seed=c.seed)
-            return edit, {"neurons": len(edit.neurons), "layer": edit.info.get("layer")}
+            pick = None
+            if method == "subject_random":
+                rng = random.Random(f"{c.seed}:{case.case_id}:subject_random")
+                pick = rng.sample(range(kn.num_neurons), min(c.subject_count, kn.num_neurons))
+            edit = subject_edit(kn, self.subject_update(case), c.subject_count, seed=c.seed, neurons=pick)
+            return edit, {"neurons": len(edit.neurons), "layer": edit.info.get("layer"),
+                          "key_share": edit.info["key_share"]}
         raise KneuronError(f"unknown edit method {method!r} (choose from {', '.join(EDITORS)})")
 
 
