@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--editor", choices=("kn", "subject"), default="kn")
     ap.add_argument("--counts", default="8,16,32,64,128", help="--editor subject: the neuron counts tried")
     ap.add_argument("--steps", default="20", help="--editor subject: the v* optimisation steps tried")
+    ap.add_argument("--context-fits", default="none", help="--editor subject: the context_fit values tried "
+                    "(none: the exact insertion at the mean key)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,7 +152,8 @@ def _cpu() -> str:
 
 
 def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
-    """Each count of subject neurons, the same count of random neurons of the layer, and the whole layer."""
+    """Each count of subject neurons, the same count of random neurons of the layer, and the whole
+    layer (at the exact insertion), for each steps and context_fit."""
     import random
 
     from kneuron.edits import compute_rome
@@ -158,31 +161,34 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
 
     counts = sorted({int(x) for x in args.counts.split(",")} | {kn.num_neurons})
     all_steps = sorted({int(x) for x in args.steps.split(",")})
+    fits = [None if x == "none" else float(x) for x in args.context_fits.split(",")]
     started = time.perf_counter()
     for k, case in enumerate(cases):
         t = time.perf_counter()
         base = None
         for steps in all_steps:
-            variants = [(rank, n) for n in counts
-                        for rank in (("subject", "random") if n < kn.num_neurons else ("layer",))]
-            keys = {v: _subject_key(case.case_id, v[0], v[1], steps) for v in variants}
+            variants = [(rank, n, fit) for fit in fits for n in counts
+                        for rank in (("subject", "random") if n < kn.num_neurons else ("layer",) if fit is None
+                                     else ())]
+            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2]) for v in variants}
             if all(key in journal for key in keys.values()):
                 continue
             base = base or _light(measure, case, None)
             update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0, steps=steps)
-            for (rank, n), key in keys.items():
+            for (rank, n, fit), key in keys.items():
                 if key in journal:
                     continue
                 pick = None
                 if rank == "random":
                     pick = random.Random(f"0:{case.case_id}:random:{n}").sample(range(kn.num_neurons), n)
-                edit = subject_edit(kn, update, n, neurons=pick)
+                edit = subject_edit(kn, update, n, neurons=pick, context_fit=fit)
                 with edit.apply(kn):
                     row = _light(measure, case, base)
                 row.update({"key": key, "case_id": case.case_id, "relation": case.relation, "rank": rank, "count": n,
-                            "steps": steps, "steps_run": update.info["steps_run"],
-                            "p_new_optimised": update.info["p_new_optimised"], "layer": update.layer,
-                            "key_share": edit.info["key_share"]})
+                            "steps": steps, "context_fit": "none" if fit is None else fit,
+                            "steps_run": update.info["steps_run"], "p_new_optimised": update.info["p_new_optimised"],
+                            "layer": update.layer, "key_share": edit.info["key_share"],
+                            "reach_min": edit.info.get("context_reach_min")})
                 journal.append(row)
         if base is not None:
             print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
@@ -190,34 +196,42 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     journal.close()
     frame = pd.DataFrame(list(journal.records.values()))
     frame["steps"] = frame["steps"].fillna(20).astype(int) if "steps" in frame else 20  # journaled before --steps
-    frame = frame[frame["steps"].isin(all_steps) & frame["count"].isin(counts)]
+    frame["context_fit"] = frame["context_fit"].fillna("none").astype(str) if "context_fit" in frame else "none"
+    frame = frame[frame["steps"].isin(all_steps) & frame["count"].isin(counts)
+                  & frame["context_fit"].isin([str("none" if f is None else f) for f in fits])]
     rows = []
-    for (steps, rank, n), g in frame.groupby(["steps", "rank", "count"]):
+    for (steps, fit, rank, n), g in frame.groupby(["steps", "context_fit", "rank", "count"]):
         es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
-        rows.append({"steps": int(steps), "neurons": rank, "count": int(n), "cases": len(g),
+        rows.append({"steps": int(steps), "context_fit": fit, "neurons": rank, "count": int(n), "cases": len(g),
                      "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
                      "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
-    table = pd.DataFrame(rows).sort_values(["steps", "neurons", "count"])
+    table = pd.DataFrame(rows).sort_values(["steps", "context_fit", "neurons", "count"])
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2)).sort_values(["S2", "count", "steps"], ascending=[False, True, True]).iloc[0]
+    pick = ok.assign(S2=ok["S"].round(2), plain=ok["context_fit"] != "none").sort_values(
+        ["S2", "count", "steps", "plain"], ascending=[False, True, True, True]).iloc[0]
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
+            f"--context-fits {args.context_fits} "
             f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
             + "`  ",
             f"CPU: {_cpu()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
-            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps): "
-            f"{int(pick['count'])} subject neurons, {int(pick['steps'])} steps."]
+            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
+            f"then the exact insertion): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, "
+            f"context_fit {pick['context_fit']}."]
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    (args.out / "choice.json").write_text(json.dumps({"count": int(pick["count"]), "steps": int(pick["steps"])})
-                                          + "\n", encoding="utf-8")
+    choice = {"count": int(pick["count"]), "steps": int(pick["steps"]),
+              "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
+    (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
 
 
-def _subject_key(case_id, rank: str, count: int, steps: int) -> str:
-    """Journal key; ROME's 20 steps keep the key written before `--steps` existed, so those rows resume."""
-    return f"{case_id}:{rank}:{count}" + ("" if steps == 20 else f":s{steps}")
+def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None) -> str:
+    """Journal key; the defaults (20 steps, no context fit) keep the key written before those options
+    existed, so those rows resume."""
+    return (f"{case_id}:{rank}:{count}" + ("" if steps == 20 else f":s{steps}")
+            + ("" if fit is None else f":c{fit:g}"))
 
 
 def _markdown(table: pd.DataFrame) -> str:

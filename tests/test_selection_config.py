@@ -171,7 +171,8 @@ def test_committed_edit_bench_configs_resume(path, tmp_path):
     for name in added & set(LEGACY):  # the value it ran under, not today's default
         assert settings[name] == LEGACY[name]
         with pytest.raises(KneuronError, match=name):
-            run_bench(None, [], BenchConfig(**{**settings, name: LEGACY[name] + 1}), tmp_path)
+            other = 1.0 if LEGACY[name] is None else LEGACY[name] + 1
+            run_bench(None, [], BenchConfig(**{**settings, name: other}), tmp_path)
     if "exclude_tuned" in added:
         with pytest.raises(KneuronError, match="exclude_tuned"):
             run_bench(None, [], BenchConfig(**{**settings, "exclude_tuned": "tuned.jsonl"}), tmp_path)

@@ -10,7 +10,13 @@ from tiny_models import WORDS
 
 import kneuron
 from kneuron.edits import Edit, compute_rome, key_covariance
-from kneuron.edits.subject import plan_subject_update, subject_edit, subject_neurons, subject_update
+from kneuron.edits.subject import (
+    context_direction,
+    plan_subject_update,
+    subject_edit,
+    subject_neurons,
+    subject_update,
+)
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
 
@@ -132,3 +138,51 @@ def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(pat
         assert main([*args, *extra, "--out", str(bad)]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and not bad.exists()
+
+
+def test_context_direction_is_the_ridge_least_squares_fit_to_every_context_key():
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    m = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    cov = m @ m.T / 12
+    cols, mu = [0, 2, 3, 5, 7, 8, 11], 0.3
+    u = context_direction(cov, keys, cols, mu, ridge=0.0)
+    # slow reference: min_u sum_r (u . k_r - 1)^2 / n + mu u^T C_SS u as one stacked least-squares
+    # system [K/sqrt(n); sqrt(mu) L^T] u = [1/sqrt(n); 0], with C_SS = L L^T
+    k = keys[:, cols]
+    chol = torch.linalg.cholesky(cov[cols][:, cols])
+    a = torch.cat([k / 5 ** 0.5, mu ** 0.5 * chol.T])
+    rhs = torch.cat([torch.full((5,), 5 ** -0.5, dtype=torch.float64), torch.zeros(len(cols), dtype=torch.float64)])
+    assert torch.allclose(u, torch.linalg.lstsq(a, rhs[:, None]).solution[:, 0], atol=1e-10)
+    # a vanishing penalty fits every context exactly (5 keys, 7 free slots); a large one shrinks u
+    exact = context_direction(cov, keys, cols, 1e-9, ridge=0.0)
+    assert torch.allclose(keys[:, cols] @ exact, torch.ones(5, dtype=torch.float64), atol=1e-6)
+    assert float(context_direction(cov, keys, cols, 100.0, ridge=0.0).norm()) < float(u.norm())
+    with pytest.raises(KneuronError, match="context_fit"):
+        context_direction(cov, keys, cols, 0.0)
+
+
+def test_context_fit_gives_each_context_the_whole_change_through_the_same_slots(paths):
+    kn = kneuron.load(str(paths["llama"]), device="cpu")
+    upd = compute_rome(kn, "Ireland", [PROMPT["llama"]], TARGET["llama"], layer=1, steps=5,
+                       **{**FAST, "prefixes": ["", "In summary,", "As a matter of fact,"]})
+    assert upd.context_keys.shape == (3, kn.num_neurons)
+    assert torch.allclose(upd.context_keys.mean(0), upd.key)
+    before = state(kn)
+    plain = subject_edit(kn, upd, 12, texts=TEXTS, cache=False)
+    fitted = subject_edit(kn, upd, 12, texts=TEXTS, cache=False, context_fit=1e-6)
+    assert fitted.neurons == plain.neurons and fitted.info["context_fit"] == 1e-6
+    assert plain.info["context_fit"] is None
+    # the exact insertion reaches each context by u . k_r, spread around 1; the fit gives each about 1
+    reach = [plain.info["context_reach_min"], fitted.info["context_reach_min"]]
+    assert fitted.info["context_reach_min"] > 0.99 and fitted.info["context_reach_mean"] == pytest.approx(1, abs=0.01)
+    assert abs(plain.info["context_reach_min"] - 1) > abs(reach[1] - 1)
+    with fitted.apply(kn):
+        site = kn.adapter.down_projection(kn.model, 1)
+        with torch.no_grad():
+            outs = site(upd.context_keys.float()).double()
+    assert all(torch.equal(before[k], v) for k, v in state(kn).items())  # undone bit for bit
+    with torch.no_grad():
+        base = site(upd.context_keys.float()).double()
+    residual = upd.residual(kn)
+    assert torch.allclose(outs - base, residual.expand_as(outs), atol=0.02 * float(residual.norm()))

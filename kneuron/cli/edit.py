@@ -23,6 +23,7 @@ from kneuron.cli.options import (
     MARGIN,
     MAX_SCALE,
     POSITIVE,
+    POSITIVE_REAL,
     RATIO,
     REPLACEMENT,
     SCALING,
@@ -37,6 +38,7 @@ from kneuron.cli.options import (
     split_list,
 )
 from kneuron.cli.probe import load_model, parse_neurons
+from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
 from kneuron.errors import KneuronError
@@ -288,6 +290,9 @@ def subject_update(
                         "edited (the layer's width: ROME itself)."),
     value_steps: int = ranged(SUBJECT_STEPS, "--value-steps", within=POSITIVE, help="Optimisation passes for "
                               "ROME's value v* (it stops early once P(new) reaches 0.99)."),
+    context_fit: float = ranged(SUBJECT_CONTEXT_FIT, "--context-fit", within=POSITIVE_REAL,
+                                help="Fit the change to every context's key with this penalty (smaller: "
+                                      "closer fit) instead of inserting it exactly at their mean."),
     layer: int = typer.Option(None, "--layer", help="The layer edited (default: ROME's heuristic, round(0.35 x "
                               "layers))."),
     checks: list[str] = CHECKS,
@@ -322,8 +327,8 @@ def subject_update(
     if original.strip() == to.strip():
         raise KneuronError(f"--from and --to are the same answer ({to!r}); nothing to update")
     started = time.perf_counter()
-    edit = plan_subject_update(kn, subject, list(prompts), to, count=count, steps=value_steps, layer=layer,
-                               seed=seed)
+    edit = plan_subject_update(kn, subject, list(prompts), to, count=count, steps=value_steps,
+                               context_fit=context_fit, layer=layer, seed=seed)
     edit.info.update({"model": model, "original": original, "target": to})
     console.print(f"update {escape(subject)}: {escape(original)} -> {escape(to)} in {len(edit)} value slots of layer "
                   f"{edit.info['layer']} (the subject's neurons carry {edit.info['key_share']:.0%} of its key; "
@@ -510,6 +515,9 @@ def bench(
                                 help="kn_subject: how many of the subject's neurons it edits."),
     subject_steps: int = ranged(SUBJECT_STEPS, "--subject-steps", within=POSITIVE,
                                 help="kn_subject: optimisation passes for ROME's value v*."),
+    subject_context_fit: float = ranged(SUBJECT_CONTEXT_FIT, "--subject-context-fit", within=POSITIVE_REAL,
+                                        help="kn_subject: fit the change to every context's key with this "
+                                              "penalty (see `edit subject --context-fit`)."),
     seed: int = seed_option(0),
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
@@ -562,6 +570,7 @@ def bench(
                          seed=seed, exclude_tuned=exclude_tuned.name if exclude_tuned is not None else None,
                          steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
                          rome_layer=rome_layer, subject_count=subject_count, subject_steps=subject_steps,
+                         subject_context_fit=subject_context_fit,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()
@@ -577,6 +586,7 @@ def bench(
               f"--split {split}" + (f" --exclude-tuned {exclude_tuned.name}" if exclude_tuned else "")
               + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "")
               + (f" --subject-count {subject_count} --subject-steps {subject_steps}"
+                 + (f" --subject-context-fit {subject_context_fit:g}" if subject_context_fit is not None else "")
                  if {"kn_subject", "subject_random"} & set(chosen) else "")
               + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "

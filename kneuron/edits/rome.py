@@ -445,6 +445,7 @@ class RomeUpdate:
     delta: torch.Tensor
     direction: torch.Tensor
     info: dict = field(default_factory=dict)
+    context_keys: torch.Tensor | None = None  # each prefixed prompt's key (rows x d_ff); k* is their mean
 
     def residual(self, kn: KnowledgeModel) -> torch.Tensor:
         """v* - (W k* + b) against `kn`'s current weights (hidden, float64): what the update must add at k*."""
@@ -529,7 +530,8 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
         capture: dict = {}
         with torch.no_grad():
             _forward(kn, ids, mask, rows_idx, cols_idx, layer, capture=capture)
-        key = capture["keys"][:len(rows)].to("cpu", torch.float64).mean(0)
+        context_keys = capture["keys"][:len(rows)].to("cpu", torch.float64)
+        key = context_keys.mean(0)
         if not bool(torch.isfinite(key).all()) or float(key.norm()) == 0.0:
             raise KneuronError(f"the subject's key at layer {layer} is zero or not finite; ROME cannot edit it")
         h0 = w @ key + (b if b is not None else 0.0)
@@ -580,7 +582,7 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
         "p_before": p_before, "p_new_optimised": history[-1]["p_new"], "history": history,
         "key_norm": float(key.norm()), "h_norm": h_norm, "delta_norm": float(delta64.norm()),
     }
-    return RomeUpdate(layer, key, h0 + delta64, delta64, direction, info)
+    return RomeUpdate(layer, key, h0 + delta64, delta64, direction, info, context_keys)
 
 
 def insertion_direction(cov: torch.Tensor, key: torch.Tensor, *, ridge: float, mom2_weight: float,

@@ -19,7 +19,8 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 - `rome`: rank-one model editing (`kneuron.edits.rome`) on one layer's output projection.
 - `kn_subject`: the subject-neuron edit (`kneuron.edits.subject`): ROME's insertion restricted to
   the value slots of the `subject_count` neurons that carry most of the subject's key at ROME's
-  layer, with the case's edit prompts (all of them, like `kn`); v* optimised for `subject_steps`.
+  layer, with the case's edit prompts (all of them, like `kn`); v* optimised for `subject_steps`,
+  fitted to every context's key when `subject_context_fit` is set.
 - `subject_random`: its control: the same k*, v* inserted through as many random neurons of the
   same layer (seeded per case), so that the choice of neurons is what is measured.
 
@@ -52,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
 from kneuron.edits.update import FIT_MARGIN, MAX_SCALE, SELECTIVITY
@@ -93,6 +95,7 @@ class BenchConfig:
     rome_layer: int | None = None
     subject_count: int = SUBJECT_COUNT
     subject_steps: int = SUBJECT_STEPS
+    subject_context_fit: float | None = SUBJECT_CONTEXT_FIT
     generation_tokens: int = 50
     ppl_sentences: int = 8
     bootstrap: int = 1000
@@ -100,7 +103,7 @@ class BenchConfig:
 
 # Settings added after benchmarks were committed, with the value those benchmarks ran under when
 # it differs from today's default.
-LEGACY = {"subject_steps": 20}
+LEGACY = {"subject_steps": 20, "subject_context_fit": None}
 
 
 def stored_settings(stored: dict) -> dict:
@@ -416,7 +419,8 @@ class Editors:
             if method == "subject_random":
                 rng = random.Random(f"{c.seed}:{case.case_id}:subject_random")
                 pick = rng.sample(range(kn.num_neurons), min(c.subject_count, kn.num_neurons))
-            edit = subject_edit(kn, self.subject_update(case), c.subject_count, seed=c.seed, neurons=pick)
+            edit = subject_edit(kn, self.subject_update(case), c.subject_count, seed=c.seed, neurons=pick,
+                                context_fit=c.subject_context_fit)
             return edit, {"neurons": len(edit.neurons), "layer": edit.info.get("layer"),
                           "key_share": edit.info["key_share"]}
         raise KneuronError(f"unknown edit method {method!r} (choose from {', '.join(EDITORS)})")
