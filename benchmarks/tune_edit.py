@@ -16,14 +16,17 @@ never read.
 are computed once per case and per `--steps` (the v* optimisation's passes) from the case's edit
 prompts, then inserted through each count of the subject's neurons, through as many random neurons
 of the same layer (row `random`, seeded per case), and through every neuron of the layer (ROME with
-the same prompts).  The choice: the highest S (to 0.01) whose others-kept is at least 0.9; ties go
-to the fewest neurons, then the fewest steps.  Rows journaled without steps ran at ROME's 20.
+the same prompts), at each `--context-fits` value (`none`: the exact insertion at the mean key; the
+whole layer only there).  The choice: the highest S (to 0.01) whose others-kept is at least 0.9;
+ties go to the fewest neurons, the fewest steps, then the largest context_fit (the exact insertion
+first).  Rows journaled without steps or context_fit ran at 20 and none.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -208,8 +211,9 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     table = pd.DataFrame(rows).sort_values(["steps", "context_fit", "neurons", "count"])
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2), plain=ok["context_fit"] != "none").sort_values(
-        ["S2", "count", "steps", "plain"], ascending=[False, True, True, True]).iloc[0]
+    mu = ok["context_fit"].map(lambda x: math.inf if x == "none" else float(x))  # ties: the most local fit
+    pick = ok.assign(S2=ok["S"].round(2), mu=mu).sort_values(
+        ["S2", "count", "steps", "mu"], ascending=[False, True, True, False]).iloc[0]
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
             f"--context-fits {args.context_fits} "
@@ -218,7 +222,7 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
             f"CPU: {_cpu()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
             f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
-            f"then the exact insertion): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, "
+            f"then the largest context_fit, the exact insertion first): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, "
             f"context_fit {pick['context_fit']}."]
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     choice = {"count": int(pick["count"]), "steps": int(pick["steps"]),
