@@ -208,7 +208,9 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
         rows.append({"steps": int(steps), "context_fit": fit, "neurons": rank, "count": int(n), "cases": len(g),
                      "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
                      "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
-    table = pd.DataFrame(rows).sort_values(["steps", "context_fit", "neurons", "count"])
+    table = pd.DataFrame(rows)
+    order = table["context_fit"].map(lambda x: math.inf if x == "none" else float(x))
+    table = table.assign(_mu=order).sort_values(["steps", "_mu", "neurons", "count"]).drop(columns="_mu")
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
     mu = ok["context_fit"].map(lambda x: math.inf if x == "none" else float(x))  # ties: the most local fit

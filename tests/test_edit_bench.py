@@ -1,5 +1,6 @@
 """`kneuron edit bench`: every editor applied, measured against a by-hand count, reverted bit for bit, resumed."""
 
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 import kneuron
 from kneuron.cli import main
 from kneuron.data.counterfact import Case, Probe, save_cases
+from kneuron.edits.subject import DEFAULT_CONTEXT_FIT
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import (
     BenchConfig,
@@ -131,7 +133,8 @@ def test_subject_random_control_inserts_the_same_pair_through_other_neurons(llam
     kn = kneuron.load(str(llama_dir), device="cpu")
     before = model_fingerprint(kn)
     config = BenchConfig(model=str(llama_dir), cases="c", methods=["kn_subject", "subject_random"], subject_count=5,
-                         subject_steps=3, rome_layer=1, generation_tokens=4, ppl_sentences=2, bootstrap=20)
+                         subject_steps=3, subject_context_fit=None, rome_layer=1, generation_tokens=4,
+                         ppl_sentences=2, bootstrap=20)
     case = _cases()[0]
     editors = Editors(kn, config, [case])
     chosen, _ = editors.build("kn_subject", case)
@@ -147,6 +150,11 @@ def test_subject_random_control_inserts_the_same_pair_through_other_neurons(llam
         with edit.apply(kn):
             assert float(update.residual(kn).norm()) < 1e-4 * float(update.value.norm())
     assert info["key_share"] < chosen.info["key_share"]  # the subject's neurons carry more of its key
+    # --subject-context-fit reaches both editors; the default is the subject module's
+    fitted = dataclasses.replace(config, subject_context_fit=0.5)
+    assert BenchConfig(model="m", cases="c").subject_context_fit == DEFAULT_CONTEXT_FIT
+    for method in ("kn_subject", "subject_random"):
+        assert Editors(kn, fitted, [case]).build(method, case)[0].info["context_fit"] == 0.5
     frame = run_bench(kn, [case], config, tmp_path / "r")
     assert set(frame.method) == {"unedited", "kn_subject", "subject_random"}
     assert model_fingerprint(kn) == before

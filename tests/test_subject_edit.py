@@ -49,7 +49,7 @@ def test_only_the_subject_neurons_change_and_the_key_maps_to_the_value(paths, fa
     assert chosen == [Neuron(layer, j) for j in expected]
     before = state(kn)
     site = kn.adapter.down_projection(kn.model, layer)
-    edit = subject_edit(kn, upd, count, texts=TEXTS, cache=False).apply(kn)
+    edit = subject_edit(kn, upd, count, texts=TEXTS, cache=False, context_fit=None).apply(kn)  # the exact insertion
     assert isinstance(edit, Edit) and edit.kind == "subject" and edit.neurons == chosen
     assert edit.info["count"] == count and edit.info["key_share"] == pytest.approx(sum(share[j] for j in expected))
     # only those slots moved, every other parameter is as it was
@@ -72,7 +72,7 @@ def test_only_the_subject_neurons_change_and_the_key_maps_to_the_value(paths, fa
 def test_every_neuron_is_rome_itself(paths):
     kn = kneuron.load(str(paths["llama"]), device="cpu")
     upd = compute_rome(kn, "Ireland", [PROMPT["llama"]], "capital", layer=1, steps=5, **FAST)
-    full = subject_edit(kn, upd, kn.num_neurons, texts=TEXTS, cache=False)
+    full = subject_edit(kn, upd, kn.num_neurons, texts=TEXTS, cache=False, context_fit=None)
     rome = upd.to_edit(kn)
     order = [n.index for n in full.neurons]
     assert sorted(order) == list(range(kn.num_neurons))
@@ -84,8 +84,8 @@ def test_edit_raises_the_new_answer_and_undoes(paths):
     prompt = PROMPT["llama"]
     before = state(kn)
     p_before = kn.probability(prompt, "capital")
-    edit = subject_update(kn, "Ireland", [prompt], "capital", layer=1, count=12, **FAST)
-    assert kn.probability(prompt, "capital") > max(10 * p_before, 0.05)
+    edit = subject_update(kn, "Ireland", [prompt], "capital", layer=1, count=12, **FAST)  # the default context fit
+    assert kn.probability(prompt, "capital") > 10 * p_before
     assert len(edit.neurons) == 12
     edit.undo()
     assert all(torch.equal(before[k], v) for k, v in state(kn).items())
@@ -117,27 +117,39 @@ def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(pat
     out = tmp_path / "e.kedit"
     args = ["edit", "subject", "--model", model, "--subject", "Ireland", "--prompt", prompt, "--to", "capital",
             "--count", "12", "--layer", "1", "--check", "The capital of France is=the", "--from", "the",
-            "--value-steps", "15"]
+            "--value-steps", "15", "--context-fit", "0.01"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "in 12 value slots of layer 1" in printed and "checks: before -> after" in printed
     edit = Edit.load(out)
     assert edit.kind == "subject" and len(edit.neurons) == 12 and edit.info["target"] == "capital"
     assert edit.info["steps"] == 15 and edit.info["steps_run"] <= 15  # --value-steps reaches ROME's v*
+    assert edit.info["context_fit"] == 0.01 and edit.info["context_reach_min"] > 0.9  # a close fit
     kn = kneuron.load(model, device="cpu")
     before = state(kn)
     p_before = kn.probability(prompt, "capital")
     with edit.apply(kn):
-        assert kn.probability(prompt, "capital") > max(10 * p_before, 0.05)
+        assert kn.probability(prompt, "capital") > 10 * p_before
     assert all(torch.equal(before[k], v) for k, v in state(kn).items())
     # bad input: one line each, nothing written
     for extra, message in ((["--prompt", "The capital of France is"], "does not contain the subject"),
                            (["--from", "capital"], "the same answer"),
-                           (["--count", "0"], "--count")):
+                           (["--count", "0"], "--count"),
+                           (["--context-fit", "0"], "--context-fit must be a number > 0 or 'none'"),
+                           (["--context-fit", "ten"], "--context-fit must be a number > 0 or 'none'")):
         bad = tmp_path / "bad.kedit"
         assert main([*args, *extra, "--out", str(bad)]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and not bad.exists()
+    # 'none': the exact insertion at the mean key, as planned by hand
+    exact = tmp_path / "exact.kedit"
+    assert main([*args, "--context-fit", "none", "--out", str(exact)]) == 0
+    capsys.readouterr()
+    saved = Edit.load(exact)
+    assert saved.info["context_fit"] is None
+    upd = compute_rome(kn, "Ireland", [prompt], "capital", layer=1, steps=15)
+    by_hand = subject_edit(kn, upd, 12, context_fit=None)
+    assert saved.neurons == by_hand.neurons
 
 
 def test_context_direction_is_the_ridge_least_squares_fit_to_every_context_key():
@@ -169,7 +181,7 @@ def test_context_fit_gives_each_context_the_whole_change_through_the_same_slots(
     assert upd.context_keys.shape == (3, kn.num_neurons)
     assert torch.allclose(upd.context_keys.mean(0), upd.key)
     before = state(kn)
-    plain = subject_edit(kn, upd, 12, texts=TEXTS, cache=False)
+    plain = subject_edit(kn, upd, 12, texts=TEXTS, cache=False, context_fit=None)
     fitted = subject_edit(kn, upd, 12, texts=TEXTS, cache=False, context_fit=1e-6)
     assert fitted.neurons == plain.neurons and fitted.info["context_fit"] == 1e-6
     assert plain.info["context_fit"] is None

@@ -23,7 +23,6 @@ from kneuron.cli.options import (
     MARGIN,
     MAX_SCALE,
     POSITIVE,
-    POSITIVE_REAL,
     RATIO,
     REPLACEMENT,
     SCALING,
@@ -100,6 +99,30 @@ def _save_model(kn, edit, out_dir: Path, source: str) -> None:
 def _check_out(out: Path) -> None:
     if out.suffix != ".kedit":
         raise KneuronError(f"--out {out}: an edit file ends in .kedit")
+
+
+def _context_fit_option(flag: str, prefix: str = ""):
+    """MU > 0 (the change fitted to every context's key with penalty MU) or `none` (inserted exactly
+    at their mean key); parsed to a float or None."""
+
+    def parse(ctx: typer.Context, param: typer.CallbackParam, value):
+        if ctx.resilient_parsing or value is None:
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            mu = float(value)
+        except ValueError:
+            mu = math.nan
+        if not (mu > 0 and math.isfinite(mu)):
+            raise KneuronError(f"{flag} must be a number > 0 or 'none', got {value!r}")
+        return mu
+
+    default = "none" if SUBJECT_CONTEXT_FIT is None else f"{SUBJECT_CONTEXT_FIT:g}"
+    return typer.Option(default, flag, metavar="MU|none", callback=parse,
+                        help=f"{prefix}{'f' if prefix else 'F'}it the change to every context's key (each prompt after each prefix) with "
+                        "penalty MU (smaller: closer fit, less local); 'none': insert it exactly at their mean key, "
+                        "as ROME does.")
 
 
 def _parse_checks(checks: list[str] | None) -> list[tuple[str, str]]:
@@ -290,9 +313,7 @@ def subject_update(
                         "edited (the layer's width: ROME itself)."),
     value_steps: int = ranged(SUBJECT_STEPS, "--value-steps", within=POSITIVE, help="Optimisation passes for "
                               "ROME's value v* (it stops early once P(new) reaches 0.99)."),
-    context_fit: float = ranged(SUBJECT_CONTEXT_FIT, "--context-fit", within=POSITIVE_REAL,
-                                help="Fit the change to every context's key with this penalty (smaller: "
-                                      "closer fit) instead of inserting it exactly at their mean."),
+    context_fit: str = _context_fit_option("--context-fit"),
     layer: int = typer.Option(None, "--layer", help="The layer edited (default: ROME's heuristic, round(0.35 x "
                               "layers))."),
     checks: list[str] = CHECKS,
@@ -515,9 +536,7 @@ def bench(
                                 help="kn_subject: how many of the subject's neurons it edits."),
     subject_steps: int = ranged(SUBJECT_STEPS, "--subject-steps", within=POSITIVE,
                                 help="kn_subject: optimisation passes for ROME's value v*."),
-    subject_context_fit: float = ranged(SUBJECT_CONTEXT_FIT, "--subject-context-fit", within=POSITIVE_REAL,
-                                        help="kn_subject: fit the change to every context's key with this "
-                                              "penalty (see `edit subject --context-fit`)."),
+    subject_context_fit: str = _context_fit_option("--subject-context-fit", "kn_subject and subject_random: "),
     seed: int = seed_option(0),
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,

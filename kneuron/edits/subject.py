@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 DEFAULT_COUNT = 32
 DEFAULT_STEPS = 20  # v*'s optimisation passes (ROME's v_num_grad_steps); chosen on the tune split
-DEFAULT_CONTEXT_FIT = None  # None: the exact insertion at the mean key; chosen on the tune split
+DEFAULT_CONTEXT_FIT = 10.0  # None: the exact insertion at the mean key; chosen on the tune split
 
 
 def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
