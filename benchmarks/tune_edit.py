@@ -209,12 +209,11 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
                      "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
                      "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
     table = pd.DataFrame(rows)
-    order = table["context_fit"].map(lambda x: math.inf if x == "none" else float(x))
-    table = table.assign(_mu=order).sort_values(["steps", "_mu", "neurons", "count"]).drop(columns="_mu")
+    table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["steps", "_mu", "neurons", "count"])
+    table = table.drop(columns="_mu")
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    mu = ok["context_fit"].map(lambda x: math.inf if x == "none" else float(x))  # ties: the most local fit
-    pick = ok.assign(S2=ok["S"].round(2), mu=mu).sort_values(
+    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu)).sort_values(  # ties: the most local fit
         ["S2", "count", "steps", "mu"], ascending=[False, True, True, False]).iloc[0]
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
@@ -231,6 +230,11 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
+
+
+def _mu(fit: str) -> float:
+    """A journaled context_fit as a number; the exact insertion ("none") is the most local, infinite."""
+    return math.inf if fit == "none" else float(fit)
 
 
 def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None) -> str:

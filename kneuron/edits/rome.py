@@ -585,14 +585,19 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
     return RomeUpdate(layer, key, h0 + delta64, delta64, direction, info, context_keys)
 
 
+def ridged(cov: torch.Tensor, *, ridge: float, mom2_weight: float, scale: float | None = None) -> torch.Tensor:
+    """ROME's A = mom2_weight C + ridge scale I, scale = mean(diag C) unless given (a block of C
+    takes the whole C's scale, so that a sub-block is ridged as the full matrix is)."""
+    scale = float(torch.diagonal(cov).mean()) if scale is None else scale
+    return mom2_weight * cov + ridge * (scale if scale > 0 else 1.0) * torch.eye(cov.shape[0], dtype=torch.float64)
+
+
 def insertion_direction(cov: torch.Tensor, key: torch.Tensor, *, ridge: float, mom2_weight: float,
                         degenerate: str, scale: float | None = None) -> torch.Tensor:
     """A^-1 k / (k^T A^-1 k) with A = mom2_weight C + ridge scale I, scale = mean(diag C) unless
     given: the direction of the smallest change (in the A metric) that adds a given vector at key
     k.  `degenerate` ends the error raised when k^T A^-1 k is not positive."""
-    scale = float(torch.diagonal(cov).mean()) if scale is None else scale
-    a = mom2_weight * cov + ridge * (scale if scale > 0 else 1.0) * torch.eye(cov.shape[0], dtype=torch.float64)
-    solved = torch.linalg.solve(a, key)
+    solved = torch.linalg.solve(ridged(cov, ridge=ridge, mom2_weight=mom2_weight, scale=scale), key)
     denom = float(key @ solved)
     if not math.isfinite(denom) or denom <= 0:
         raise KneuronError(f"k*^T C^-1 k* = {denom} {degenerate}")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kneuron.edits.rome import compute_rome, insertion_direction, key_covariance
+from kneuron.edits.rome import compute_rome, insertion_direction, key_covariance, ridged
 from kneuron.edits.value_slots import Edit, make_edit
 from kneuron.errors import KneuronError
 from kneuron.neurons import Neuron
@@ -79,8 +79,7 @@ def context_direction(cov: torch.Tensor, keys: torch.Tensor, columns: Sequence[i
         raise KneuronError(f"context_fit must be > 0, got {context_fit}")
     idx = torch.as_tensor(list(columns), dtype=torch.long)
     k = keys[:, idx].to(torch.float64)
-    scale = float(torch.diagonal(cov).mean())
-    a = mom2_weight * cov[idx][:, idx] + ridge * (scale if scale > 0 else 1.0) * torch.eye(len(idx), dtype=torch.float64)
+    a = ridged(cov[idx][:, idx], ridge=ridge, mom2_weight=mom2_weight, scale=float(torch.diagonal(cov).mean()))
     return torch.linalg.solve(k.T @ k / k.shape[0] + context_fit * a, k.mean(0))
 
 

@@ -301,7 +301,7 @@ class Editors:
         self._kn_edit: dict[int, object] = {}
         self._kn_tried: set[int] = set()
         self._selective: dict[int, list[Neuron]] = {}
-        self._rome: dict[int, object] = {}
+        self._rome: tuple[int, object] | None = None  # (case_id, RomeUpdate): the case in hand only
 
     def neurons(self, case) -> list[Neuron]:
         if case.case_id not in self._neurons:
@@ -344,11 +344,11 @@ class Editors:
         """ROME's k*, v* for the case's edit prompts, shared by kn_subject and its random control."""
         from kneuron.edits.rome import compute_rome
 
-        if case.case_id not in self._rome:
+        if self._rome is None or self._rome[0] != case.case_id:
             c = self.config
-            self._rome[case.case_id] = compute_rome(self.kn, case.subject, list(case.prompts), case.target_new,
-                                                    layer=c.rome_layer, steps=c.subject_steps, seed=c.seed)
-        return self._rome[case.case_id]
+            self._rome = (case.case_id, compute_rome(self.kn, case.subject, list(case.prompts), case.target_new,
+                                                     layer=c.rome_layer, steps=c.subject_steps, seed=c.seed))
+        return self._rome[1]
 
     def _fitted(self, case, neurons):
         """kn's fitted edit of `neurons`, or None (declined) when they cannot carry it within max_scale."""
