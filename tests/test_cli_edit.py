@@ -195,7 +195,10 @@ def test_erase_relation_from_a_run(run, tiny_world, tmp_path, capsys):
      "--direction must be one of auto, signed, paper"),
     (["update", "--to", "x", "--out", "e.bin", "--neurons", "0:1", "--from", "a"], "ends in .kedit"),
     (["update", "--to", "x", "--out", "e.kedit", "--neurons", "0-1", "--from", "a"], "bad neuron '0-1'"),
-    (["update", "--to", "x", "--out", "e.kedit", "--subject", "s", "--neurons", "0:1", "--from", "a"], "need --run"),
+    (["update", "--to", "x", "--out", "e.kedit", "--subject", "s", "--neurons", "0:1", "--from", "a"],
+     "--subject without --run is the subject-neuron edit: --neurons has no effect there"),
+    (["update", "--to", "x", "--out", "e.kedit", "--relation", "P36", "--neurons", "0:1", "--from", "a"],
+     "--relation needs --run"),
     (["show", "missing.kedit"], "edit file not found"),
 ])
 def test_bad_input_is_one_line(args, message, capsys, tmp_path, monkeypatch):

@@ -152,6 +152,31 @@ def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(pat
     assert saved.neurons == by_hand.neurons
 
 
+def test_edit_update_with_a_subject_is_the_subject_edit_at_its_defaults(paths, bingrel_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    from kneuron.cli import main
+
+    monkeypatch.setenv("KNEURON_DATA", str(bingrel_dir.parent))
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    common = ["--model", str(paths["llama"]), "--subject", "Ireland", "--prompt", PROMPT["llama"], "--to", "capital",
+              "--from", "the"]
+    via_subject, via_update = tmp_path / "s.kedit", tmp_path / "u.kedit"
+    assert main(["edit", "subject", *common, "--out", str(via_subject)]) == 0
+    assert main(["edit", "update", *common, "--out", str(via_update)]) == 0
+    capsys.readouterr()
+    a, b = Edit.load(via_subject), Edit.load(via_update)
+    assert a.kind == b.kind == "subject" and a.neurons == b.neurons
+    assert a.info["context_fit"] == b.info["context_fit"] == 10.0
+    assert torch.equal(a.values, b.values) and torch.equal(a.base_values, b.base_values)
+    # the blank edit's options would do nothing there: refused in one line, nothing written
+    for extra, flag in ((["--margin", "1"], "--margin"), (["--neurons", "1:3"], "--neurons"),
+                        (["--no-fit", "--lambda1", "2"], "--lambda1")):
+        bad = tmp_path / "bad.kedit"
+        assert main(["edit", "update", *common, *extra, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "subject-neuron edit" in err and flag in err and "Traceback" not in err and not bad.exists()
+
+
 def test_context_direction_is_the_ridge_least_squares_fit_to_every_context_key():
     g = torch.Generator().manual_seed(0)
     keys = torch.randn(5, 12, generator=g, dtype=torch.float64)

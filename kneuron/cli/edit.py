@@ -54,7 +54,8 @@ TO = typer.Option(..., "--to", help="The new answer.")
 CHECKS = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. another subject of the "
                       "relation (repeatable).")
 SUBJECT = typer.Option(None, "--subject", help="The fact's subject: `edit subject` (required): as written in the "
-                       "prompts; `edit update`: with --run, the run's fact to update.")
+                       "prompts; `edit update`: with --run, the run's fact to update; without --run, the subject as "
+                       "written in the prompts, making it the subject-neuron edit (`edit subject` at its defaults).")
 PROMPTS = typer.Option(None, "--prompt", help="A prompt of the fact (repeatable); the edit is fitted to these.  "
                        "`edit update` finds the fact's neurons on them (with --run or --neurons: the prompts to "
                        "check; default with --run: the fact's); `edit subject` (required): each holds the subject.")
@@ -123,6 +124,22 @@ def _context_fit_option(flag: str, prefix: str = ""):
                         help=f"{prefix}{'f' if prefix else 'F'}it the change to every context's key (each prompt after each prefix) with "
                         "penalty MU (smaller: closer fit, less local); 'none': insert it exactly at their mean key, "
                         "as ROME does.")
+
+
+# `edit update`'s options that belong to the edit at the blank's knowledge neurons, not to the subject edit.
+ANSWER_EDIT_OPTIONS = ("relation", "share", "neurons", "fit", "ratio", "margin", "contrast", "selectivity", "max_scale",
+                       "lambda1", "lambda2", "scaling", "direction", "embedding", "paper", "steps")
+
+
+def _refuse_given(ctx: typer.Context, names, why: str) -> None:
+    """One line naming the options given on the command line that `why` leaves without effect."""
+    # typer vendors its own click, so the source is matched by name (DEFAULT: not given).
+    given = [p for p in ctx.command.params if p.name in names
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        flags = ", ".join(max(p.opts, key=len) for p in given)
+        raise KneuronError(f"{why}: {flags} {'has' if len(given) == 1 else 'have'} no effect there "
+                           "(use `edit subject` for its own options)")
 
 
 def _parse_checks(checks: list[str] | None) -> list[tuple[str, str]]:
@@ -194,13 +211,20 @@ def update(
 
     Three forms: --model M --from OLD --prompt P [--prompt P ...] finds the fact's neurons on the
     prompts, then edits; --neurons L:I,... names them; --run RUN --subject S takes them from a
-    discovery run.  s is the sign of each neuron's mean activation over the prompts.
+    discovery run.  s is the sign of each neuron's mean activation over the prompts.  A fourth,
+    --subject S without --run, is `edit subject` at its defaults: the edit that keeps the
+    neighbours that share the old answer (docs/results/editing.md).
     """
     import time
 
     from kneuron.edits import fit_update, plan_update, select_update_neurons
     from kneuron.edits.update import DIRECTIONS, EMBEDDINGS, SCALINGS
 
+    if subject is not None and run_dir is None:
+        _refuse_given(ctx, ANSWER_EDIT_OPTIONS, "--subject without --run is the subject-neuron edit")
+        return _subject_edit(ctx, model or "world", device, subject, to, prompts, original, checks, out, save_model,
+                             count=SUBJECT_COUNT, value_steps=SUBJECT_STEPS, context_fit=SUBJECT_CONTEXT_FIT,
+                             layer=None, seed=0)
     _check_out(out)
     for name, value, allowed in (("--direction", direction, DIRECTIONS), ("--embedding", embedding, EMBEDDINGS),
                                  ("--scaling", scaling, SCALINGS)):
@@ -235,8 +259,8 @@ def update(
         source = {"run": str(run_dir), "relation": fact.relation, "subject": subject, "share": share,
                   "fact_neurons": len(sets[i])}
     else:
-        if subject is not None or relation is not None:
-            raise KneuronError("--subject and --relation need --run")
+        if relation is not None:
+            raise KneuronError("--relation needs --run (it picks --subject's fact from the run)")
         if original is None:
             raise KneuronError("give --model M --from OLD --prompt P (neurons found on the prompts), "
                                "--neurons L:I,... --from OLD, or --run RUN_DIR --subject S")
@@ -328,13 +352,20 @@ def subject_update(
     the blank carry the answer, so `edit update` rewrites every subject with that answer; this edit
     acts where the subject is read.
     """
+    _subject_edit(ctx, model, device, subject, to, prompts, original, checks, out, save_model, count=count,
+                  value_steps=value_steps, context_fit=context_fit, layer=layer, seed=seed)
+
+
+def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, original, checks, out: Path,
+                  save_model, *, count: int, value_steps: int, context_fit, layer, seed: int) -> None:
+    """The subject-neuron edit from the command line: `edit subject`, and `edit update --subject` without --run."""
     import time
 
     from kneuron.edits.subject import plan_subject_update
 
     _check_out(out)
     if not subject or not prompts:
-        raise KneuronError("edit subject needs --subject S and at least one --prompt holding it")
+        raise KneuronError("the subject edit needs --subject S and at least one --prompt holding it")
     checks_ = _parse_checks(checks)
     kn = load_model(model, device, ctx)
     for p in list(prompts) + [c for c, _ in checks_]:
