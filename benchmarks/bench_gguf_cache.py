@@ -11,20 +11,9 @@ of transformers' direct GGUF load, and prints the ratio direct / cached load.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -36,6 +25,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import kneuron
+    from kneuron.machine import cpu_name
     from kneuron.models import catalogue
 
     entry = catalogue.get(args.model)

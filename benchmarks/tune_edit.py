@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import kneuron
 from kneuron.data.counterfact import load_cases
 from kneuron.edits import fit_update, plan_update, selective_neurons
 from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic
+from kneuron.machine import cpu_name
 from kneuron.runs.store import FactLog
 
 
@@ -134,7 +134,7 @@ def main() -> None:
     table = pd.DataFrame(rows).sort_values(["selectivity", "ratio", "margin"])
     ok = table[table["others_kept"] >= 0.9]
     pick = (ok if len(ok) else table).sort_values(["S", "margin"], ascending=[False, True]).iloc[0]
-    cpu = _cpu()
+    cpu = cpu_name()
     text = [f"# Tuning the default knowledge-neuron edit: {args.model}, {table['cases'].max()} tune cases",
             "", f"Command: `python benchmarks/tune_edit.py --model {args.model} --cases {args.cases.name} "
             f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}"
@@ -147,11 +147,6 @@ def main() -> None:
     choice = {"selectivity": pick["selectivity"], "ratio": float(pick["ratio"]), "margin": float(pick["margin"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
-
-
-def _cpu() -> str:
-    return next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")), platform.processor())
 
 
 def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
@@ -220,7 +215,7 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
             f"--context-fits {args.context_fits} "
             f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
             + "`  ",
-            f"CPU: {_cpu()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
+            f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
             f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
             f"then the largest context_fit, the exact insertion first): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, "

@@ -123,6 +123,25 @@ def test_edit_raises_the_new_answer(paths, family, prompt, target, layer):
     assert torch.equal(again.values, edit.values) and again.base_fingerprint == edit.base_fingerprint
 
 
+@pytest.mark.parametrize("family,prompt,target", [
+    ("llama", "Dublin is the capital of Ireland", "Paris"),  # two teacher-forced target tokens
+    ("gpt2", "Dublin is the capital of Ireland", "capital"),
+    ("bert", "The capital of Ireland is [MASK].", "France"),
+])
+def test_head_on_the_answer_positions_only_matches_the_full_head(paths, family, prompt, target):
+    # the fast path runs the output head on the positions read; the reference on every position
+    kn = load(paths[family])
+    fast = compute_rome(kn, "Ireland", [prompt, f"In Ireland, {prompt}"], target, layer=1 if family != "bert" else 0,
+                        **FAST)
+    slow = compute_rome(kn, "Ireland", [prompt, f"In Ireland, {prompt}"], target, layer=1 if family != "bert" else 0,
+                        full_logits=True, **FAST)
+    assert fast.info["steps_run"] == slow.info["steps_run"] > 1
+    for a, b in zip(fast.info["history"], slow.info["history"]):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+    assert torch.equal(fast.key, slow.key)  # read before any logits
+    assert torch.allclose(fast.value, slow.value, rtol=1e-4, atol=1e-6 * float(slow.value.norm()))
+
+
 def test_defaults_and_multi_token_target(paths):
     kn = load(paths["llama"])
     assert default_layer(kn) == 1 and default_layer(type("K", (), {"num_layers": 48})()) == 17

@@ -630,7 +630,9 @@ def bench(
         frame = run_bench(kn, cases, config, out_dir, progress=lambda done, total: bar.update(task, completed=done),
                           log=lambda m: console.print(m, highlight=False))
     table = summarize(frame, reps=config.bootstrap, seed=seed)
-    cpu = _cpu_name()
+    from kneuron.machine import cpu_name
+
+    cpu = cpu_name()
     header = (f"# Edit benchmark: {escape(model)}, {len(cases)} cases from {cases_path.name} (split {split})\n\n"
               f"Command: `kneuron edit bench --model {model} --cases {cases_path.name} --methods {','.join(chosen)} "
               f"--split {split}" + (f" --exclude-tuned {exclude_tuned.name}" if exclude_tuned else "")
@@ -656,16 +658,3 @@ def bench(
                        for c in cols))
     console.print(show)
     console.print("-> " + ", ".join(str(p) for p in paths), highlight=False)
-
-
-def _cpu_name() -> str:
-    """The CPU model as lscpu names it (benchmark outputs name their machine)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"

@@ -469,9 +469,17 @@ class RomeUpdate:
         return Edit("rome", neurons, new_slots, ModelShape.of(kn), slots_fingerprint(list(base)), info, base)
 
 
-def _forward(kn: KnowledgeModel, ids, mask, rows_idx, cols_idx, layer, delta=None, capture=None):
-    """Logits of one padded batch, with `delta` added to layer `layer`'s down-projection output at
-    (rows_idx, cols_idx); `capture["keys"]` gets the projection's inputs there."""
+def _forward(kn: KnowledgeModel, ids, mask, rows_idx, cols_idx, layer, read, delta=None, capture=None,
+             full_logits: bool = False):
+    """Logits at the positions `read` = (rows, columns) of one padded batch, (len(rows), vocab), with
+    `delta` added to layer `layer`'s down-projection output at (rows_idx, cols_idx);
+    `capture["keys"]` gets the projection's inputs there.
+
+    Only the positions read go through the output head (a hook gathers them on its way in): with a
+    large vocabulary the head costs more than the blocks (Gemma 3: 262k x 640 against about 100M
+    block parameters).  `full_logits` runs the head on every position and indexes afterwards: the
+    obviously correct reference, tested against the gathered path.
+    """
     site = kn.adapter.down_projection(kn.model, layer)
     batch = ids.shape[0]
 
@@ -484,22 +492,31 @@ def _forward(kn: KnowledgeModel, ids, mask, rows_idx, cols_idx, layer, delta=Non
         out = out.index_put((rows_idx, cols_idx), out[rows_idx, cols_idx] + delta.to(out.dtype))
         return out.reshape(output.shape)
 
-    handle = site.register_forward_hook(hook)
+    def gather(module, args):
+        return (args[0][read[0], read[1]].unsqueeze(0), *args[1:])
+
+    head = None if full_logits else kn.model.get_output_embeddings()
+    handles = [site.register_forward_hook(hook)]
+    if head is not None:
+        handles.append(head.register_forward_pre_hook(gather))
     try:
-        return kn.model(input_ids=ids, attention_mask=mask).logits
+        logits = kn.model(input_ids=ids, attention_mask=mask).logits
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+    return logits[0] if head is not None else logits[read[0], read[1]]
 
 
 def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *, layer: int | None = None,
                  texts: Sequence[str] | None = None, steps: int = 20, lr: float = 0.5, kl_factor: float = 0.0625,
                  weight_decay: float = 0.5, clamp_norm: float = 4.0, prefixes: Sequence[str] | None = None,
                  cov_tokens: int = DEFAULT_COV_TOKENS, mom2_weight: float = 1.0, ridge: float = 1e-4,
-                 stop_prob: float = 0.99, seed: int = 0, cache=True) -> RomeUpdate:
+                 stop_prob: float = 0.99, seed: int = 0, cache=True, full_logits: bool = False) -> RomeUpdate:
     """k*, v* and the C^-1 k* direction of the ROME update making `subject` lead to `target_new`.
 
     Reads the model only: its weights, modes and requires_grad flags are as before afterwards, also
-    when it fails.  See the module docstring for every setting.
+    when it fails.  See the module docstring for every setting.  `full_logits` computes the output
+    head on every position (the reference for the default, which reads only the answer positions).
     """
     if not isinstance(subject, str) or not subject.strip():
         raise KneuronError(f"empty subject: {subject!r}")
@@ -522,6 +539,10 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
     ids, mask = _batch([r.ids for r in all_rows], _pad_id(kn.tokenizer), kn.device)
     rows_idx = torch.arange(len(all_rows), device=kn.device)
     cols_idx = torch.tensor([r.subject_pos for r in all_rows], device=kn.device)
+    # the positions whose logits are read: each row's answer positions, then the KL row's one
+    read = (torch.tensor([i for i, r in enumerate(all_rows) for _ in r.targets], device=kn.device),
+            torch.tensor([t for r in all_rows for t in r.targets], device=kn.device))
+    starts = [sum(len(r.targets) for r in all_rows[:i]) for i in range(len(all_rows))]
     w, b = _weight_hd(kn, layer)
     history = []
     with _frozen(kn.model), torch.random.fork_rng(devices=[kn.device] if kn.device.type == "cuda" else []):
@@ -529,7 +550,7 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
         p_before = [float(p) for p in kn.probabilities(prompts, [target_new] * len(prompts))]
         capture: dict = {}
         with torch.no_grad():
-            _forward(kn, ids, mask, rows_idx, cols_idx, layer, capture=capture)
+            _forward(kn, ids, mask, rows_idx, cols_idx, layer, read, capture=capture, full_logits=full_logits)
         context_keys = capture["keys"][:len(rows)].to("cpu", torch.float64)
         key = context_keys.mean(0)
         if not bool(torch.isfinite(key).all()) or float(key.norm()) == 0.0:
@@ -541,11 +562,12 @@ def compute_rome(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str],
         kl_start = None
         for it in range(int(steps)):
             opt.zero_grad()
-            logits = _forward(kn, ids, mask, rows_idx, cols_idx, layer, delta=delta)
+            logits = _forward(kn, ids, mask, rows_idx, cols_idx, layer, read, delta=delta, full_logits=full_logits)
             logp = torch.log_softmax(logits.float(), dim=-1)
-            nll_each = torch.stack([-logp[i, list(r.targets), list(r.target_ids)].mean() for i, r in enumerate(rows)])
+            nll_each = torch.stack([-logp[range(starts[i], starts[i] + len(r.targets)), list(r.target_ids)].mean()
+                                    for i, r in enumerate(rows)])
             nll = nll_each.mean()
-            kl_logp = logp[len(rows), kl.targets[0]][None]
+            kl_logp = logp[starts[len(rows)]][None]
             if kl_start is None:
                 kl_start = kl_logp.detach().clone()
             kl_loss = kl_factor * F.kl_div(kl_start, kl_logp, log_target=True, reduction="batchmean")
