@@ -1,0 +1,96 @@
+"""Put the editors of several edit-benchmark runs side by side, on the cases they all measured.
+
+    python scripts/combine_edit_bench.py OUT RUN[:OLD=NEW,...] RUN ... [--cpu NAME]
+
+Each RUN is a finished `kneuron edit bench` folder (its cases.csv).  The unedited rows come from
+the first RUN; the other runs give their editors, renamed with OLD=NEW where two runs measured the
+same editor under different settings.  Only the cases that every editor measured are kept, so every
+row of the summary is on the same cases.  The runs' measurement settings (generation length,
+perplexity sentences, bootstrap, seed) must agree.  Writes cases.csv, methods.csv, methods.png and
+report.md (`kneuron.experiments.edit_bench.write_outputs`), and entropy.csv: the per-case
+distribution of the generation-entropy ratio, which the summary's ratio of means hides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from kneuron.experiments.edit_bench import summarize, write_outputs
+
+MEASUREMENT = ("generation_tokens", "ppl_sentences", "bootstrap", "seed")
+
+
+def load_run(spec: str, first: bool) -> tuple[Path, pd.DataFrame, dict]:
+    name, _, renames = spec.partition(":")
+    run = Path(name)
+    cases = pd.read_csv(run / "cases.csv")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    if not first:
+        cases = cases[cases["method"] != "unedited"]
+    for pair in filter(None, renames.split(",")):
+        old, _, new = pair.partition("=")
+        if old not in set(cases["method"]):
+            raise SystemExit(f"{run}: no editor {old!r} to rename (it has {sorted(set(cases['method']))})")
+        cases = cases.replace({"method": {old: new}})
+    return run, cases, config
+
+
+def entropy_table(frame: pd.DataFrame) -> pd.DataFrame:
+    base = frame[frame["method"] == "unedited"].set_index("case_id")["entropy"]
+    rows = []
+    for method, g in frame.groupby("method", sort=False):
+        ratio = g.set_index("case_id")["entropy"] / base
+        rows.append({"method": method, "cases": len(ratio),
+                     "ratio_of_means": float(g["entropy"].sum() / base[g["case_id"]].sum()),
+                     "median": ratio.median(), "q25": ratio.quantile(0.25), "q75": ratio.quantile(0.75),
+                     "within_5pct": float(((ratio - 1).abs() <= 0.05).mean()),
+                     "below_0.95": float((ratio < 0.95).mean()), "below_0.5": float((ratio < 0.5).mean())})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("runs", nargs="+", help="RUN[:OLD=NEW,...]; the first gives the unedited rows")
+    ap.add_argument("--cpu", default="see each run's report")
+    args = ap.parse_args()
+    loaded = [load_run(spec, i == 0) for i, spec in enumerate(args.runs)]
+    first = loaded[0][2]
+    for run, _, config in loaded:
+        if any(config.get(k) != first.get(k) for k in MEASUREMENT):
+            raise SystemExit(f"{run}: its measurement settings differ from {loaded[0][0]}'s ({', '.join(MEASUREMENT)})")
+    frame = pd.concat([cases for _, cases, _ in loaded], ignore_index=True)
+    if frame.duplicated(["case_id", "method"]).any():
+        dup = frame[frame.duplicated(["case_id", "method"])]["method"].unique()
+        raise SystemExit(f"editors measured by two runs: {sorted(dup)} (rename one with RUN:OLD=NEW)")
+    methods = list(dict.fromkeys(frame["method"]))
+    complete = frame.groupby("case_id")["method"].nunique()
+    done = sorted(complete[complete == len(methods)].index)
+    frame = frame[frame["case_id"].isin(done)]
+    table = summarize(frame, reps=int(first.get("bootstrap", 1000)), seed=int(first.get("seed", 0)))
+    runs = ", ".join(f"`{run.name}`" for run, _, _ in loaded)
+    header = (f"# Edit benchmark: {first.get('model', '?')}, {len(done)} cases measured by every editor\n\n"
+              f"Command: `python scripts/combine_edit_bench.py {args.out.name} {' '.join(args.runs)}` "
+              f"(from `results/edit/`): the runs {runs} side by side, unedited rows from the first; each run's "
+              f"command, config and time are in its folder.  \nCPU: {args.cpu}.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(args.out, frame, table, header)
+    entropy = entropy_table(frame)
+    entropy.to_csv(args.out / "entropy.csv", index=False)
+    with open(args.out / "report.md", "a", encoding="utf-8") as f:
+        f.write("\n## Generation entropy per case (edited / unedited, same case)\n\n"
+                "| " + " | ".join(entropy.columns) + " |\n|" + "---|" * len(entropy.columns) + "\n"
+                + "".join("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |\n"
+                          for r in entropy.itertuples(index=False)))
+    cols = ["method", "cases", "S", "S_lo", "S_hi", "ES", "PS", "NS", "NS_same", "others_kept", "gen_new",
+            "entropy_rel", "ppl_rel"]
+    print(table[[c for c in cols if c in table]].round(3).to_string())
+    print(entropy.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()

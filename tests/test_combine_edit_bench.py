@@ -1,0 +1,60 @@
+"""scripts/combine_edit_bench.py: editors of several runs side by side, on the cases all of them measured."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "combine_edit_bench.py"
+CONFIG = {"model": "m", "generation_tokens": 50, "ppl_sentences": 8, "bootstrap": 200, "seed": 0}
+
+
+def row(case, method, es, entropy):
+    return {"case_id": case, "method": method, "split": "test", "relation": "P1", "ES": es, "PS": es, "NS": 1.0,
+            "EM": 0.0, "PM": 0.0, "NM": 0.0, "success": es, "para_success": es, "NS_same": 1.0, "NS_other": 1.0,
+            "S": es, "others_kept": 1.0, "gen_new": es, "entropy": entropy, "ppl": 10.0, "entropy_rel": 1.0,
+            "ppl_rel": 1.0, "neurons": 4}
+
+
+def write_run(path: Path, rows, **config):
+    path.mkdir()
+    pd.DataFrame(rows).to_csv(path / "cases.csv", index=False)
+    (path / "config.json").write_text(json.dumps({**CONFIG, **config}))
+    return path
+
+
+def combine(tmp_path, *runs):
+    return subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "out"), *runs], capture_output=True, text=True,
+                          cwd=tmp_path)
+
+
+def test_runs_side_by_side_on_common_cases_with_renames(tmp_path):
+    write_run(tmp_path / "a", [row(c, m, 1.0 if m == "ed" else 0.0, 4.0) for c in (1, 2, 3) for m in ("unedited", "ed")])
+    # run b measured `ed` under other settings and only cases 1 and 2; its unedited rows are ignored
+    write_run(tmp_path / "b", [row(c, m, 0.5, 2.0 if m == "ed" else 99.0) for c in (1, 2) for m in ("unedited", "ed")])
+    done = combine(tmp_path, "a", "b:ed=ed_other")
+    assert done.returncode == 0, done.stderr
+    cases = pd.read_csv(tmp_path / "out" / "cases.csv")
+    assert sorted(cases["case_id"].unique()) == [1, 2]  # case 3 lacks ed_other
+    assert sorted(cases["method"].unique()) == ["ed", "ed_other", "unedited"]
+    methods = pd.read_csv(tmp_path / "out" / "methods.csv").set_index("method")
+    assert methods.loc["ed", "ES"] == 1.0 and methods.loc["ed_other", "ES"] == 0.5 and methods.loc["unedited", "ES"] == 0
+    entropy = pd.read_csv(tmp_path / "out" / "entropy.csv").set_index("method")
+    assert entropy.loc["ed_other", "median"] == pytest.approx(0.5) and entropy.loc["ed", "within_5pct"] == 1.0
+    assert "2 cases measured by every editor" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_refusals(tmp_path):
+    write_run(tmp_path / "a", [row(1, m, 1.0, 4.0) for m in ("unedited", "ed")])
+    write_run(tmp_path / "b", [row(1, m, 1.0, 4.0) for m in ("unedited", "ed")])
+    write_run(tmp_path / "c", [row(1, m, 1.0, 4.0) for m in ("unedited", "ed")], generation_tokens=20)
+    for runs, message in ((["a", "b"], "editors measured by two runs: ['ed']"),
+                          (["a", "b:x=y"], "no editor 'x' to rename"),
+                          (["a", "c:ed=e2"], "measurement settings differ")):
+        done = combine(tmp_path, *runs)
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
