@@ -212,8 +212,8 @@ def update(
     Three forms: --model M --from OLD --prompt P [--prompt P ...] finds the fact's neurons on the
     prompts, then edits; --neurons L:I,... names them; --run RUN --subject S takes them from a
     discovery run.  s is the sign of each neuron's mean activation over the prompts.  A fourth,
-    --subject S without --run, is `edit subject` at its defaults: the edit that keeps the
-    neighbours that share the old answer (docs/results/editing.md).
+    --subject S without --run, is `edit subject` at its defaults: the subject-neuron edit, far
+    more specific on the benchmark (docs/results/editing.md).
     """
     import time
 
