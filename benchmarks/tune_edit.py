@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--editor", choices=("kn", "subject"), default="kn")
     ap.add_argument("--counts", default="8,16,32,64,128", help="--editor subject: the neuron counts tried")
     ap.add_argument("--steps", default="20", help="--editor subject: the v* optimisation steps tried")
+    ap.add_argument("--layers", default="default", help="--editor subject: the layers tried (default: ROME's depth "
+                    "rule, round(0.35 x layers))")
     ap.add_argument("--context-fits", default="none", help="--editor subject: the context_fit values tried "
                     "(none: the exact insertion at the mean key)")
     args = ap.parse_args()
@@ -155,24 +157,28 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     import random
 
     from kneuron.edits import compute_rome
+    from kneuron.edits.rome import default_layer
     from kneuron.edits.subject import subject_edit
 
     counts = sorted({int(x) for x in args.counts.split(",")} | {kn.num_neurons})
     all_steps = sorted({int(x) for x in args.steps.split(",")})
     fits = [None if x == "none" else float(x) for x in args.context_fits.split(",")]
+    layers = [None if x == "default" else int(x) for x in args.layers.split(",")]
+    default = default_layer(kn)
     started = time.perf_counter()
     for k, case in enumerate(cases):
         t = time.perf_counter()
         base = None
-        for steps in all_steps:
+        for steps, layer in ((s, x) for s in all_steps for x in layers):
             variants = [(rank, n, fit) for fit in fits for n in counts
                         for rank in (("subject", "random") if n < kn.num_neurons else ("layer",) if fit is None
                                      else ())]
-            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2]) for v in variants}
+            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2], layer) for v in variants}
             if all(key in journal for key in keys.values()):
                 continue
             base = base or _light(measure, case, None)
-            update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0, steps=steps)
+            update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0, steps=steps,
+                                  layer=layer)
             for (rank, n, fit), key in keys.items():
                 if key in journal:
                     continue
@@ -196,32 +202,35 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     frame["steps"] = frame["steps"].fillna(20).astype(int) if "steps" in frame else 20  # journaled before --steps
     frame["context_fit"] = frame["context_fit"].fillna("none").astype(str) if "context_fit" in frame else "none"
     frame = frame[frame["steps"].isin(all_steps) & frame["count"].isin(counts)
-                  & frame["context_fit"].isin([str("none" if f is None else f) for f in fits])]
+                  & frame["context_fit"].isin([str("none" if f is None else f) for f in fits])
+                  & frame["layer"].isin([default if x is None else x for x in layers])]
     rows = []
-    for (steps, fit, rank, n), g in frame.groupby(["steps", "context_fit", "rank", "count"]):
+    for (layer, steps, fit, rank, n), g in frame.groupby(["layer", "steps", "context_fit", "rank", "count"]):
         es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
-        rows.append({"steps": int(steps), "context_fit": fit, "neurons": rank, "count": int(n), "cases": len(g),
+        rows.append({"layer": int(layer), "steps": int(steps), "context_fit": fit, "neurons": rank, "count": int(n), "cases": len(g),
                      "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
                      "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
     table = pd.DataFrame(rows)
-    table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["steps", "_mu", "neurons", "count"])
+    table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["layer", "steps", "_mu", "neurons", "count"])
     table = table.drop(columns="_mu")
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu)).sort_values(  # ties: the most local fit
-        ["S2", "count", "steps", "mu"], ascending=[False, True, True, False]).iloc[0]
+    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default).abs()).sort_values(
+        ["S2", "count", "steps", "mu", "moved"], ascending=[False, True, True, False, True]).iloc[0]  # ties: the most
+    # local fit, then the layer nearest ROME's depth rule
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
-            f"--context-fits {args.context_fits} "
-            f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
+            f"--context-fits {args.context_fits} " + (f"--layers {args.layers} " if args.layers != "default" else "")
+            + f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
             + "`  ",
             f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
             f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
-            f"then the largest context_fit, the exact insertion first): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, "
-            f"context_fit {pick['context_fit']}."]
+            f"then the largest context_fit, the exact insertion first, then the layer nearest ROME's rule, {default}): "
+            f"{int(pick['count'])} subject neurons, {int(pick['steps'])} steps, context_fit {pick['context_fit']}, "
+            f"layer {int(pick['layer'])}."]
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    choice = {"count": int(pick["count"]), "steps": int(pick["steps"]),
+    choice = {"count": int(pick["count"]), "steps": int(pick["steps"]), "layer": int(pick["layer"]),
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
@@ -232,11 +241,11 @@ def _mu(fit: str) -> float:
     return math.inf if fit == "none" else float(fit)
 
 
-def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None) -> str:
-    """Journal key; the defaults (20 steps, no context fit) keep the key written before those options
-    existed, so those rows resume."""
+def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None, layer: int | None = None) -> str:
+    """Journal key; the defaults (20 steps, no context fit, ROME's layer) keep the key written before
+    those options existed, so those rows resume."""
     return (f"{case_id}:{rank}:{count}" + ("" if steps == 20 else f":s{steps}")
-            + ("" if fit is None else f":c{fit:g}"))
+            + ("" if fit is None else f":c{fit:g}") + ("" if layer is None else f":L{layer}"))
 
 
 def _markdown(table: pd.DataFrame) -> str:
