@@ -17,9 +17,10 @@ are computed once per case and per `--steps` (the v* optimisation's passes) from
 prompts, then inserted through each count of the subject's neurons, through as many random neurons
 of the same layer (row `random`, seeded per case), and through every neuron of the layer (ROME with
 the same prompts), at each `--context-fits` value (`none`: the exact insertion at the mean key; the
-whole layer only there).  The choice: the highest S (to 0.01) whose others-kept is at least 0.9;
-ties go to the fewest neurons, the fewest steps, then the largest context_fit (the exact insertion
-first).  Rows journaled without steps or context_fit ran at 20 and none.
+whole layer only there), at each of `--layers` (default: ROME's depth rule).  The choice: the
+highest S (to 0.01) whose others-kept is at least 0.9; ties go to the fewest neurons, the fewest
+steps, the largest context_fit (the exact insertion first), then the layer nearest ROME's rule.
+Rows journaled without steps, context_fit or layer ran at 20, none and ROME's layer.
 """
 
 from __future__ import annotations
