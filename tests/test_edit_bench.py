@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 import kneuron
 from kneuron.cli import main
@@ -27,7 +28,7 @@ def _cases():
     base = dict(relation="capital", paraphrases=["Berlin is the capital of Germany. The capital of Ireland is [MASK]"],
                 neighbours=[Probe("The capital of France is [MASK]", "the"), Probe("She speaks [MASK]", "of")],
                 others=[Probe("She speaks [MASK]", "the"), Probe("Rome is in [MASK]", "the")],
-                generation=["The capital of Ireland is"])
+                generation=["The capital of Ireland is", "Ireland is"])
     return [
         Case(case_id=0, split="tune", subject="Ireland", target_true="the", target_new="capital",
              prompts=["The capital of Ireland is [MASK]", "The capital of Ireland is [MASK].",
@@ -61,6 +62,14 @@ def test_metrics_by_hand_revert_and_resume(llama_dir, tmp_path):
         assert row["NS"] == pytest.approx((same + other) / 2)
         assert row["NS_same"] == same and row["NS_other"] == other  # "the" is the true answer, "of" is not
         assert row["S"] == pytest.approx(harmonic([row["ES"], row["PS"], row["NS"]]))
+        # fluency over every generation beginning: the first is the edit prompt's text, whose generation
+        # gives `entropy`; "Ireland is" is the second
+        greedy = [kn.model.generate(torch.tensor([kn.encode(t).ids]), max_new_tokens=6, do_sample=False,
+                                    pad_token_id=kn.tokenizer.eos_token_id)[0, len(kn.encode(t).ids):].tolist()
+                  for t in case.generation]
+        assert row["entropy"] == pytest.approx(ngram_entropy(greedy[0]))
+        assert row["entropy_generation"] == pytest.approx((ngram_entropy(greedy[0]) + ngram_entropy(greedy[1])) / 2)
+        assert row["entropy_generation_rel"] == 1.0
     # kn and random edit the same number of neurons with the same strength.
     for cid in (0, 1):
         k = frame[(frame.case_id == cid) & (frame.method == "kn")].iloc[0]
@@ -84,6 +93,7 @@ def test_metrics_by_hand_revert_and_resume(llama_dir, tmp_path):
     assert set(table["split"]) == {"tune", "test"}
     unedited = table[(table.split == "tune") & (table.method == "unedited")].iloc[0]
     assert unedited["ES"] == pytest.approx(frame[(frame.split == "tune") & (frame.method == "unedited")]["ES"].mean())
+    assert unedited["entropy_generation_rel"] == pytest.approx(1.0)
 
 
 def test_an_edit_that_cannot_reach_its_goal_is_declined(llama_dir, tmp_path):
@@ -158,6 +168,25 @@ def test_subject_random_control_inserts_the_same_pair_through_other_neurons(llam
     frame = run_bench(kn, [case], config, tmp_path / "r")
     assert set(frame.method) == {"unedited", "kn_subject", "subject_random"}
     assert model_fingerprint(kn) == before
+
+
+def test_generation_entropy_is_the_mean_over_every_beginning_and_reuses_the_first(llama_dir, monkeypatch):
+    from kneuron.experiments.edit_bench import Measure
+
+    kn = kneuron.load(str(llama_dir), device="cpu")
+    case = _cases()[0]
+    looped, varied = [5, 5, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6]
+    asked = []
+
+    def fake(self, prompt):
+        asked.append(prompt)
+        return looped if prompt == "Ireland is" else varied
+
+    monkeypatch.setattr(Measure, "generate", fake)
+    row = Measure(kn, [], 6).case(case, None)
+    assert row["entropy"] == ngram_entropy(varied) > 0 and ngram_entropy(looped) == 0
+    assert row["entropy_generation"] == pytest.approx(ngram_entropy(varied) / 2)
+    assert asked == [case.prompts[0], "Ireland is"]  # the edit prompt's text is generated once, not twice
 
 
 def test_ngram_entropy_and_harmonic_mean():

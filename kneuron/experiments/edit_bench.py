@@ -32,7 +32,9 @@ ES, PS, NS; EM, PM = mean p(new) - p(true); NM = mean p(answer) - p(new); `succe
 = top-1 is new on the edit prompts; `others_kept` = other relations' prompts whose top-1 is what
 the unedited model said; `gen_new` = the greedy continuation of the first edit prompt starts with
 the new answer (teacher forcing flatters; generation is the check); `entropy` = n-gram entropy of
-the 50-token greedy generation from the first edit prompt (ROME's 2/3-gram mix); `ppl` = perplexity of held-out BINGREL
+the 50-token greedy generation from the first edit prompt (ROME's 2/3-gram mix); `entropy_generation` = its mean
+over the case's `generation` beginnings (the first edit prompt's text and "SUBJECT is"; runs journaled
+before it lack the column); `ppl` = perplexity of held-out BINGREL
 sentences.  Fluency metrics are also given relative to the unedited model.
 """
 
@@ -152,7 +154,8 @@ def bootstrap_interval(values: np.ndarray, reps: int, seed: int) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-RELATIVE = {"entropy_rel": "entropy", "ppl_rel": "ppl"}  # summarized as ratios of means (see summarize)
+# summarized as ratios of means (see summarize)
+RELATIVE = {"entropy_rel": "entropy", "entropy_generation_rel": "entropy_generation", "ppl_rel": "ppl"}
 
 
 def ratio_of_means(edited: np.ndarray, unedited: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
@@ -263,14 +266,23 @@ class Measure:
             gen = self.generate(case.prompts[0])
             row["gen_new"] = float(bool(gen) and gen[0] == new)
             row["entropy"] = ngram_entropy(gen)
+            # every fluency beginning of the case ("SUBJECT is" too), as ROME averages its generation
+            # prompts; the first one is the edit prompt's text, whose generation is already there
+            gens, entropies = {tuple(kn.encode(case.prompts[0]).ids): gen}, []
+            for text in case.generation:
+                ids = tuple(kn.encode(text).ids)
+                if ids not in gens:
+                    gens[ids] = self.generate(text)
+                entropies.append(ngram_entropy(gens[ids]))
+            row["entropy_generation"] = float(np.mean(entropies)) if entropies else math.nan
             row["ppl"] = self.perplexity()  # NaN without held-out sentences
         else:
-            row["gen_new"] = row["entropy"] = row["ppl"] = math.nan
-        if base is not None:
-            row["entropy_rel"] = row["entropy"] / base["entropy"] if base.get("entropy") else math.nan
-            row["ppl_rel"] = row["ppl"] / base["ppl"] if base.get("ppl") else math.nan
-        else:
-            row["entropy_rel"] = row["ppl_rel"] = 1.0
+            row["gen_new"] = row["entropy"] = row["entropy_generation"] = row["ppl"] = math.nan
+        for rel, raw in RELATIVE.items():
+            if base is None:
+                row[rel] = 1.0
+            else:
+                row[rel] = row[raw] / base[raw] if base.get(raw) else math.nan
         return row
 
 
@@ -539,7 +551,7 @@ def _slots(kn: KnowledgeModel, neurons):
 
 
 METRICS = ("S", "ES", "PS", "NS", "NS_same", "NS_other", "EM", "PM", "NM", "success", "para_success", "others_kept", "gen_new",
-           "entropy_rel", "ppl_rel")
+           "entropy_rel", "entropy_generation_rel", "ppl_rel")
 
 
 def summarize(cases: pd.DataFrame, reps: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -600,7 +612,8 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, methods: pd.DataFrame, hea
     fig_path = out_dir / "methods.png"
     _figure(methods, fig_path)
     lines = [header, "", "| split | method | cases | S | ES | PS | NS | success | others kept | gen. new | "
-             "entropy rel. | ppl rel. | neurons |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "entropy rel. | entropy rel., every beginning | ppl rel. | neurons |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(r, k):
         v = r.get(k, math.nan)
@@ -619,7 +632,7 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, methods: pd.DataFrame, hea
         r = r.to_dict()
         lines.append(f"| {r['split']} | {r['method']} | {r['cases']} | " + " | ".join(
             cell(r, k) for k in ("S", "ES", "PS", "NS", "success", "others_kept", "gen_new", "entropy_rel",
-                                 "ppl_rel")) + f" | {cell(r, 'neurons')} |")
+                                 "entropy_generation_rel", "ppl_rel")) + f" | {cell(r, 'neurons')} |")
     write_atomic(out_dir / "report.md", lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return [out_dir / "cases.csv", out_dir / "methods.csv", fig_path, out_dir / "report.md"]
 
