@@ -270,3 +270,37 @@ def test_bench_reverts_the_edit_when_a_measurement_fails(llama_dir, tmp_path, mo
         run_bench(kn, [_cases()[0]] * 1, config, tmp_path / "o", )
     assert edited == [True]
     assert model_fingerprint(kn) == before
+
+
+def test_shards_of_one_run_give_the_rows_of_one_process(llama_dir, tmp_path, capsys):
+    kn = kneuron.load(str(llama_dir), device="cpu")
+    cases = _cases()
+    config = BenchConfig(model=str(llama_dir), cases="cases.jsonl", methods=["kn", "kn_specific", "random"], steps=4,
+                         p=0.3, min_prompts=1, max_scale=64.0, margin=1.0, generation_tokens=6, ppl_sentences=3,
+                         bootstrap=50, specific_facts=1)
+    whole = run_bench(kn, cases, config, tmp_path / "whole")
+    assert run_bench(kn, cases, config, tmp_path / "shared", shard=(2, 2)) is None  # case 0 is not measured yet
+    journal = (tmp_path / "shared" / "journal.jsonl").read_text()
+    assert {json.loads(line)["case_id"] for line in journal.splitlines()} == {1}
+    parts = run_bench(kn, cases, config, tmp_path / "shared", shard=(1, 2))
+    timing = ["seconds", "edit_seconds"]
+    pd.testing.assert_frame_equal(
+        whole.drop(columns=timing).sort_values("key").reset_index(drop=True),
+        parts.drop(columns=timing)[list(whole.drop(columns=timing).columns)].sort_values("key").reset_index(drop=True))
+    checks = json.loads((tmp_path / "shared" / "revert_checks.json").read_text())
+    assert set(checks) == {"0", "1"}  # the first case's shard and the last case's shard both checked
+    with pytest.raises(KneuronError, match="1 <= k <= n"):
+        run_bench(kn, cases, config, tmp_path / "shared", shard=(3, 2))
+    # the CLI: a shard that is not last says so and writes no table; a bad --shard writes nothing
+    path = save_cases(cases, tmp_path / "cases.jsonl")
+    args = ["edit", "bench", "--model", str(llama_dir), "--cases", str(path), "--methods", "random", "--steps", "4",
+            "--generation-tokens", "5"]
+    assert main([*args, "--out", str(tmp_path / "cli"), "--shard", "1/2"]) == 0
+    assert "other shards' cases are not yet" in capsys.readouterr().out
+    assert not (tmp_path / "cli" / "methods.csv").exists()
+    assert main([*args, "--out", str(tmp_path / "cli"), "--shard", "2/2"]) == 0
+    assert (tmp_path / "cli" / "methods.csv").is_file()
+    for bad in ("0/2", "3/2", "1", "a/b"):
+        assert main([*args, "--out", str(tmp_path / "bad"), "--shard", bad]) == 2
+        assert f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -538,6 +538,16 @@ def apply(
         _save_model(kn, edit, save_model, model)
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N), 1 <= K <= N."""
+    if text is None:
+        return None
+    k, slash, n = text.partition("/")
+    if slash and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
+        return int(k), int(n)
+    raise KneuronError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {text!r}")
+
+
 @app.command()
 def bench(
     ctx: typer.Context,
@@ -572,6 +582,8 @@ def bench(
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
                                     help="Length of the greedy generations (fluency)."),
+    shard: str = typer.Option(None, "--shard", help="K/N: measure only cases K, K+N, ... (N processes or machines "
+                              "share one --out; the last to finish writes the tables)."),
     device: str = DEVICE,
 ) -> None:
     """CounterFact-style scores of each editor on MODEL, the model the cases were made for: ES, PS, NS, S,
@@ -585,6 +597,7 @@ def bench(
     from kneuron.experiments.edit_bench import BenchConfig, check_methods, run_bench, summarize, write_outputs
 
     chosen = check_methods(split_list(methods) or [])
+    shard_kn = _parse_shard(shard)
     if split not in ("tune", "test", "all"):
         raise KneuronError(f"--split must be tune, test or all, got {split!r}")
     cases = load_cases(cases_path)
@@ -627,8 +640,13 @@ def bench(
     with Progress(TextColumn("edit bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("cases", total=len(cases))
-        frame = run_bench(kn, cases, config, out_dir, progress=lambda done, total: bar.update(task, completed=done),
-                          log=lambda m: console.print(m, highlight=False))
+        frame = run_bench(kn, cases, config, out_dir,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total),
+                          log=lambda m: console.print(m, highlight=False), shard=shard_kn)
+    if frame is None:
+        console.print(f"shard {shard}: its cases are measured; other shards' cases are not yet. The last shard to "
+                      "finish writes the tables (or run the command again without --shard).", highlight=False)
+        return
     table = summarize(frame, reps=config.bootstrap, seed=seed)
     from kneuron.machine import cpu_name
 

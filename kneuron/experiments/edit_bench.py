@@ -452,12 +452,22 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir: Path, *,
               progress: Callable[[int, int], None] | None = None,
-              log: Callable[[str], None] | None = None) -> pd.DataFrame:
+              log: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None) -> pd.DataFrame | None:
     """Apply, measure and revert every method on every case; journaled in out_dir/journal.jsonl.
 
-    Returns the per-(case, method) rows.  A rerun with the same config resumes.
+    Returns the per-(case, method) rows.  A rerun with the same config resumes.  `shard` = (k, n),
+    1 <= k <= n, measures only cases k, k + n, ... of `cases`: n processes (or machines sharing the
+    directory) share one run and its journal, and the rows are those of one process, since every
+    case is measured as it would be alone (the specific rule's judging facts still come from all
+    `cases`).  A shard returns None while another shard's cases are missing; the last to finish
+    returns every row.
     """
-    from kneuron.runs.store import FactLog, write_json_atomic
+    from kneuron.runs.store import FactLog, locked, write_json_atomic
+
+    if shard is not None:
+        k_shard, n_shard = shard
+        if not 1 <= int(k_shard) <= int(n_shard):
+            raise KneuronError(f"shard must be k/n with 1 <= k <= n, got {k_shard}/{n_shard}")
 
     methods = check_methods(config.methods)
     out_dir = Path(out_dir)
@@ -477,12 +487,14 @@ def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir:
     measure = Measure(kn, texts, config.generation_tokens)
     editors = Editors(kn, config, cases)
     todo = len(cases)
+    mine = [k for k in range(todo) if shard is None or k % shard[1] == shard[0] - 1]
     try:
-        for k, case in enumerate(cases):
+        for done, k in enumerate(mine, start=1):
+            case = cases[k]
             keys = {m: f"{case.case_id}:{m}" for m in ("unedited", *methods)}
             if all(key in journal for key in keys.values()):
                 if progress:
-                    progress(k + 1, todo)
+                    progress(done, len(mine))
                 continue
             check_full = k in (0, todo - 1)
             fp0 = model_fingerprint(kn) if check_full else None
@@ -530,15 +542,20 @@ def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir:
                 if fp0 != fp1:
                     raise KneuronError(f"case {case.case_id}: the model differs after reverting every edit")
                 journal_note = out_dir / "revert_checks.json"
-                checks = json.loads(journal_note.read_text()) if journal_note.exists() else {}
-                checks[str(case.case_id)] = {"before": fp0, "after": fp1, "equal": fp0 == fp1}
-                write_json_atomic(journal_note, checks)
+                with locked(journal.path):  # another shard may write its own check
+                    checks = json.loads(journal_note.read_text()) if journal_note.exists() else {}
+                    checks[str(case.case_id)] = {"before": fp0, "after": fp1, "equal": fp0 == fp1}
+                    write_json_atomic(journal_note, checks)
                 if log:
                     log(f"case {case.case_id}: every parameter bit-identical after the reverts (sha256 {fp1[:12]})")
             if progress:
-                progress(k + 1, todo)
+                progress(done, len(mine))
     finally:
         journal.close()
+    if shard is not None:  # the other shards' rows: read again, complete only when every shard is done
+        journal = FactLog(out_dir / "journal.jsonl", key="key")
+        if not all(f"{c.case_id}:{m}" in journal for c in cases for m in ("unedited", *methods)):
+            return None
     rows = [r for r in journal.records.values()]
     frame = pd.DataFrame(rows).drop(columns=["_others_top1"], errors="ignore")
     return frame

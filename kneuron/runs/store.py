@@ -3,13 +3,42 @@
 One JSON line per fact, flushed and fsynced before the next fact starts.  A line cut short by a
 crash is dropped (and truncated away) on reopening, and a fact recorded twice keeps its first
 record, so a resumed run neither loses nor duplicates work.
+
+Several processes may append to one log (shards of one run): each line is written under an
+exclusive lock, and a reader takes the lock too, so it never mistakes a line being written for one
+cut short (and truncates it away).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+try:  # POSIX advisory locks; where there are none, one process per log
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+@contextmanager
+def _exclusive(fh):
+    if fcntl is None:
+        yield
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold the exclusive lock that FactLog takes on `path` (created if missing) for a read-modify-write."""
+    with Path(path).open("a", encoding="utf-8") as fh, _exclusive(fh):
+        yield
 
 
 class FactLog:
@@ -26,6 +55,10 @@ class FactLog:
     def _load(self) -> None:
         if not self.path.exists():
             return
+        with self.path.open("a", encoding="utf-8") as lock, _exclusive(lock):
+            self._read()
+
+    def _read(self) -> None:
         good_end = 0
         with self.path.open("rb") as fh:
             data = fh.read()
@@ -56,9 +89,10 @@ class FactLog:
             return
         if self._fh is None:
             self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with _exclusive(self._fh):
+            self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
         self.records[self._id(rec)] = rec
 
     def close(self) -> None:
