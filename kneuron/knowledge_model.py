@@ -312,6 +312,18 @@ class KnowledgeModel:
         return list(zip(token_texts(self.tokenizer, top.indices.tolist()), top.values.tolist()))
 
     @torch.no_grad()
+    def generate(self, prompt: str, tokens: int = 50) -> list[int]:
+        """The greedy continuation (token ids) of a prompt ending at the blank: what the model says,
+        beside what teacher-forced probabilities score.  Causal LMs only."""
+        if self.is_masked:
+            raise KneuronError(f"{self.name or 'this model'} is a masked LM: it scores blanks but does not generate")
+        ids = torch.tensor([self.encode(prompt).ids], device=self.device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(tokens),
+                                  do_sample=False, pad_token_id=pad)
+        return out[0, ids.shape[1]:].tolist()
+
+    @torch.no_grad()
     def activations(self, prompt: str, answer: str | None = None) -> torch.Tensor:
         """(num_layers, num_neurons) neuron activations at the blank (mean over several masks)."""
         from kneuron.models.replay import read_activations

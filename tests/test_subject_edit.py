@@ -223,3 +223,35 @@ def test_context_fit_gives_each_context_the_whole_change_through_the_same_slots(
         base = site(upd.context_keys.float()).double()
     residual = upd.residual(kn)
     assert torch.allclose(outs - base, residual.expand_as(outs), atol=0.02 * float(residual.norm()))
+
+
+def test_generate_prints_the_continuation_before_and_after_the_edit(paths, bingrel_dir, tmp_path, capsys,
+                                                                     monkeypatch):
+    from kneuron.cli import main
+    from kneuron.cli.edit import _generations
+    from kneuron.experiments.edit_bench import ngram_entropy
+
+    monkeypatch.setenv("KNEURON_DATA", str(bingrel_dir.parent))
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    model, prompt = str(paths["llama"]), PROMPT["llama"]
+    args = ["edit", "subject", "--model", model, "--subject", "Ireland", "--prompt", prompt, "--to", "capital",
+            "--from", "the", "--count", "12", "--layer", "1", "--value-steps", "15", "--context-fit", "0.01"]
+    assert main([*args, "--generate", "5", "--out", str(tmp_path / "e.kedit")]) == 0
+    assert "greedy continuation, 5 tokens: before -> after" in capsys.readouterr().out
+    kn = kneuron.load(model, device="cpu")
+    edit = Edit.load(tmp_path / "e.kedit")
+    before = kn.generate(prompt, 5)
+    with edit.apply(kn):
+        after = kn.generate(prompt, 5)
+    assert after != before  # the edit changes what the model says
+    assert _generations(kn, edit, prompt, 5) == [
+        ("before", prompt + kn.tokenizer.decode(before), ngram_entropy(before)),
+        ("after", prompt + kn.tokenizer.decode(after), ngram_entropy(after))]
+    # a masked LM scores blanks but does not generate: refused before any work
+    bert = ["edit", "subject", "--model", str(paths["bert"]), "--subject", "Ireland", "--prompt", PROMPT["bert"],
+            "--to", "France", "--generate", "5", "--out", str(tmp_path / "b.kedit")]
+    assert main(bert) == 2
+    err = capsys.readouterr().err
+    assert "--generate needs a causal LM" in err and "Traceback" not in err and not (tmp_path / "b.kedit").exists()
+    with pytest.raises(KneuronError, match="masked LM"):
+        kneuron.load(str(paths["bert"]), device="cpu").generate(PROMPT["bert"], 3)

@@ -37,6 +37,7 @@ from kneuron.cli.options import (
     split_list,
 )
 from kneuron.cli.probe import load_model, parse_neurons
+from kneuron.data.facts import MASK
 from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
@@ -51,6 +52,9 @@ MODEL = model_option(None)  # default: the run's model
 OUT = typer.Option(..., "--out", "-o", help="Edit file to write (.kedit).")
 SAVE_MODEL = typer.Option(None, "--save-model", help="Also write the edited model (and tokenizer) to this directory.")
 TO = typer.Option(..., "--to", help="The new answer.")
+GENERATE = ranged(None, "--generate", within=POSITIVE, help="Also print this many tokens of the first --prompt's "
+                  "greedy continuation before and after the edit, with their n-gram entropy (causal LMs): what the "
+                  "model says, beside the teacher-forced probabilities.")
 CHECKS = typer.Option(None, "--check", help="'PROMPT=ANSWER' to check before and after, e.g. another subject of the "
                       "relation (repeatable).")
 SUBJECT = typer.Option(None, "--subject", help="The fact's subject: `edit subject` (required): as written in the "
@@ -204,6 +208,7 @@ def update(
     paper: bool = typer.Option(False, "--paper", help="The paper's rule exactly: --no-fit --direction paper "
                                "--embedding input, λ1 = 1, λ2 = 8 norm-scaled unless given."),
     steps: int = STEPS,
+    generate: int = GENERATE,
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
@@ -224,7 +229,7 @@ def update(
         _refuse_given(ctx, ANSWER_EDIT_OPTIONS, "--subject without --run is the subject-neuron edit")
         return _subject_edit(ctx, model or "world", device, subject, to, prompts, original, checks, out, save_model,
                              count=SUBJECT_COUNT, value_steps=SUBJECT_STEPS, context_fit=SUBJECT_CONTEXT_FIT,
-                             layer=None, seed=0)
+                             layer=None, seed=0, generate=generate)
     _check_out(out)
     for name, value, allowed in (("--direction", direction, DIRECTIONS), ("--embedding", embedding, EMBEDDINGS),
                                  ("--scaling", scaling, SCALINGS)):
@@ -273,6 +278,7 @@ def update(
     if (fit or direction != "paper") and not fact_prompts:
         raise KneuronError("--fit and --direction auto/signed read the fact's prompts: give --prompt (or --paper)")
     kn = load_model(model, device, ctx)
+    _check_generate(kn, generate, fact_prompts)
     for p in fact_prompts + [c for c, _ in checks_]:
         kn.encode(p)  # a prompt without a blank fails here, before any work
     kn.answer_id(original), kn.answer_id(to)
@@ -321,7 +327,7 @@ def update(
             console.print(f"{to!r} is the top answer on {won} of the {len(fact_prompts)} prompts: margin {margin:g} is "
                           "the benchmark's most specific edit; --margin 1 makes it the top answer on every prompt",
                           highlight=False)
-    _finish(kn, edit, checks_, original, to, out, started, save_model, model)
+    _finish(kn, edit, checks_, original, to, out, started, save_model, model, generate, fact_prompts)
 
 
 @app.command("subject")
@@ -342,6 +348,7 @@ def subject_update(
                               "layers))."),
     checks: list[str] = CHECKS,
     seed: int = seed_option(0),
+    generate: int = GENERATE,
     save_model: Path = SAVE_MODEL,
     device: str = DEVICE,
 ) -> None:
@@ -353,11 +360,12 @@ def subject_update(
     acts where the subject is read.
     """
     _subject_edit(ctx, model, device, subject, to, prompts, original, checks, out, save_model, count=count,
-                  value_steps=value_steps, context_fit=context_fit, layer=layer, seed=seed)
+                  value_steps=value_steps, context_fit=context_fit, layer=layer, seed=seed, generate=generate)
 
 
 def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, original, checks, out: Path,
-                  save_model, *, count: int, value_steps: int, context_fit, layer, seed: int) -> None:
+                  save_model, *, count: int, value_steps: int, context_fit, layer, seed: int,
+                  generate: int | None = None) -> None:
     """The subject-neuron edit from the command line: `edit subject`, and `edit update --subject` without --run."""
     import time
 
@@ -368,6 +376,7 @@ def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, 
         raise KneuronError("the subject edit needs --subject S and at least one --prompt holding it")
     checks_ = _parse_checks(checks)
     kn = load_model(model, device, ctx)
+    _check_generate(kn, generate, prompts)
     for p in list(prompts) + [c for c, _ in checks_]:
         kn.encode(p)  # a prompt without a blank fails here, before any work
         if p in prompts and subject not in p:
@@ -387,15 +396,45 @@ def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, 
                   f"{time.perf_counter() - started:.1f} s): " + ", ".join(map(str, edit.neurons[:12]))
                   + (" ..." if len(edit) > 12 else ""), highlight=False)
     console.print(_prediction_table(kn, prompts, [original, to], lambda fn: _with(edit, kn, fn)))
-    _finish(kn, edit, checks_, original, to, out, started, save_model, model)
+    _finish(kn, edit, checks_, original, to, out, started, save_model, model, generate, prompts)
 
 
-def _finish(kn, edit, checks, original: str, to: str, out: Path, started: float, save_model, model: str) -> None:
-    """The --check table, the edit file, and with --save-model the edited model."""
+def _check_generate(kn, generate: int | None, prompts) -> None:
+    if generate is not None and kn.is_masked:
+        raise KneuronError(f"--generate needs a causal LM; {kn.name or 'the model'} is a masked LM")
+    if generate is not None and not prompts:
+        raise KneuronError("--generate continues the first --prompt: give one")
+
+
+def _generations(kn, edit, prompt: str, tokens: int) -> list[tuple[str, str, float]]:
+    """(when, text, n-gram entropy) of the prompt's greedy continuation before and after the edit."""
+    from kneuron.experiments.edit_bench import ngram_entropy
+
+    rows = []
+    for when, ids in (("before", kn.generate(prompt, tokens)),
+                      ("after", _with(edit, kn, lambda: kn.generate(prompt, tokens)))):
+        rows.append((when, prompt.replace(MASK, "").rstrip() + kn.tokenizer.decode(ids), ngram_entropy(ids)))
+    return rows
+
+
+def _generation_table(kn, edit, prompt: str, tokens: int) -> Table:
+    show = Table(title=f"greedy continuation, {tokens} tokens: before -> after (entropy: the bench's n-gram entropy)")
+    for col in ("", "text", "entropy"):
+        show.add_column(col, justify="right" if col == "entropy" else "left")
+    for when, text, entropy in _generations(kn, edit, prompt, tokens):
+        show.add_row(when, escape(repr(text)), f"{entropy:.2f}")
+    return show
+
+
+def _finish(kn, edit, checks, original: str, to: str, out: Path, started: float, save_model, model: str,
+            generate: int | None = None, prompts=()) -> None:
+    """The --check table, the --generate table, the edit file, and with --save-model the edited model."""
     import time
 
     if checks:
         console.print(_check_table(kn, checks, original, to, lambda fn: _with(edit, kn, fn)))
+    if generate is not None:
+        console.print(_generation_table(kn, edit, prompts[0], generate))
     edit.save(out)
     console.print(f"edit -> {out} ({time.perf_counter() - started:.1f} s)")
     if save_model is not None:

@@ -197,17 +197,8 @@ class Measure:
             return torch.zeros(0, 1)
         return torch.softmax(self.kn.blank_logits(list(prompts)).double(), -1)
 
-    @torch.no_grad()
     def generate(self, prompt: str) -> list[int]:
-        kn = self.kn
-        if kn.is_masked:
-            return []
-        enc = kn.encode(prompt)
-        ids = torch.tensor([enc.ids], device=kn.device)
-        pad = kn.tokenizer.pad_token_id if kn.tokenizer.pad_token_id is not None else kn.tokenizer.eos_token_id
-        out = kn.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.generation_tokens,
-                                do_sample=False, pad_token_id=pad)
-        return out[0, ids.shape[1]:].tolist()
+        return [] if self.kn.is_masked else self.kn.generate(prompt, self.generation_tokens)
 
     @torch.no_grad()
     def perplexity(self) -> float:
