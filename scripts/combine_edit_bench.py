@@ -1,6 +1,7 @@
 """Put the editors of several edit-benchmark runs side by side, on the cases they all measured.
 
     python scripts/combine_edit_bench.py OUT RUN[:OLD=NEW,...] RUN ... [--cpu NAME]
+    python scripts/combine_edit_bench.py OUT RUN RUN ... --pool [--cpu NAME]
 
 Each RUN is a finished `kneuron edit bench` folder (its cases.csv).  The unedited rows come from
 the first RUN; the other runs give their editors, renamed with OLD=NEW where two runs measured the
@@ -9,6 +10,10 @@ row of the summary is on the same cases.  The runs' measurement settings (genera
 perplexity sentences, bootstrap, seed) must agree.  Writes cases.csv, methods.csv, methods.png and
 report.md (`kneuron.experiments.edit_bench.write_outputs`), and entropy.csv: the per-case
 distribution of the generation-entropy ratio, which the summary's ratio of means hides.
+
+`--pool` stacks runs of other cases instead (a tune-split run and a test-split run, say): each run
+keeps its own unedited rows, a case is named by its cases file and id, and a case measured by two
+runs is refused.  The summary gains an `all` split over every case beside each run's own split.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from kneuron.experiments.edit_bench import summarize, write_outputs
 MEASUREMENT = ("generation_tokens", "ppl_sentences", "bootstrap", "seed")
 
 
-def load_run(spec: str, first: bool) -> tuple[Path, pd.DataFrame, dict]:
+def load_run(spec: str, first: bool, pool: bool = False) -> tuple[Path, pd.DataFrame, dict]:
     name, _, renames = spec.partition(":")
     run = Path(name)
     cases = pd.read_csv(run / "cases.csv")
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    if not first:
+    if pool:
+        cases["case_id"] = [f"{config.get('cases', run.name)}:{c}" for c in cases["case_id"]]
+    elif not first:
         cases = cases[cases["method"] != "unedited"]
     for pair in filter(None, renames.split(",")):
         old, _, new = pair.partition("=")
@@ -57,25 +64,31 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("runs", nargs="+", help="RUN[:OLD=NEW,...]; the first gives the unedited rows")
     ap.add_argument("--cpu", default="see each run's report")
+    ap.add_argument("--pool", action="store_true", help="stack runs of other cases (each with its unedited rows)")
     args = ap.parse_args()
-    loaded = [load_run(spec, i == 0) for i, spec in enumerate(args.runs)]
+    loaded = [load_run(spec, i == 0, args.pool) for i, spec in enumerate(args.runs)]
     first = loaded[0][2]
     for run, _, config in loaded:
         if any(config.get(k) != first.get(k) for k in MEASUREMENT):
             raise SystemExit(f"{run}: its measurement settings differ from {loaded[0][0]}'s ({', '.join(MEASUREMENT)})")
     frame = pd.concat([cases for _, cases, _ in loaded], ignore_index=True)
     if frame.duplicated(["case_id", "method"]).any():
-        dup = frame[frame.duplicated(["case_id", "method"])]["method"].unique()
-        raise SystemExit(f"editors measured by two runs: {sorted(dup)} (rename one with RUN:OLD=NEW)")
+        dup = frame[frame.duplicated(["case_id", "method"])]
+        if args.pool:
+            raise SystemExit(f"cases measured by two runs: {sorted(dup['case_id'].unique())[:5]}")
+        raise SystemExit(f"editors measured by two runs: {sorted(dup['method'].unique())} (rename one with RUN:OLD=NEW)")
     methods = list(dict.fromkeys(frame["method"]))
     complete = frame.groupby("case_id")["method"].nunique()
     done = sorted(complete[complete == len(methods)].index)
     frame = frame[frame["case_id"].isin(done)]
-    table = summarize(frame, reps=int(first.get("bootstrap", 1000)), seed=int(first.get("seed", 0)))
+    summarized = pd.concat([frame, frame.assign(split="all")], ignore_index=True) if args.pool else frame
+    table = summarize(summarized, reps=int(first.get("bootstrap", 1000)), seed=int(first.get("seed", 0)))
     runs = ", ".join(f"`{run.name}`" for run, _, _ in loaded)
+    how = ("stacked (each with its own unedited rows; split `all` is every case)" if args.pool
+           else "side by side, unedited rows from the first")
     header = (f"# Edit benchmark: {first.get('model', '?')}, {len(done)} cases measured by every editor\n\n"
-              f"Command: `python scripts/combine_edit_bench.py {args.out.name} {' '.join(args.runs)}` "
-              f"(from `results/edit/`): the runs {runs} side by side, unedited rows from the first; each run's "
+              f"Command: `python scripts/combine_edit_bench.py {args.out.name} {' '.join(args.runs)}"
+              f"{' --pool' if args.pool else ''}` (from `results/edit/`): the runs {runs} {how}; each run's "
               f"command, config and time are in its folder.  \nCPU: {args.cpu}.")
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args.out, frame, table, header)

@@ -58,3 +58,26 @@ def test_refusals(tmp_path):
         done = combine(tmp_path, *runs)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pool_stacks_runs_of_other_cases_each_with_its_unedited_rows(tmp_path):
+    tune = [{**row(c, m, 1.0 if m == "ed" else 0.0, 4.0), "split": "tune"} for c in (1, 2) for m in ("unedited", "ed")]
+    test = [row(c, m, 0.5 if m == "ed" else 0.0, 3.0 if m == "ed" else 4.0) for c in (3, 4, 5)
+            for m in ("unedited", "ed")]
+    write_run(tmp_path / "a", tune, cases="cases.jsonl")
+    write_run(tmp_path / "b", test, cases="cases.jsonl")
+    done = combine(tmp_path, "a", "b", "--pool")
+    assert done.returncode == 0, done.stderr
+    methods = pd.read_csv(tmp_path / "out" / "methods.csv").set_index(["split", "method"])
+    assert methods.loc[("all", "ed"), "cases"] == 5 and methods.loc[("all", "unedited"), "cases"] == 5
+    assert methods.loc[("all", "ed"), "ES"] == pytest.approx((2 * 1.0 + 3 * 0.5) / 5)
+    assert methods.loc[("tune", "ed"), "ES"] == 1.0 and methods.loc[("test", "ed"), "ES"] == 0.5
+    entropy = pd.read_csv(tmp_path / "out" / "entropy.csv").set_index("method")
+    assert entropy.loc["ed", "cases"] == 5 and entropy.loc["ed", "below_0.95"] == pytest.approx(3 / 5)
+    assert "--pool" in (tmp_path / "out" / "report.md").read_text()
+    # the same case in two pooled runs is refused
+    write_run(tmp_path / "c", test[:2], cases="cases.jsonl")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "out3"), "b", "c", "--pool"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "cases measured by two runs" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out3").exists()
