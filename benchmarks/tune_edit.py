@@ -19,8 +19,12 @@ of the same layer (row `random`, seeded per case), and through every neuron of t
 the same prompts), at each `--context-fits` value (`none`: the exact insertion at the mean key; the
 whole layer only there), at each of `--layers` (default: ROME's depth rule).  The choice: the
 highest S (to 0.01) whose others-kept is at least 0.9; ties go to the fewest neurons, the fewest
-steps, the largest context_fit (the exact insertion first), then the layer nearest ROME's rule.
-Rows journaled without steps, context_fit or layer ran at 20, none and ROME's layer.
+steps, the largest context_fit (the exact insertion first), then the layer nearest ROME's rule,
+then the clamp nearest ROME's 4.  `--clamp-norms` tries v*'s norm bounds (ROME's clamp_norm_factor:
+delta at most that many times the norm of W k*); `--fluency` also generates (50 greedy tokens from
+each of the case's generation beginnings, as the bench's `entropy_generation`) and reports
+`entropy_x`, the edited over the unedited entropy as a ratio of means; its rows are journaled apart.
+Rows journaled without steps, context_fit, layer or clamp ran at 20, none, ROME's layer and 4.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import torch
 import kneuron
 from kneuron.data.counterfact import load_cases
 from kneuron.edits import fit_update, plan_update, selective_neurons
-from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic
+from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic, ngram_entropy
 from kneuron.machine import cpu_name
 from kneuron.runs.store import FactLog
 
@@ -61,6 +65,8 @@ def main() -> None:
                     "rule, round(0.35 x layers))")
     ap.add_argument("--context-fits", default="none", help="--editor subject: the context_fit values tried "
                     "(none: the exact insertion at the mean key)")
+    ap.add_argument("--clamp-norms", default="4", help="--editor subject: v*'s norm bounds tried (ROME: 4)")
+    ap.add_argument("--fluency", action="store_true", help="--editor subject: also measure generation entropy")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,7 +92,7 @@ def main() -> None:
     cases = cases[: args.limit]
     args.out.mkdir(parents=True, exist_ok=True)
     kn = kneuron.load(args.model, device="cpu")
-    measure = Measure(kn, [], 0)
+    measure = Measure(kn, [], 50)
     journal = FactLog(args.out / "tune.jsonl", key="key")
     if args.editor == "subject":
         return _tune_subject(kn, cases, measure, journal, args)
@@ -165,21 +171,23 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     all_steps = sorted({int(x) for x in args.steps.split(",")})
     fits = [None if x == "none" else float(x) for x in args.context_fits.split(",")]
     layers = [None if x == "default" else int(x) for x in args.layers.split(",")]
+    clamps = sorted({float(x) for x in args.clamp_norms.split(",")})
     default = default_layer(kn)
     started = time.perf_counter()
     for k, case in enumerate(cases):
         t = time.perf_counter()
         base = None
-        for steps, layer in ((s, x) for s in all_steps for x in layers):
+        for steps, layer, clamp in ((s, x, c) for s in all_steps for x in layers for c in clamps):
             variants = [(rank, n, fit) for fit in fits for n in counts
                         for rank in (("subject", "random") if n < kn.num_neurons else ("layer",) if fit is None
                                      else ())]
-            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2], layer) for v in variants}
+            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2], layer, clamp, args.fluency)
+                    for v in variants}
             if all(key in journal for key in keys.values()):
                 continue
-            base = base or _light(measure, case, None)
+            base = base or _light(measure, case, None, args.fluency)
             update = compute_rome(kn, case.subject, list(case.prompts), case.target_new, seed=0, steps=steps,
-                                  layer=layer)
+                                  layer=layer, clamp_norm=clamp)
             for (rank, n, fit), key in keys.items():
                 if key in journal:
                     continue
@@ -188,7 +196,8 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
                     pick = random.Random(f"0:{case.case_id}:random:{n}").sample(range(kn.num_neurons), n)
                 edit = subject_edit(kn, update, n, neurons=pick, context_fit=fit)
                 with edit.apply(kn):
-                    row = _light(measure, case, base)
+                    row = _light(measure, case, base, args.fluency)
+                row.update({"clamp_norm": update.info["clamp_norm"], "fluency": bool(args.fluency)})
                 row.update({"key": key, "case_id": case.case_id, "relation": case.relation, "rank": rank, "count": n,
                             "steps": steps, "context_fit": "none" if fit is None else fit,
                             "steps_run": update.info["steps_run"], "p_new_optimised": update.info["p_new_optimised"],
@@ -202,36 +211,48 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     frame = pd.DataFrame(list(journal.records.values()))
     frame["steps"] = frame["steps"].fillna(20).astype(int) if "steps" in frame else 20  # journaled before --steps
     frame["context_fit"] = frame["context_fit"].fillna("none").astype(str) if "context_fit" in frame else "none"
+    frame["clamp_norm"] = frame["clamp_norm"].fillna(4.0).astype(float) if "clamp_norm" in frame else 4.0
+    frame["fluency"] = frame["fluency"].fillna(False).astype(bool) if "fluency" in frame else False
     frame = frame[frame["steps"].isin(all_steps) & frame["count"].isin(counts)
                   & frame["context_fit"].isin([str("none" if f is None else f) for f in fits])
-                  & frame["layer"].isin([default if x is None else x for x in layers])]
+                  & frame["layer"].isin([default if x is None else x for x in layers])
+                  & frame["clamp_norm"].isin(clamps) & (frame["fluency"] == bool(args.fluency))]
     rows = []
-    for (layer, steps, fit, rank, n), g in frame.groupby(["layer", "steps", "context_fit", "rank", "count"]):
+    for (layer, steps, clamp, fit, rank, n), g in frame.groupby(["layer", "steps", "clamp_norm", "context_fit", "rank",
+                                                                  "count"]):
         es, ps, ns, kept = (float(g[x].mean()) for x in ("ES", "PS", "NS", "others_kept"))
-        rows.append({"layer": int(layer), "steps": int(steps), "context_fit": fit, "neurons": rank, "count": int(n), "cases": len(g),
+        rows.append({"layer": int(layer), "steps": int(steps), "clamp_norm": float(clamp), "context_fit": fit,
+                     "neurons": rank, "count": int(n), "cases": len(g),
                      "key_share": float(g["key_share"].mean()), "S": harmonic([es, ps, ns]), "ES": es, "PS": ps,
                      "NS": ns, "others_kept": kept, "success": float(g["success"].mean())})
+        if args.fluency and "entropy_generation_base" in g:  # a ratio of means: one looping generation does not dominate
+            rows[-1]["entropy_x"] = float(g["entropy_generation"].sum() / g["entropy_generation_base"].sum())
     table = pd.DataFrame(rows)
-    table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["layer", "steps", "_mu", "neurons", "count"])
+    table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["layer", "steps", "clamp_norm", "_mu", "neurons",
+                                                                          "count"])
     table = table.drop(columns="_mu")
     ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
     ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default).abs()).sort_values(
-        ["S2", "count", "steps", "mu", "moved"], ascending=[False, True, True, False, True]).iloc[0]  # ties: the most
-    # local fit, then the layer nearest ROME's depth rule
+    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default).abs(),
+                     clamped=(ok["clamp_norm"] - 4.0).abs()).sort_values(
+        ["S2", "count", "steps", "mu", "moved", "clamped"], ascending=[False, True, True, False, True, True]).iloc[0]
+    # ties: the most local fit, then the layer nearest ROME's depth rule, then the clamp nearest ROME's
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
             f"--context-fits {args.context_fits} " + (f"--layers {args.layers} " if args.layers != "default" else "")
+            + (f"--clamp-norms {args.clamp_norms} " if args.clamp_norms != "4" else "")
+            + ("--fluency " if args.fluency else "")
             + f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
             + "`  ",
             f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
             f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
-            f"then the largest context_fit, the exact insertion first, then the layer nearest ROME's rule, {default}): "
-            f"{int(pick['count'])} subject neurons, {int(pick['steps'])} steps, context_fit {pick['context_fit']}, "
-            f"layer {int(pick['layer'])}."]
+            f"then the largest context_fit, the exact insertion first, then the layer nearest ROME's rule, {default}, "
+            f"then the clamp nearest 4): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, context_fit "
+            f"{pick['context_fit']}, layer {int(pick['layer'])}, clamp_norm {pick['clamp_norm']:g}."]
     (args.out / "tune.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     choice = {"count": int(pick["count"]), "steps": int(pick["steps"]), "layer": int(pick["layer"]),
+              "clamp_norm": float(pick["clamp_norm"]),
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
@@ -242,11 +263,13 @@ def _mu(fit: str) -> float:
     return math.inf if fit == "none" else float(fit)
 
 
-def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None, layer: int | None = None) -> str:
-    """Journal key; the defaults (20 steps, no context fit, ROME's layer) keep the key written before
-    those options existed, so those rows resume."""
+def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None = None, layer: int | None = None,
+                 clamp: float = 4.0, fluency: bool = False) -> str:
+    """Journal key; the defaults (20 steps, no context fit, ROME's layer, clamp 4, no fluency) keep
+    the key written before those options existed, so those rows resume."""
     return (f"{case_id}:{rank}:{count}" + ("" if steps == 20 else f":s{steps}")
-            + ("" if fit is None else f":c{fit:g}") + ("" if layer is None else f":L{layer}"))
+            + ("" if fit is None else f":c{fit:g}") + ("" if layer is None else f":L{layer}")
+            + ("" if clamp == 4.0 else f":C{clamp:g}") + (":F" if fluency else ""))
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -257,8 +280,9 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _light(measure: Measure, case, base: dict | None) -> dict:
-    """ES, PS, NS, success and others kept, without generation or perplexity."""
+def _light(measure: Measure, case, base: dict | None, fluency: bool = False) -> dict:
+    """ES, PS, NS, success and others kept; with `fluency` the mean n-gram entropy of the greedy
+    generations from the case's beginnings (and the unedited one's, from `base`)."""
     kn = measure.kn
     new, true = kn.answer_id(case.target_new), kn.answer_id(case.target_true)
     e, p = measure.probs(case.prompts), measure.probs(case.paraphrases)
@@ -270,6 +294,10 @@ def _light(measure: Measure, case, base: dict | None) -> dict:
            "NS": float(np.mean([float(n[i, a] > n[i, new]) for i, a in enumerate(ans)])),
            "success": float((e.argmax(-1) == new).double().mean()), "_top": o.argmax(-1).tolist()}
     row["others_kept"] = 1.0 if base is None else float(np.mean([a == b for a, b in zip(row["_top"], base["_top"])]))
+    if fluency and case.generation:
+        row["entropy_generation"] = float(np.mean([ngram_entropy(measure.generate(t)) for t in case.generation]))
+        if base is not None:
+            row["entropy_generation_base"] = base["entropy_generation"]
     if base is not None:
         row.pop("_top")
     return row

@@ -1,0 +1,44 @@
+"""benchmarks/tune_edit.py --editor subject: the clamp grid reaches ROME's v* and --fluency measures entropy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import kneuron
+from kneuron.data.counterfact import Case, Probe, save_cases
+from kneuron.experiments.edit_bench import ngram_entropy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _case():
+    return Case(case_id=3, split="tune", relation="capital", subject="Ireland", target_true="the", target_new="capital",
+                prompts=["The capital of Ireland is [MASK]", "The capital of Ireland was [MASK]"],
+                paraphrases=["Dublin is in Europe. The capital of Ireland is [MASK]"],
+                neighbours=[Probe("The capital of France is [MASK]", "the")],
+                others=[Probe("She speaks [MASK]", "the")], generation=["The capital of Ireland is", "Ireland is"])
+
+
+def test_clamps_and_fluency(llama_dir, bingrel_dir, tmp_path):
+    save_cases([_case()], tmp_path / "cases.jsonl")
+    env = {**os.environ, "KNEURON_DATA": str(bingrel_dir.parent), "KNEURON_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tune_edit.py"), "--editor", "subject",
+                           "--counts", "4", "--clamp-norms", "1,4", "--fluency", "--model", str(llama_dir),
+                           "--cases", "cases.jsonl", "--out", "out", "--threads", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.DataFrame([json.loads(line) for line in (tmp_path / "out" / "tune.jsonl").read_text().splitlines()])
+    assert set(rows["clamp_norm"]) == {1.0, 4.0}  # as compute_rome recorded it: the grid reaches v*
+    assert {"3:subject:4:C1:F", "3:subject:4:F", "3:layer:48:F", "3:layer:48:C1:F"} <= set(rows["key"])
+    kn = kneuron.load(str(llama_dir), device="cpu")
+    by_hand = sum(ngram_entropy(kn.generate(t, 50)) for t in _case().generation) / 2
+    assert rows["entropy_generation_base"].tolist() == pytest.approx([by_hand] * len(rows))
+    table = (tmp_path / "out" / "tune.md").read_text()
+    assert "clamp_norm" in table and "entropy_x" in table and "--clamp-norms 1,4 --fluency" in table
+    choice = json.loads((tmp_path / "out" / "choice.json").read_text())
+    assert choice["clamp_norm"] in (1.0, 4.0) and choice["count"] == 4
