@@ -25,6 +25,9 @@ delta at most that many times the norm of W k*); `--fluency` also generates (50 
 each of the case's generation beginnings, as the bench's `entropy_generation`) and reports
 `entropy_x`, the edited over the unedited entropy as a ratio of means; its rows are journaled apart.
 Rows journaled without steps, context_fit, layer or clamp ran at 20, none, ROME's layer and 4.
+
+`--shard K/N` tunes only cases K, K+N, ... (after --sample and --limit), so that N processes share
+one --out and its journal; the last to finish writes the table.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main() -> None:
                     "(none: the exact insertion at the mean key)")
     ap.add_argument("--clamp-norms", default="4", help="--editor subject: v*'s norm bounds tried (ROME: 4)")
     ap.add_argument("--fluency", action="store_true", help="--editor subject: also measure generation entropy")
+    ap.add_argument("--shard", default=None, help="K/N: only cases K, K+N, ...; the last shard writes the table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,16 +94,22 @@ def main() -> None:
                     picked.append(g.pop())
         cases = [c for c in cases if c in picked]
     cases = cases[: args.limit]
+    shard = _parse_shard(args.shard)
+    mine = cases if shard is None else cases[shard[0] - 1::shard[1]]
     args.out.mkdir(parents=True, exist_ok=True)
     kn = kneuron.load(args.model, device="cpu")
     measure = Measure(kn, [], 50)
     journal = FactLog(args.out / "tune.jsonl", key="key")
     if args.editor == "subject":
-        return _tune_subject(kn, cases, measure, journal, args)
+        return _tune_subject(kn, cases, mine, measure, journal, args)
     editors = Editors(kn, BenchConfig(model=args.model, cases=args.cases.name), cases)
     started = time.perf_counter()
-    for k, case in enumerate(cases):
-        keys = [f"{case.case_id}:{sel}:{r}:{m}" for sel in sels for r in ratios for m in margins]
+
+    def case_keys(case):
+        return [f"{case.case_id}:{sel}:{r}:{m}" for sel in sels for r in ratios for m in margins]
+
+    for k, case in enumerate(mine):
+        keys = case_keys(case)
         if all(key in journal for key in keys):
             continue
         t = time.perf_counter()
@@ -129,9 +139,12 @@ def main() -> None:
                             row.update(_light(measure, case, base))
                         row.update({"edited": 1, "scale": s, "reached": fitted.info["reached"]})
                     journal.append(row)
-        print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {len(refined)} neurons, "
+        print(f"case {k + 1}/{len(mine)} ({case.relation}, {case.subject}): {len(refined)} neurons, "
               f"{time.perf_counter() - t:.1f} s", flush=True)
     journal.close()
+    journal = _every_shard_done(args, [key for c in cases for key in case_keys(c)])
+    if journal is None:
+        return
     frame = pd.DataFrame(list(journal.records.values()))
     rows = []
     frame["selectivity"] = frame["selectivity"].astype(str)
@@ -158,7 +171,7 @@ def main() -> None:
     print("\n".join(text))
 
 
-def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
+def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> None:
     """Each count of subject neurons, the same count of random neurons of the layer, and the whole
     layer (at the exact insertion), for each steps and context_fit."""
     import random
@@ -174,15 +187,18 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
     clamps = sorted({float(x) for x in args.clamp_norms.split(",")})
     default = default_layer(kn)
     started = time.perf_counter()
-    for k, case in enumerate(cases):
+    variants = [(rank, n, fit) for fit in fits for n in counts
+                for rank in (("subject", "random") if n < kn.num_neurons else ("layer",) if fit is None else ())]
+    settings = [(s, x, c) for s in all_steps for x in layers for c in clamps]
+
+    def keys_for(case, steps, layer, clamp):
+        return {v: _subject_key(case.case_id, v[0], v[1], steps, v[2], layer, clamp, args.fluency) for v in variants}
+
+    for k, case in enumerate(mine):
         t = time.perf_counter()
         base = None
-        for steps, layer, clamp in ((s, x, c) for s in all_steps for x in layers for c in clamps):
-            variants = [(rank, n, fit) for fit in fits for n in counts
-                        for rank in (("subject", "random") if n < kn.num_neurons else ("layer",) if fit is None
-                                     else ())]
-            keys = {v: _subject_key(case.case_id, v[0], v[1], steps, v[2], layer, clamp, args.fluency)
-                    for v in variants}
+        for steps, layer, clamp in settings:
+            keys = keys_for(case, steps, layer, clamp)
             if all(key in journal for key in keys.values()):
                 continue
             base = base or _light(measure, case, None, args.fluency)
@@ -205,9 +221,13 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
                             "reach_min": edit.info.get("context_reach_min")})
                 journal.append(row)
         if base is not None:
-            print(f"case {k + 1}/{len(cases)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
+            print(f"case {k + 1}/{len(mine)} ({case.relation}, {case.subject}): {time.perf_counter() - t:.1f} s",
                   flush=True)
     journal.close()
+    journal = _every_shard_done(args, [key for c in cases for setting in settings
+                                       for key in keys_for(c, *setting).values()])
+    if journal is None:
+        return
     frame = pd.DataFrame(list(journal.records.values()))
     frame["steps"] = frame["steps"].fillna(20).astype(int) if "steps" in frame else 20  # journaled before --steps
     frame["context_fit"] = frame["context_fit"].fillna("none").astype(str) if "context_fit" in frame else "none"
@@ -256,6 +276,24 @@ def _tune_subject(kn, cases, measure: Measure, journal: FactLog, args) -> None:
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, slash, n = text.partition("/")
+    if slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n):
+        return int(k), int(n)
+    raise SystemExit(f"--shard must be K/N with 1 <= K <= N, got {text!r}")
+
+
+def _every_shard_done(args, keys) -> FactLog | None:
+    """The journal read again (other shards append to it), or None while a key is missing."""
+    journal = FactLog(args.out / "tune.jsonl", key="key")
+    if all(key in journal for key in keys):
+        return journal
+    print(f"shard {args.shard}: done; other shards' cases are not yet, so the last one writes the table", flush=True)
+    return None
 
 
 def _mu(fit: str) -> float:

@@ -42,3 +42,25 @@ def test_clamps_and_fluency(llama_dir, bingrel_dir, tmp_path):
     assert "clamp_norm" in table and "entropy_x" in table and "--clamp-norms 1,4 --fluency" in table
     choice = json.loads((tmp_path / "out" / "choice.json").read_text())
     assert choice["clamp_norm"] in (1.0, 4.0) and choice["count"] == 4
+
+
+def test_shards_share_one_journal_and_the_last_writes_the_table(llama_dir, bingrel_dir, tmp_path):
+    other = _case()
+    other.case_id, other.target_new = 4, "is"
+    save_cases([_case(), other], tmp_path / "cases.jsonl")
+    env = {**os.environ, "KNEURON_DATA": str(bingrel_dir.parent), "KNEURON_CACHE": str(tmp_path / "cache")}
+
+    def tune(*extra):
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tune_edit.py"), "--editor", "subject",
+                               "--counts", "4", "--model", str(llama_dir), "--cases", "cases.jsonl", "--out", "out",
+                               "--threads", "1", *extra], capture_output=True, text=True, cwd=tmp_path, env=env)
+
+    done = tune("--shard", "2/2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the last one writes the table" in done.stdout and not (tmp_path / "out" / "tune.md").exists()
+    journal = (tmp_path / "out" / "tune.jsonl").read_text().splitlines()
+    assert {json.loads(line)["case_id"] for line in journal} == {4}
+    done = tune("--shard", "1/2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ", 2 tune cases" in (tmp_path / "out" / "tune.md").read_text()  # both cases in the table
+    assert tune("--shard", "3/2").returncode != 0
