@@ -45,7 +45,8 @@ import torch
 import kneuron
 from kneuron.data.counterfact import load_cases
 from kneuron.edits import fit_update, plan_update, selective_neurons
-from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic, ngram_entropy
+from kneuron.errors import KneuronError
+from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic, ngram_entropy, parse_shard
 from kneuron.machine import cpu_name
 from kneuron.runs.store import FactLog
 
@@ -94,7 +95,10 @@ def main() -> None:
                     picked.append(g.pop())
         cases = [c for c in cases if c in picked]
     cases = cases[: args.limit]
-    shard = _parse_shard(args.shard)
+    try:
+        shard = parse_shard(args.shard)
+    except KneuronError as e:
+        raise SystemExit(str(e)) from None
     mine = cases if shard is None else cases[shard[0] - 1::shard[1]]
     args.out.mkdir(parents=True, exist_ok=True)
     kn = kneuron.load(args.model, device="cpu")
@@ -276,15 +280,6 @@ def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> 
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
-
-
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    k, slash, n = text.partition("/")
-    if slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n):
-        return int(k), int(n)
-    raise SystemExit(f"--shard must be K/N with 1 <= K <= N, got {text!r}")
 
 
 def _every_shard_done(args, keys) -> FactLog | None:

@@ -63,4 +63,5 @@ def test_shards_share_one_journal_and_the_last_writes_the_table(llama_dir, bingr
     done = tune("--shard", "1/2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert ", 2 tune cases" in (tmp_path / "out" / "tune.md").read_text()  # both cases in the table
-    assert tune("--shard", "3/2").returncode != 0
+    bad = tune("--shard", "3/2")
+    assert bad.returncode != 0 and "--shard must be K/N with 1 <= K <= N" in bad.stderr and "Traceback" not in bad.stderr

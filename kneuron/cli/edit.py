@@ -577,16 +577,6 @@ def apply(
         _save_model(kn, edit, save_model, model)
 
 
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'K/N' -> (K, N), 1 <= K <= N."""
-    if text is None:
-        return None
-    k, slash, n = text.partition("/")
-    if slash and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
-        return int(k), int(n)
-    raise KneuronError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {text!r}")
-
-
 @app.command()
 def bench(
     ctx: typer.Context,
@@ -633,10 +623,17 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kneuron.data.counterfact import load_cases
-    from kneuron.experiments.edit_bench import BenchConfig, check_methods, run_bench, summarize, write_outputs
+    from kneuron.experiments.edit_bench import (
+        BenchConfig,
+        check_methods,
+        parse_shard,
+        run_bench,
+        summarize,
+        write_outputs,
+    )
 
     chosen = check_methods(split_list(methods) or [])
-    shard_kn = _parse_shard(shard)
+    shard_kn = parse_shard(shard)
     if split not in ("tune", "test", "all"):
         raise KneuronError(f"--split must be tune, test or all, got {split!r}")
     cases = load_cases(cases_path)

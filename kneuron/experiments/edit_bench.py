@@ -441,6 +441,16 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N), 1 <= K <= N: the --shard of `edit bench` and of benchmarks/tune_edit.py."""
+    if text is None:
+        return None
+    k, slash, n = text.partition("/")
+    if slash and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
+        return int(k), int(n)
+    raise KneuronError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {text!r}")
+
+
 def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir: Path, *,
               progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None) -> pd.DataFrame | None:
