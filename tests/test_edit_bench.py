@@ -11,7 +11,7 @@ import torch
 import kneuron
 from kneuron.cli import main
 from kneuron.data.counterfact import Case, Probe, save_cases
-from kneuron.edits.subject import DEFAULT_CONTEXT_FIT
+from kneuron.edits.subject import DEFAULT_CLAMP_NORM, DEFAULT_CONTEXT_FIT
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import (
     BenchConfig,
@@ -165,6 +165,11 @@ def test_subject_random_control_inserts_the_same_pair_through_other_neurons(llam
     assert BenchConfig(model="m", cases="c").subject_context_fit == DEFAULT_CONTEXT_FIT
     for method in ("kn_subject", "subject_random"):
         assert Editors(kn, fitted, [case]).build(method, case)[0].info["context_fit"] == 0.5
+    # --subject-clamp-norm reaches ROME's v* (a tighter bound: a smaller change); the default is the subject module's
+    assert BenchConfig(model="m", cases="c").subject_clamp_norm == DEFAULT_CLAMP_NORM
+    assert editors.subject_update(case).info["clamp_norm"] == DEFAULT_CLAMP_NORM
+    tight = Editors(kn, dataclasses.replace(config, subject_clamp_norm=0.05), [case]).subject_update(case)
+    assert tight.info["clamp_norm"] == 0.05 and float(tight.delta.norm()) < float(update.delta.norm())
     frame = run_bench(kn, [case], config, tmp_path / "r")
     assert set(frame.method) == {"unedited", "kn_subject", "subject_random"}
     assert model_fingerprint(kn) == before

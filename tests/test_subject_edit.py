@@ -11,6 +11,7 @@ from tiny_models import WORDS
 import kneuron
 from kneuron.edits import Edit, compute_rome, key_covariance
 from kneuron.edits.subject import (
+    DEFAULT_CLAMP_NORM,
     context_direction,
     plan_subject_update,
     subject_edit,
@@ -136,20 +137,21 @@ def test_cli_subject_edit_saves_an_edit_that_reapplies_and_refuses_bad_input(pat
                            (["--from", "capital"], "the same answer"),
                            (["--count", "0"], "--count"),
                            (["--context-fit", "0"], "--context-fit must be a number > 0 or 'none'"),
-                           (["--context-fit", "ten"], "--context-fit must be a number > 0 or 'none'")):
+                           (["--context-fit", "ten"], "--context-fit must be a number > 0 or 'none'"),
+                           (["--clamp-norm", "0"], "--clamp-norm must be > 0, got 0")):
         bad = tmp_path / "bad.kedit"
         assert main([*args, *extra, "--out", str(bad)]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and not bad.exists()
-    # 'none': the exact insertion at the mean key, as planned by hand
+    # 'none': the exact insertion at the mean key, as planned by hand; --clamp-norm reaches ROME's v*
     exact = tmp_path / "exact.kedit"
-    assert main([*args, "--context-fit", "none", "--out", str(exact)]) == 0
+    assert main([*args, "--context-fit", "none", "--clamp-norm", "0.5", "--out", str(exact)]) == 0
     capsys.readouterr()
     saved = Edit.load(exact)
-    assert saved.info["context_fit"] is None
-    upd = compute_rome(kn, "Ireland", [prompt], "capital", layer=1, steps=15)
+    assert saved.info["context_fit"] is None and saved.info["clamp_norm"] == 0.5
+    upd = compute_rome(kn, "Ireland", [prompt], "capital", layer=1, steps=15, clamp_norm=0.5)
     by_hand = subject_edit(kn, upd, 12, context_fit=None)
-    assert saved.neurons == by_hand.neurons
+    assert saved.neurons == by_hand.neurons and torch.equal(saved.values, by_hand.values)
 
 
 def test_edit_update_with_a_subject_is_the_subject_edit_at_its_defaults(paths, bingrel_dir, tmp_path, capsys,
@@ -167,6 +169,7 @@ def test_edit_update_with_a_subject_is_the_subject_edit_at_its_defaults(paths, b
     a, b = Edit.load(via_subject), Edit.load(via_update)
     assert a.kind == b.kind == "subject" and a.neurons == b.neurons
     assert a.info["context_fit"] == b.info["context_fit"] == 10.0
+    assert a.info["clamp_norm"] == b.info["clamp_norm"] == DEFAULT_CLAMP_NORM
     assert torch.equal(a.values, b.values) and torch.equal(a.base_values, b.base_values)
     # the blank edit's options would do nothing there: refused in one line, nothing written
     for extra, flag in ((["--margin", "1"], "--margin"), (["--neurons", "1:3"], "--neurons"),

@@ -23,6 +23,7 @@ from kneuron.cli.options import (
     MARGIN,
     MAX_SCALE,
     POSITIVE,
+    POSITIVE_REAL,
     RATIO,
     REPLACEMENT,
     SCALING,
@@ -38,6 +39,7 @@ from kneuron.cli.options import (
 )
 from kneuron.cli.probe import load_model, parse_neurons
 from kneuron.data.facts import MASK
+from kneuron.edits.subject import DEFAULT_CLAMP_NORM as SUBJECT_CLAMP_NORM
 from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
@@ -128,6 +130,12 @@ def _context_fit_option(flag: str, prefix: str = ""):
                         help=f"{prefix}{'f' if prefix else 'F'}it the change to every context's key (each prompt after each prefix) with "
                         "penalty MU (smaller: closer fit, less local); 'none': insert it exactly at their mean key, "
                         "as ROME does.")
+
+
+def _clamp_norm_option(flag: str, prefix: str = ""):
+    return ranged(SUBJECT_CLAMP_NORM, flag, within=POSITIVE_REAL,
+                  help=f"{prefix}{'b' if prefix else 'B'}ound on the change of ROME's value v*, times the hidden "
+                  "state's norm (ROME's clamp_norm_factor). Smaller: a weaker edit, generations closer to the model's.")
 
 
 # `edit update`'s options that belong to the edit at the blank's knowledge neurons, not to the subject edit.
@@ -229,7 +237,7 @@ def update(
         _refuse_given(ctx, ANSWER_EDIT_OPTIONS, "--subject without --run is the subject-neuron edit")
         return _subject_edit(ctx, model or "world", device, subject, to, prompts, original, checks, out, save_model,
                              count=SUBJECT_COUNT, value_steps=SUBJECT_STEPS, context_fit=SUBJECT_CONTEXT_FIT,
-                             layer=None, seed=0, generate=generate)
+                             clamp_norm=SUBJECT_CLAMP_NORM, layer=None, seed=0, generate=generate)
     _check_out(out)
     for name, value, allowed in (("--direction", direction, DIRECTIONS), ("--embedding", embedding, EMBEDDINGS),
                                  ("--scaling", scaling, SCALINGS)):
@@ -344,6 +352,7 @@ def subject_update(
     value_steps: int = ranged(SUBJECT_STEPS, "--value-steps", within=POSITIVE, help="Optimisation passes for "
                               "ROME's value v* (it stops early once P(new) reaches 0.99)."),
     context_fit: str = _context_fit_option("--context-fit"),
+    clamp_norm: float = _clamp_norm_option("--clamp-norm"),
     layer: int = typer.Option(None, "--layer", help="The layer edited (default: ROME's heuristic, round(0.35 x "
                               "layers))."),
     checks: list[str] = CHECKS,
@@ -360,11 +369,12 @@ def subject_update(
     acts where the subject is read.
     """
     _subject_edit(ctx, model, device, subject, to, prompts, original, checks, out, save_model, count=count,
-                  value_steps=value_steps, context_fit=context_fit, layer=layer, seed=seed, generate=generate)
+                  value_steps=value_steps, context_fit=context_fit, clamp_norm=clamp_norm, layer=layer, seed=seed,
+                  generate=generate)
 
 
 def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, original, checks, out: Path,
-                  save_model, *, count: int, value_steps: int, context_fit, layer, seed: int,
+                  save_model, *, count: int, value_steps: int, context_fit, clamp_norm: float, layer, seed: int,
                   generate: int | None = None) -> None:
     """The subject-neuron edit from the command line: `edit subject`, and `edit update --subject` without --run."""
     import time
@@ -389,7 +399,7 @@ def _subject_edit(ctx, model: str, device: str, subject: str, to: str, prompts, 
         raise KneuronError(f"--from and --to are the same answer ({to!r}); nothing to update")
     started = time.perf_counter()
     edit = plan_subject_update(kn, subject, list(prompts), to, count=count, steps=value_steps,
-                               context_fit=context_fit, layer=layer, seed=seed)
+                               context_fit=context_fit, clamp_norm=clamp_norm, layer=layer, seed=seed)
     edit.info.update({"model": model, "original": original, "target": to})
     console.print(f"update {escape(subject)}: {escape(original)} -> {escape(to)} in {len(edit)} value slots of layer "
                   f"{edit.info['layer']} (the subject's neurons carry {edit.info['key_share']:.0%} of its key; "
@@ -607,6 +617,7 @@ def bench(
     subject_steps: int = ranged(SUBJECT_STEPS, "--subject-steps", within=POSITIVE,
                                 help="kn_subject: optimisation passes for ROME's value v*."),
     subject_context_fit: str = _context_fit_option("--subject-context-fit", "kn_subject and subject_random: "),
+    subject_clamp_norm: float = _clamp_norm_option("--subject-clamp-norm", "kn_subject and subject_random: "),
     seed: int = seed_option(0),
     steps: int = STEPS,
     generation_tokens: int = ranged(50, "--generation-tokens", within=POSITIVE,
@@ -669,7 +680,7 @@ def bench(
                          seed=seed, exclude_tuned=exclude_tuned.name if exclude_tuned is not None else None,
                          steps=steps, ratio=ratio, margin=margin, max_scale=max_scale, selectivity=selectivity,
                          rome_layer=rome_layer, subject_count=subject_count, subject_steps=subject_steps,
-                         subject_context_fit=subject_context_fit,
+                         subject_context_fit=subject_context_fit, subject_clamp_norm=subject_clamp_norm,
                          generation_tokens=generation_tokens)
     kn = load_model(model, device, ctx)
     started = time.perf_counter()
@@ -693,6 +704,7 @@ def bench(
               + (f" --limit {limit}" if limit else "") + (f" --sample {sample}" if sample else "")
               + (f" --subject-count {subject_count} --subject-steps {subject_steps}"
                  + (f" --subject-context-fit {subject_context_fit:g}" if subject_context_fit is not None else "")
+                 + (f" --subject-clamp-norm {subject_clamp_norm:g}" if subject_clamp_norm != SUBJECT_CLAMP_NORM else "")
                  if {"kn_subject", "subject_random"} & set(chosen) else "")
               + f" --ratio {ratio:g} --margin {margin:g} "
               f"--seed {seed}`  \nCPU: {cpu}; torch threads {__import__('torch').get_num_threads()}; "

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 DEFAULT_COUNT = 32
 DEFAULT_STEPS = 20  # v*'s optimisation passes (ROME's v_num_grad_steps); chosen on the tune split
 DEFAULT_CONTEXT_FIT = 10.0  # None: the exact insertion at the mean key; chosen on the tune split
+DEFAULT_CLAMP_NORM = 4.0  # bound on v*'s change, x the hidden norm (ROME's clamp_norm_factor); the tune split kept 4
 
 
 def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
@@ -85,18 +86,18 @@ def context_direction(cov: torch.Tensor, keys: torch.Tensor, columns: Sequence[i
 
 def plan_subject_update(kn: KnowledgeModel, subject: str, prompts: str | Sequence[str], target_new: str, *,
                         count: int = DEFAULT_COUNT, steps: int = DEFAULT_STEPS,
-                        context_fit: float | None = DEFAULT_CONTEXT_FIT,
+                        context_fit: float | None = DEFAULT_CONTEXT_FIT, clamp_norm: float = DEFAULT_CLAMP_NORM,
                         layer: int | None = None, texts: Sequence[str] | None = None, ridge: float = 1e-4,
                         mom2_weight: float = 1.0, seed: int = 0, cache=True, **rome_options) -> Edit:
     """The subject-neuron edit making `subject` lead to `target_new` (kind "subject"); not applied.
 
-    `steps` and `rome_options` go to `compute_rome` (lr, kl_factor, weight_decay, clamp_norm,
+    `steps`, `clamp_norm` and `rome_options` go to `compute_rome` (lr, kl_factor, weight_decay,
     prefixes, cov_tokens, stop_prob).  Reads the model only.
     """
     if int(count) < 1:
         raise KneuronError(f"the subject edit needs at least one neuron, got count={count}")
     update = compute_rome(kn, subject, prompts, target_new, layer=layer, texts=texts, ridge=ridge, steps=steps,
-                          mom2_weight=mom2_weight, seed=seed, cache=cache, **rome_options)
+                          clamp_norm=clamp_norm, mom2_weight=mom2_weight, seed=seed, cache=cache, **rome_options)
     return subject_edit(kn, update, count, texts=texts, ridge=ridge, mom2_weight=mom2_weight, seed=seed, cache=cache,
                         cov_tokens=rome_options.get("cov_tokens"), context_fit=context_fit)
 

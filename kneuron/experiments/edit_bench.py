@@ -19,8 +19,8 @@ Every editor is applied, measured and reverted on every case, beside the unedite
 - `rome`: rank-one model editing (`kneuron.edits.rome`) on one layer's output projection.
 - `kn_subject`: the subject-neuron edit (`kneuron.edits.subject`): ROME's insertion restricted to
   the value slots of the `subject_count` neurons that carry most of the subject's key at ROME's
-  layer, with the case's edit prompts (all of them, like `kn`); v* optimised for `subject_steps`,
-  fitted to every context's key when `subject_context_fit` is set.
+  layer, with the case's edit prompts (all of them, like `kn`); v* optimised for `subject_steps` within
+  `subject_clamp_norm` x the hidden norm, fitted to every context's key when `subject_context_fit` is set.
 - `subject_random`: its control: the same k*, v* inserted through as many random neurons of the
   same layer (seeded per case), so that the choice of neurons is what is measured.
 
@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneuron.edits.subject import DEFAULT_CLAMP_NORM as SUBJECT_CLAMP_NORM
 from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
 from kneuron.edits.subject import DEFAULT_STEPS as SUBJECT_STEPS
@@ -98,6 +99,7 @@ class BenchConfig:
     subject_count: int = SUBJECT_COUNT
     subject_steps: int = SUBJECT_STEPS
     subject_context_fit: float | None = SUBJECT_CONTEXT_FIT
+    subject_clamp_norm: float = SUBJECT_CLAMP_NORM  # bound on v*'s change (x the hidden norm)
     generation_tokens: int = 50
     ppl_sentences: int = 8
     bootstrap: int = 1000
@@ -105,7 +107,7 @@ class BenchConfig:
 
 # Settings added after benchmarks were committed, with the value those benchmarks ran under when
 # it differs from today's default.
-LEGACY = {"subject_steps": 20, "subject_context_fit": None}
+LEGACY = {"subject_steps": 20, "subject_context_fit": None, "subject_clamp_norm": 4.0}
 
 
 def stored_settings(stored: dict) -> dict:
@@ -350,7 +352,8 @@ class Editors:
         if self._rome is None or self._rome[0] != case.case_id:
             c = self.config
             self._rome = (case.case_id, compute_rome(self.kn, case.subject, list(case.prompts), case.target_new,
-                                                     layer=c.rome_layer, steps=c.subject_steps, seed=c.seed))
+                                                     layer=c.rome_layer, steps=c.subject_steps,
+                                                     clamp_norm=c.subject_clamp_norm, seed=c.seed))
         return self._rome[1]
 
     def _fitted(self, case, neurons):
