@@ -48,6 +48,7 @@ from kneuron.edits import fit_update, plan_update, selective_neurons
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic, ngram_entropy, parse_shard
 from kneuron.machine import cpu_name
+from kneuron.reports.report import markdown_table
 from kneuron.runs.store import FactLog
 
 
@@ -306,11 +307,7 @@ def _subject_key(case_id, rank: str, count: int, steps: int, fit: float | None =
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
+    return markdown_table(table, cell=lambda v: f"{v:.3f}" if isinstance(v, float) else str(v), right=True)
 
 
 def _light(measure: Measure, case, base: dict | None, fluency: bool = False) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from kneuron.data.counterfact import load_cases
+from kneuron.reports.report import markdown_table
 
 
 def _words(text: str) -> set[str]:
@@ -46,10 +47,7 @@ def overlap_table(cases, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    for r in table.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r) + " |")
-    return "\n".join(lines)
+    return markdown_table(table, cell=lambda v: f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
 def main() -> None:

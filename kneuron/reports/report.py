@@ -126,7 +126,7 @@ class Report:
                 elif item.kind == "table":
                     if item.caption:
                         lines += [f"**{item.caption}** ([csv](tables/{item.name}.csv))", ""]
-                    lines += [_md_table(item.frame), ""]
+                    lines += [markdown_table(item.frame), ""]
                 else:
                     lines += [f"![{item.caption or item.name}](figures/{item.name}.png)", ""]
                     if item.caption:
@@ -172,11 +172,13 @@ nav ul{columns:2}.tw{overflow-x:auto;max-width:100%}code{background:#f4f4f4;padd
 """
 
 
-def _md_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame, cell=fmt, right: bool = False) -> str:
+    """`frame` as a markdown table, each value through `cell` (default `fmt`); `right` aligns columns right."""
     cols = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    rule = "---:" if right else "---"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(rule for _ in cols) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(cell(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 
