@@ -18,7 +18,8 @@ prompts, then inserted through each count of the subject's neurons, through as m
 of the same layer (row `random`, seeded per case), and through every neuron of the layer (ROME with
 the same prompts), at each `--context-fits` value (`none`: the exact insertion at the mean key; the
 whole layer only there), at each of `--layers` (default: ROME's depth rule).  The choice: the
-highest S (to 0.01) whose others-kept is at least 0.9; ties go to the fewest neurons, the fewest
+highest S (to 0.01) whose others-kept is at least 0.9 (and, with `--fluency`, whose entropy_x is
+at least 0.95, the fluency goal); ties go to the fewest neurons, the fewest
 steps, the largest context_fit (the exact insertion first), then the layer nearest ROME's rule,
 then the clamp nearest ROME's 4.  `--clamp-norms` tries v*'s norm bounds (ROME's clamp_norm_factor:
 delta at most that many times the norm of W k*); `--fluency` also generates (50 greedy tokens from
@@ -256,12 +257,7 @@ def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> 
     table = table.assign(_mu=table["context_fit"].map(_mu)).sort_values(["layer", "steps", "clamp_norm", "_mu", "neurons",
                                                                           "count"])
     table = table.drop(columns="_mu")
-    ok = table[(table["neurons"] == "subject") & (table["others_kept"] >= 0.9)]
-    ok = ok if len(ok) else table[table["neurons"] == "subject"]
-    pick = ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default).abs(),
-                     clamped=(ok["clamp_norm"] - 4.0).abs()).sort_values(
-        ["S2", "count", "steps", "mu", "moved", "clamped"], ascending=[False, True, True, False, True, True]).iloc[0]
-    # ties: the most local fit, then the layer nearest ROME's depth rule, then the clamp nearest ROME's
+    pick = choose_subject(table, default)
     text = [f"# Tuning the subject-neuron edit: {args.model}, {table['cases'].max()} tune cases", "",
             f"Command: `python benchmarks/tune_edit.py --editor subject --counts {args.counts} --steps {args.steps} "
             f"--context-fits {args.context_fits} " + (f"--layers {args.layers} " if args.layers != "default" else "")
@@ -271,7 +267,9 @@ def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> 
             + "`  ",
             f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
-            f"Choice (highest S to 0.01 with others kept >= 0.9, then the fewest neurons, then the fewest steps, "
+            "Choice (highest S to 0.01 with others kept >= 0.9"
+            + (f" and entropy_x >= {MIN_ENTROPY_X}" if "entropy_x" in table else "")
+            + ", then the fewest neurons, then the fewest steps, "
             f"then the largest context_fit, the exact insertion first, then the layer nearest ROME's rule, {default}, "
             f"then the clamp nearest 4): {int(pick['count'])} subject neurons, {int(pick['steps'])} steps, context_fit "
             f"{pick['context_fit']}, layer {int(pick['layer'])}, clamp_norm {pick['clamp_norm']:g}."]
@@ -281,6 +279,26 @@ def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> 
               "context_fit": None if pick["context_fit"] == "none" else float(pick["context_fit"])}
     (args.out / "choice.json").write_text(json.dumps(choice) + "\n", encoding="utf-8")
     print("\n".join(text))
+
+
+MIN_ENTROPY_X = 0.95  # the fluency goal: generation entropy within 5% of the unedited model's
+
+
+def choose_subject(table: pd.DataFrame, default_layer: int) -> pd.Series:
+    """The chosen row of a subject-edit table: the highest S (to 0.01) among the subject rows that keep
+    other relations' answers (>= 0.9) and, when fluency was measured, keep the generation entropy
+    (entropy_x >= MIN_ENTROPY_X); a constraint that no row meets is dropped, fluency first.  Ties: the
+    fewest neurons, the fewest steps, the most local fit, the layer nearest ROME's rule, the clamp
+    nearest ROME's 4."""
+    subject = table[table["neurons"] == "subject"]
+    fluent = subject["entropy_x"] >= MIN_ENTROPY_X if "entropy_x" in subject else True
+    kept = subject["others_kept"] >= 0.9
+    for ok in (subject[kept & fluent], subject[kept], subject):
+        if len(ok):
+            break
+    return ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default_layer).abs(),
+                     clamped=(ok["clamp_norm"] - 4.0).abs()).sort_values(
+        ["S2", "count", "steps", "mu", "moved", "clamped"], ascending=[False, True, True, False, True, True]).iloc[0]
 
 
 def _every_shard_done(args, keys) -> FactLog | None:

@@ -65,3 +65,28 @@ def test_shards_share_one_journal_and_the_last_writes_the_table(llama_dir, bingr
     assert ", 2 tune cases" in (tmp_path / "out" / "tune.md").read_text()  # both cases in the table
     bad = tune("--shard", "3/2")
     assert bad.returncode != 0 and "--shard must be K/N with 1 <= K <= N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _tune_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tune_edit", ROOT / "benchmarks" / "tune_edit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_choice_keeps_the_fluency_goal_when_fluency_was_measured():
+    tune = _tune_module()
+    row = {"layer": 10, "steps": 20, "context_fit": "10.0", "neurons": "subject", "count": 32}
+    table = pd.DataFrame([{**row, "clamp_norm": 4.0, "S": 0.967, "others_kept": 0.90, "entropy_x": 0.909},
+                          {**row, "clamp_norm": 3.0, "S": 0.959, "others_kept": 0.917, "entropy_x": 0.967},
+                          {**row, "clamp_norm": 2.0, "S": 0.905, "others_kept": 0.933, "entropy_x": 0.978},
+                          {**row, "clamp_norm": 3.0, "neurons": "random", "S": 0.99, "others_kept": 1.0,
+                           "entropy_x": 1.0}])
+    assert tune.choose_subject(table, 10)["clamp_norm"] == 3.0  # the best S that keeps entropy within 5%
+    assert tune.choose_subject(table.drop(columns="entropy_x"), 10)["clamp_norm"] == 4.0  # no fluency: S (to 0.01)
+    # a goal no subject row meets is dropped (fluency first), so a choice is always made
+    dull = table.assign(entropy_x=0.5)
+    assert tune.choose_subject(dull, 10)["clamp_norm"] == 4.0
+    assert tune.choose_subject(dull.assign(others_kept=0.5), 10)["clamp_norm"] == 4.0

@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 DEFAULT_COUNT = 32
 DEFAULT_STEPS = 20  # v*'s optimisation passes (ROME's v_num_grad_steps); chosen on the tune split
 DEFAULT_CONTEXT_FIT = 10.0  # None: the exact insertion at the mean key; chosen on the tune split
-DEFAULT_CLAMP_NORM = 4.0  # bound on v*'s change, x the hidden norm (ROME's clamp_norm_factor); the tune split kept 4
+# Bound on v*'s change, x the hidden norm (ROME's clamp_norm_factor is 4): chosen on the tune split, the
+# highest S that keeps generation entropy within 5% (results/edit/tune-subject-clamp-smollm2-135m/tune.md)
+DEFAULT_CLAMP_NORM = 3.0
 
 
 def subject_neurons(update: RomeUpdate, count: int) -> list[Neuron]:
