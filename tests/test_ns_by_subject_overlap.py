@@ -1,5 +1,6 @@
 """scripts/ns_by_subject_overlap.py: NS split by neighbours that share a word with the edited subject."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,19 @@ def test_table_and_script(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "ns_by_subject_overlap.py"), "cases.jsonl", "run"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0 and "not in the cases file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_subject_tune_journal_reads_as_one_method_per_setting(tmp_path):
+    from ns_by_subject_overlap import read_rows
+
+    rows = [{"case_id": 1, "rank": "subject", "layer": 6, "context_fit": None, "NS": 0.0},
+            {"case_id": 2, "rank": "subject", "layer": 6, "context_fit": None, "NS": 1.0},
+            {"case_id": 1, "rank": "subject", "layer": 6, "context_fit": 10.0, "clamp_norm": 3.0, "NS": 1.0},
+            {"case_id": 1, "rank": "layer", "layer": 9, "context_fit": None, "clamp_norm": 4.0, "NS": 0.5}]
+    (tmp_path / "tune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    read = read_rows(tmp_path)
+    assert list(read["method"]) == ["subject L6 fit none", "subject L6 fit none", "subject L6 fit 10.0 clamp 3",
+                                    "layer L9 fit none"]
+    table = overlap_table(CASES, read).set_index(["method", "shares_word"])
+    assert table.loc[("subject L6 fit none", True), "NS"] == 0.0 and table.loc[("subject L6 fit none", False), "NS"] == 1.0
+    assert "NS_same" not in table  # a tune journal has no NS_same
