@@ -93,6 +93,18 @@ def test_drop_reasons_are_counted_and_add_up():
     assert len(stub.asked) == len(set(stub.asked))  # nothing asked twice
 
 
+def test_excluded_facts_never_become_cases_and_are_counted():
+    everything, _, _ = _build()
+    cases, reports, _ = _build(exclude={("capital", "FRANCE"), ("lang", "Quebec"), ("lang", "Atlantis")})
+    kept = {(c.relation, c.subject) for c in cases}
+    assert kept == {(c.relation, c.subject) for c in everything} - {("capital", "France"), ("lang", "Quebec")}
+    assert (reports["capital"].excluded, reports["lang"].excluded, reports["born"].excluded) == (1, 1, 0)
+    for r in reports.values():
+        assert r.facts == r.dropped + r.unexamined + r.kept
+    # an excluded subject may still be a neighbour: it is excluded as a case, not as a fact of the world
+    assert any(n.prompt.startswith("The capital of France") for c in cases for n in c.neighbours)
+
+
 def test_case_contents():
     facts = _toy()
     cases, _, _ = _build(facts)
@@ -295,6 +307,22 @@ def test_cli_end_to_end_on_a_tiny_decoder(llama_dir, make_pararel, tmp_path, cap
     assert main(args) == 0  # same seed and model: the same bytes
     assert out.read_bytes() == first
     capsys.readouterr()
+    # --exclude: a second file of other facts; its header says what it left out and how
+    more = tmp_path / "more.jsonl"
+    assert main(args[:-1] + [str(more), "--exclude", str(out)]) == 0
+    capsys.readouterr()
+    again = load_cases(more)
+    assert not {(c.relation, c.subject) for c in again} & {(c.relation, c.subject) for c in cases}
+    header = read_header(more)
+    assert "--exclude cases.jsonl" in header[0] and "a case of an excluded file" in header[4]
+    excluded_column = [int(ln.split(":")[1].split(",")[7]) for ln in header if ln.startswith("  P")]
+    assert sum(excluded_column) == len(cases)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(out.read_text(encoding="utf-8") + "{not json\n", encoding="utf-8")
+    target = tmp_path / "never.jsonl"
+    assert main(args[:-1] + [str(target), "--exclude", str(broken)]) != 0
+    err = capsys.readouterr().err
+    assert "broken.jsonl" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1 and not target.exists()
     for bad, phrase in [(["-n", "0"], "--per-relation"), (["--relations", "P999"], "P999"),
                         (["--data", str(tmp_path / "nowhere")], "nowhere"), (["--tune-share", "1"], "--tune-share")]:
         target = tmp_path / "never.jsonl"

@@ -234,22 +234,25 @@ def sample_cmd(
 
 
 _DROP_COLUMNS = {"duplicate": "re-\npeated", "not_one_token": "not 1\ntoken", "few_prompts": "few\nprompts", "no_target_new": "no\nnew",
-                 "model_wrong": "model\nwrong", "no_neighbour": "no\nnbr"}
+                 "model_wrong": "model\nwrong", "no_neighbour": "no\nnbr", "excluded": "ex-\ncluded"}
 
 
 def _drop_table(reports, title: str) -> Table:
     # Two-line headers and one space between columns keep ten columns in an 80-column terminal;
     # the legend is printed below.
+    from kneuron.data.counterfact import shown_reasons
+
+    columns = shown_reasons(reports)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("relation", no_wrap=True)
-    for header in ("facts", *_DROP_COLUMNS.values(), "not\ntried", "kept", "tune/\ntest"):
+    for header in ("facts", *(_DROP_COLUMNS[k] for k in columns), "not\ntried", "kept", "tune/\ntest"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in reports:
-        table.add_row(r.relation, f"{r.facts:,}", *(f"{getattr(r, k):,}" for k in _DROP_COLUMNS),
+        table.add_row(r.relation, f"{r.facts:,}", *(f"{getattr(r, k):,}" for k in columns),
                       f"{r.unexamined:,}", f"{r.kept:,}", f"{r.tune}/{r.test}")
     table.add_section()
     table.add_row("total", f"{sum(r.facts for r in reports):,}",
-                  *(f"{sum(getattr(r, k) for r in reports):,}" for k in _DROP_COLUMNS),
+                  *(f"{sum(getattr(r, k) for r in reports):,}" for k in columns),
                   f"{sum(r.unexamined for r in reports):,}", f"{sum(r.kept for r in reports):,}",
                   f"{sum(r.tune for r in reports)}/{sum(r.test for r in reports)}", style="bold")
     return table
@@ -274,15 +277,19 @@ def counterfact_cmd(
     max_tries: int = ranged(None, "--max-tries", within=POSITIVE,
                             help="Facts of each relation checked with the model at most (default: 20 x "
                                  "--per-relation)."),
+    exclude: list[Path] = typer.Option(None, "--exclude", help="A cases file whose facts (relation and subject, any "
+                                       "split) never become cases here: more cases, disjoint from those already "
+                                       "measured. Repeatable."),
     device: str = DEVICE,
 ) -> None:
     """A seeded CounterFact-style editing benchmark for MODEL: facts it answers top-1, each with a
     counterfactual target, paraphrases, neighbours, other relations' facts and generation prompts."""
     import kneuron
-    from kneuron.data.counterfact import build_cases, cases_header, model_checks, save_cases
+    from kneuron.data.counterfact import build_cases, cases_header, excluded_facts, model_checks, save_cases
 
     if out.suffix != ".jsonl":
         raise DataError(f"--out must name a .jsonl file, got {out}")
+    skip = excluded_facts(exclude or [])
     facts = load_facts(data, relations=split_list(relations))
     kn = kneuron.load(model, device=device)
     causal = not kn.is_masked
@@ -290,18 +297,20 @@ def counterfact_cmd(
     with console.status("checking facts with the model ...") as status:
         cases, reports = build_cases(facts, per_relation, seed, **model_checks(kn), paraphrases=paraphrases,
                                      neighbours=neighbours, others=others, tune_share=tune_share,
-                                     max_tries=max_tries, log=lambda msg: status.update(f"checking facts with the model: {msg}"))
+                                     max_tries=max_tries, exclude=skip, log=lambda msg: status.update(f"checking facts with the model: {msg}"))
     model_name = Path(model).name if Path(model).expanduser().exists() else model  # no absolute paths in the file
     data_name = Path(facts.source).name if facts.source else Path(data.removeprefix("pararel:")).name
     console.print(_drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
     console.print("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for target_new, "
-                  "model wrong on the fact, no neighbour answered correctly; not tried: the relation had its cases "
+                  "model wrong on the fact, no neighbour answered correctly" + ("; excluded: a case of an --exclude file"
+                                                                             if exclude else "") + "; not tried: the relation had its cases "
                   "or --max-tries was reached", soft_wrap=True, highlight=False, style="dim")
     if not cases:
         raise DataError(f"no case of {data_name} survived for {model_name} (see the table); nothing written")
     settings = {"model": model_name, "data": data_name, "relations": relations, "per-relation": per_relation,
                 "seed": seed, "paraphrases": paraphrases, "neighbours": neighbours, "others": others,
-                "tune-share": tune_share, "max-tries": max_tries or 20 * per_relation}
+                "tune-share": tune_share, "max-tries": max_tries or 20 * per_relation,
+                "exclude": " --exclude ".join(p.name for p in exclude) if exclude else None}
     kind = ("causal LM: only prompts ending at the blank are usable" if causal
             else "masked LM: every prompt is usable")
     save_cases(cases, out, header=cases_header(settings, cases, reports, notes=[kind]))

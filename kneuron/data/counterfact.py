@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -104,6 +104,7 @@ REASONS = {
     "no_target_new": "no target_new",
     "model_wrong": "model wrong on the fact",
     "no_neighbour": "no correct neighbour",
+    "excluded": "a case of an excluded file",  # `exclude`: the facts of cases files already measured
 }
 
 
@@ -122,6 +123,7 @@ class CaseReport:
     no_target_new: int = 0
     model_wrong: int = 0
     no_neighbour: int = 0
+    excluded: int = 0
     unexamined: int = 0  # candidates never tried: the relation had its cases already
     kept: int = 0
     tune: int = 0
@@ -194,6 +196,7 @@ def build_cases(
     min_prompts: int = 2,
     max_tries: int | None = None,
     neighbour_tries: int | None = None,
+    exclude: Collection[tuple[str, str]] = (),
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[Case], list[CaseReport]]:
     """Up to `per_relation` cases per relation (module docstring), and what each relation dropped.
@@ -202,13 +205,16 @@ def build_cases(
     (None: every object is) filters objects; `causal` keeps only the prompts ending at the blank.
     At most `max_tries` candidates (default 20 x per_relation) are checked per relation and at most
     `neighbour_tries` neighbours (default max(4 x neighbours, 20)) per case: this bounds the cost on
-    relations the model mostly gets wrong.  Same facts, seed, settings and verdicts: the same cases.
+    relations the model mostly gets wrong.  `exclude`: (relation, subject) pairs that never become
+    cases (subjects compared case-blind), so that a second file adds cases disjoint from a first
+    (`excluded_facts`).  Same facts, seed, settings and verdicts: the same cases.
     `log` is told about progress.
     """
     max_tries = 20 * per_relation if max_tries is None and isinstance(per_relation, int) else max_tries
     tries = max(4 * neighbours, 20) if neighbour_tries is None and isinstance(neighbours, int) else neighbour_tries
     _check_settings(per_relation, seed, paraphrases, neighbours, others, tune_share, min_prompts, tries, max_tries)
     all_facts = facts.facts
+    excluded = {(rel, subject.casefold()) for rel, subject in exclude}
     verdict_of_object: dict[str, bool] = {}
 
     def one_token(obj: str) -> bool:
@@ -245,7 +251,9 @@ def build_cases(
                 rep.duplicate += 1
                 continue
             seen.add(all_facts[i].key)
-            if not single[i]:
+            if (rel, all_facts[i].subject.casefold()) in excluded:
+                rep.excluded += 1
+            elif not single[i]:
                 rep.not_one_token += 1
             elif len(usable[i]) < paraphrases + min_prompts:
                 rep.few_prompts += 1
@@ -417,16 +425,27 @@ def cases_header(settings: dict, cases: Sequence[Case], reports: Sequence[CaseRe
     """The `#` lines of a cases file: `settings` (option -> value, in order; None left out), `notes`,
     the totals and the per-relation counts.  Keep absolute paths out of `settings`."""
     tune = sum(c.split == "tune" for c in cases)
+    reasons = shown_reasons(reports)
     lines = ["kneuron data counterfact " + " ".join(f"--{k} {v}" for k, v in settings.items() if v is not None),
              *notes,
              f"{len(cases)} cases ({tune} tune, {len(cases) - tune} test) from "
              f"{sum(r.kept > 0 for r in reports)} of {len(reports)} relations",
              "prompts[0]: the relation's first usable template, answered top-1 by the model; neighbours and "
              "others: answered top-1 by the model; generation: text before the blank, and 'SUBJECT is'",
-             "relation: facts, " + ", ".join(REASONS.values()) + ", unexamined, kept (tune/test)"]
-    lines += [f"  {r.relation}: {r.facts}, " + ", ".join(str(getattr(r, k)) for k in REASONS)
+             "relation: facts, " + ", ".join(REASONS[k] for k in reasons) + ", unexamined, kept (tune/test)"]
+    lines += [f"  {r.relation}: {r.facts}, " + ", ".join(str(getattr(r, k)) for k in reasons)
               + f", {r.unexamined}, {r.kept} ({r.tune}/{r.test})" for r in reports]
     return lines
+
+
+def shown_reasons(reports: Sequence[CaseReport]) -> list[str]:
+    """The drop columns worth showing: every reason, and `excluded` only when something was."""
+    return [k for k in REASONS if k != "excluded" or any(r.excluded for r in reports)]
+
+
+def excluded_facts(paths: Iterable[str | Path]) -> set[tuple[str, str]]:
+    """The (relation, subject) of every case in the cases files `paths`, any split: `build_cases(exclude=...)`."""
+    return {(c.relation, c.subject) for path in paths for c in load_cases(path)}
 
 
 def save_cases(cases: Sequence[Case], path: str | Path, header: Sequence[str] | None = None) -> Path:
