@@ -297,14 +297,16 @@ def counterfact_cmd(
     with console.status("checking facts with the model ...") as status:
         cases, reports = build_cases(facts, per_relation, seed, **model_checks(kn), paraphrases=paraphrases,
                                      neighbours=neighbours, others=others, tune_share=tune_share,
-                                     max_tries=max_tries, exclude=skip, log=lambda msg: status.update(f"checking facts with the model: {msg}"))
+                                     max_tries=max_tries, exclude=skip,
+                                     log=lambda msg: status.update(f"checking facts with the model: {msg}"))
     model_name = Path(model).name if Path(model).expanduser().exists() else model  # no absolute paths in the file
     data_name = Path(facts.source).name if facts.source else Path(data.removeprefix("pararel:")).name
     console.print(_drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
-    console.print("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for target_new, "
-                  "model wrong on the fact, no neighbour answered correctly" + ("; excluded: a case of an --exclude file"
-                                                                             if exclude else "") + "; not tried: the relation had its cases "
-                  "or --max-tries was reached", soft_wrap=True, highlight=False, style="dim")
+    legend = ("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for "
+              "target_new, model wrong on the fact, no neighbour answered correctly"
+              + ("; excluded: a case of an --exclude file" if exclude else "")
+              + "; not tried: the relation had its cases or --max-tries was reached")
+    console.print(legend, soft_wrap=True, highlight=False, style="dim")
     if not cases:
         raise DataError(f"no case of {data_name} survived for {model_name} (see the table); nothing written")
     settings = {"model": model_name, "data": data_name, "relations": relations, "per-relation": per_relation,
