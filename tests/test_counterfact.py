@@ -310,7 +310,8 @@ def test_cli_end_to_end_on_a_tiny_decoder(llama_dir, make_pararel, tmp_path, cap
     # --exclude: a second file of other facts; its header says what it left out and how
     more = tmp_path / "more.jsonl"
     assert main(args[:-1] + [str(more), "--exclude", str(out)]) == 0
-    capsys.readouterr()
+    shown = capsys.readouterr().out
+    assert "cluded" in shown and "…" not in shown  # eleven columns, none cut short
     again = load_cases(more)
     assert not {(c.relation, c.subject) for c in again} & {(c.relation, c.subject) for c in cases}
     header = read_header(more)

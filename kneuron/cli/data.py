@@ -301,7 +301,9 @@ def counterfact_cmd(
                                      log=lambda msg: status.update(f"checking facts with the model: {msg}"))
     model_name = Path(model).name if Path(model).expanduser().exists() else model  # no absolute paths in the file
     data_name = Path(facts.source).name if facts.source else Path(data.removeprefix("pararel:")).name
-    console.print(_drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
+    # the excluded column makes eleven: wider than 80 columns, and a log is 80 wide; cut nothing
+    Console(width=max(console.width, 100) if exclude else console.width).print(
+        _drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
     legend = ("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for "
               "target_new, model wrong on the fact, no neighbour answered correctly"
               + ("; excluded: a case of an --exclude file" if exclude else "")
