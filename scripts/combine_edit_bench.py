@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from kneuron.experiments.edit_bench import summarize, write_outputs
+from kneuron.reports.report import markdown_table
 
 MEASUREMENT = ("generation_tokens", "ppl_sentences", "bootstrap", "seed")
 
@@ -32,6 +33,9 @@ MEASUREMENT = ("generation_tokens", "ppl_sentences", "bootstrap", "seed")
 def load_run(spec: str, first: bool, pool: bool = False) -> tuple[Path, pd.DataFrame, dict]:
     name, _, renames = spec.partition(":")
     run = Path(name)
+    for needed in ("cases.csv", "config.json"):
+        if not (run / needed).exists():
+            raise SystemExit(f"{run}: no {needed} (a finished `kneuron edit bench` folder, or one this script wrote)")
     cases = pd.read_csv(run / "cases.csv")
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     if pool:
@@ -92,13 +96,15 @@ def main() -> None:
               f"command, config and time are in its folder.  \nCPU: {args.cpu}.")
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args.out, frame, table, header)
+    # the measurement settings and where the rows came from, so that this folder can be combined again
+    combined = {"model": first.get("model"), "cases": first.get("cases"), **{k: first.get(k) for k in MEASUREMENT},
+                "combined_from": [run.name for run, _, _ in loaded], "pool": bool(args.pool)}
+    (args.out / "config.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
     entropy = entropy_table(frame)
     entropy.to_csv(args.out / "entropy.csv", index=False)
     with open(args.out / "report.md", "a", encoding="utf-8") as f:
         f.write("\n## Generation entropy per case (edited / unedited, same case)\n\n"
-                "| " + " | ".join(entropy.columns) + " |\n|" + "---|" * len(entropy.columns) + "\n"
-                + "".join("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |\n"
-                          for r in entropy.itertuples(index=False)))
+                + markdown_table(entropy, cell=lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)) + "\n")
     cols = ["method", "cases", "S", "S_lo", "S_hi", "ES", "PS", "NS", "NS_same", "others_kept", "gen_new",
             "entropy_rel", "ppl_rel"]
     print(table[[c for c in cols if c in table]].round(3).to_string())

@@ -81,3 +81,26 @@ def test_pool_stacks_runs_of_other_cases_each_with_its_unedited_rows(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0 and "cases measured by two runs" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out3").exists()
+
+
+def test_a_combined_folder_is_a_run_that_can_be_pooled(tmp_path):
+    """Runs of other editors on the same cases, combined, then stacked with a run of other cases."""
+    write_run(tmp_path / "a", [row(c, m, 1.0 if m == "ed" else 0.0, 4.0) for c in (1, 2) for m in ("unedited", "ed")],
+              cases="test.jsonl")
+    write_run(tmp_path / "b", [row(c, m, 0.5, 4.0) for c in (1, 2) for m in ("unedited", "ed2")], cases="test.jsonl")
+    write_run(tmp_path / "c", [{**row(c, m, 0.0, 4.0), "split": "tune"} for c in (1, 2, 3)
+                               for m in ("unedited", "ed", "ed2")], cases="tune.jsonl")
+    assert combine(tmp_path, "a", "b").returncode == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["combined_from"] == ["a", "b"] and config["cases"] == "test.jsonl" and config["seed"] == 0
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "pooled"), "out", "c", "--pool"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    methods = pd.read_csv(tmp_path / "pooled" / "methods.csv").set_index(["split", "method"])
+    assert methods.loc[("all", "ed2"), "cases"] == 5  # test cases 1, 2 and tune cases 1, 2, 3: five, none merged
+    assert methods.loc[("all", "ed"), "ES"] == pytest.approx(2 / 5)
+    # a folder without config.json: one line naming it
+    (tmp_path / "out" / "config.json").unlink()
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "again"), "out", "c", "--pool"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "out: no config.json" in done.stderr and "Traceback" not in done.stderr
