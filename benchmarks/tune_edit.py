@@ -47,7 +47,15 @@ import kneuron
 from kneuron.data.counterfact import load_cases
 from kneuron.edits import fit_update, plan_update, selective_neurons
 from kneuron.errors import KneuronError
-from kneuron.experiments.edit_bench import BenchConfig, Editors, Measure, harmonic, ngram_entropy, parse_shard
+from kneuron.experiments.edit_bench import (
+    BenchConfig,
+    Editors,
+    Measure,
+    harmonic,
+    ngram_entropy,
+    parse_shard,
+    shard_indices,
+)
 from kneuron.machine import cpu_name
 from kneuron.reports.report import markdown_table
 from kneuron.runs.store import FactLog
@@ -101,7 +109,7 @@ def main() -> None:
         shard = parse_shard(args.shard)
     except KneuronError as e:
         raise SystemExit(str(e)) from None
-    mine = cases if shard is None else cases[shard[0] - 1::shard[1]]
+    mine = [cases[k] for k in shard_indices(len(cases), shard)]
     args.out.mkdir(parents=True, exist_ok=True)
     kn = kneuron.load(args.model, device="cpu")
     measure = Measure(kn, [], 50)

@@ -105,8 +105,8 @@ class BenchConfig:
     bootstrap: int = 1000
 
 
-# Settings added after benchmarks were committed, with the value those benchmarks ran under when
-# it differs from today's default.
+# Settings added after benchmarks were committed, with the value those benchmarks ran under (kept
+# even where today's default is the same, so that a later default cannot change what they resume under).
 LEGACY = {"subject_steps": 20, "subject_context_fit": None, "subject_clamp_norm": 4.0}
 
 
@@ -454,6 +454,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     raise KneuronError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {text!r}")
 
 
+def shard_indices(count: int, shard: tuple[int, int] | None) -> range:
+    """The positions among `count` items that shard (K, N) takes: K-1, K-1+N, ...; every one without a shard."""
+    return range(count) if shard is None else range(shard[0] - 1, count, shard[1])
+
+
 def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir: Path, *,
               progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None) -> pd.DataFrame | None:
@@ -491,7 +496,7 @@ def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir:
     measure = Measure(kn, texts, config.generation_tokens)
     editors = Editors(kn, config, cases)
     todo = len(cases)
-    mine = [k for k in range(todo) if shard is None or k % shard[1] == shard[0] - 1]
+    mine = shard_indices(todo, shard)
     try:
         for done, k in enumerate(mine, start=1):
             case = cases[k]
