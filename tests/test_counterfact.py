@@ -287,6 +287,9 @@ def test_cli_end_to_end_on_a_tiny_decoder(llama_dir, make_pararel, tmp_path, cap
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "P36" in captured.out and "kept" in captured.out
+    # the legend and the column headers come from the one mapping of drop reasons
+    assert all(r.label in captured.out for k, r in REASONS.items() if k != "excluded")
+    assert all(r.header.split("\n")[0] in captured.out for k, r in REASONS.items() if k != "excluded")
     header = read_header(out)
     assert header[0].startswith("kneuron data counterfact --model m --data pararel --per-relation 4 --seed 7")
     assert str(tmp_path) not in out.read_text(encoding="utf-8")  # no absolute paths

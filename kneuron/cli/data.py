@@ -233,19 +233,15 @@ def sample_cmd(
                   f"from {_plural(len(reports), 'relation')}", soft_wrap=True, highlight=False)
 
 
-_DROP_COLUMNS = {"duplicate": "re-\npeated", "not_one_token": "not 1\ntoken", "few_prompts": "few\nprompts", "no_target_new": "no\nnew",
-                 "model_wrong": "model\nwrong", "no_neighbour": "no\nnbr", "excluded": "ex-\ncluded"}
-
-
 def _drop_table(reports, title: str) -> Table:
     # Two-line headers and one space between columns keep ten columns in an 80-column terminal;
     # the legend is printed below.
-    from kneuron.data.counterfact import shown_reasons
+    from kneuron.data.counterfact import REASONS, shown_reasons
 
     columns = shown_reasons(reports)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("relation", no_wrap=True)
-    for header in ("facts", *(_DROP_COLUMNS[k] for k in columns), "not\ntried", "kept", "tune/\ntest"):
+    for header in ("facts", *(REASONS[k].header for k in columns), "not\ntried", "kept", "tune/\ntest"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in reports:
         table.add_row(r.relation, f"{r.facts:,}", *(f"{getattr(r, k):,}" for k in columns),
@@ -285,7 +281,14 @@ def counterfact_cmd(
     """A seeded CounterFact-style editing benchmark for MODEL: facts it answers top-1, each with a
     counterfactual target, paraphrases, neighbours, other relations' facts and generation prompts."""
     import kneuron
-    from kneuron.data.counterfact import build_cases, cases_header, excluded_facts, model_checks, save_cases
+    from kneuron.data.counterfact import (
+        REASONS,
+        build_cases,
+        cases_header,
+        excluded_facts,
+        model_checks,
+        save_cases,
+    )
 
     if out.suffix != ".jsonl":
         raise DataError(f"--out must name a .jsonl file, got {out}")
@@ -304,8 +307,7 @@ def counterfact_cmd(
     # the excluded column makes eleven: wider than 80 columns, and a log is 80 wide; cut nothing
     Console(width=max(console.width, 100) if exclude else console.width).print(
         _drop_table(reports, f"CounterFact-style cases from {data_name} for {model_name}"))
-    legend = ("dropped: repeated fact, object not one token, too few usable prompts, no other one-token object for "
-              "target_new, model wrong on the fact, no neighbour answered correctly"
+    legend = ("dropped: " + ", ".join(r.label for k, r in REASONS.items() if k != "excluded")
               + ("; excluded: a case of an --exclude file" if exclude else "")
               + "; not tried: the relation had its cases or --max-tries was reached")
     console.print(legend, soft_wrap=True, highlight=False, style="dim")

@@ -57,6 +57,7 @@ import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from kneuron.data.facts import MASK, FactSet, ends_at_blank
 from kneuron.data.jsonl import json_lines
@@ -97,14 +98,23 @@ class Case:
         return asdict(self)
 
 
+class DropReason(NamedTuple):
+    """Why a fact became no case: `label` for the cases file's header, `header` for the CLI's narrow table."""
+
+    label: str
+    header: str
+
+
 REASONS = {
-    "duplicate": "repeated fact",  # PARAREL repeats a few (relation, subject, object): the first copy counts
-    "not_one_token": "object not one token",
-    "few_prompts": "too few usable prompts",
-    "no_target_new": "no target_new",
-    "model_wrong": "model wrong on the fact",
-    "no_neighbour": "no correct neighbour",
-    "excluded": "a case of an excluded file",  # `exclude`: the facts of cases files already measured
+    # PARAREL repeats a few (relation, subject, object): the first copy counts
+    "duplicate": DropReason("repeated fact", "re-\npeated"),
+    "not_one_token": DropReason("object not one token", "not 1\ntoken"),
+    "few_prompts": DropReason("too few usable prompts", "few\nprompts"),
+    "no_target_new": DropReason("no target_new", "no\nnew"),
+    "model_wrong": DropReason("model wrong on the fact", "model\nwrong"),
+    "no_neighbour": DropReason("no correct neighbour", "no\nnbr"),
+    # `exclude`: the facts of cases files already measured
+    "excluded": DropReason("a case of an excluded file", "ex-\ncluded"),
 }
 
 
@@ -432,7 +442,7 @@ def cases_header(settings: dict, cases: Sequence[Case], reports: Sequence[CaseRe
              f"{sum(r.kept > 0 for r in reports)} of {len(reports)} relations",
              "prompts[0]: the relation's first usable template, answered top-1 by the model; neighbours and "
              "others: answered top-1 by the model; generation: text before the blank, and 'SUBJECT is'",
-             "relation: facts, " + ", ".join(REASONS[k] for k in reasons) + ", unexamined, kept (tune/test)"]
+             "relation: facts, " + ", ".join(REASONS[k].label for k in reasons) + ", unexamined, kept (tune/test)"]
     lines += [f"  {r.relation}: {r.facts}, " + ", ".join(str(getattr(r, k)) for k in reasons)
               + f", {r.unexamined}, {r.kept} ({r.tune}/{r.test})" for r in reports]
     return lines
