@@ -28,7 +28,9 @@ each of the case's generation beginnings, as the bench's `entropy_generation`) a
 Rows journaled without steps, context_fit, layer or clamp ran at 20, none, ROME's layer and 4.
 
 `--shard K/N` tunes only cases K, K+N, ... (after --sample and --limit), so that N processes share
-one --out and its journal; the last to finish writes the table.
+one --out and its journal; the last to finish writes the table.  `--skip-run DIR` (an `edit bench`
+folder of the same cases file) leaves out the cases that run measures, rebuilt from its config.json,
+before `--sample`: a tune on the cases a measurement never reads.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import pandas as pd
 import torch
 
 import kneuron
-from kneuron.data.counterfact import load_cases
+from kneuron.data.counterfact import load_cases, sample_cases
 from kneuron.edits import fit_update, plan_update, selective_neurons
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import (
@@ -52,6 +54,7 @@ from kneuron.experiments.edit_bench import (
     Editors,
     Measure,
     harmonic,
+    measured_cases,
     ngram_entropy,
     parse_shard,
     shard_indices,
@@ -71,6 +74,9 @@ def main() -> None:
     ap.add_argument("--margins", default="1,1.25,1.5,2,3")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sample", type=int, default=None, help="a seeded sample, round robin over relations")
+    ap.add_argument("--skip-run", type=Path, action="append", default=[],
+                    help="an edit bench run (folder) of the same cases file: its cases are left out before --sample, "
+                         "so that a tune and a measurement share no case (repeatable)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--editor", choices=("kn", "subject"), default="kn")
     ap.add_argument("--counts", default="8,16,32,64,128", help="--editor subject: the neuron counts tried")
@@ -89,21 +95,19 @@ def main() -> None:
     margins = [float(x) for x in args.margins.split(",")]
     sels = [None if x == "none" else float(x) for x in args.selectivities.split(",")]
     cases = [c for c in load_cases(args.cases) if c.split == "tune"]
+    if args.skip_run:
+        measured = set()
+        for run in args.skip_run:
+            try:
+                measured |= {c.case_id for c in measured_cases(run)}
+            except KneuronError as e:
+                raise SystemExit(str(e)) from None
+            named = json.loads((run / "config.json").read_text(encoding="utf-8"))["cases"]
+            if named != args.cases.name:
+                raise SystemExit(f"--skip-run {run.name}: it measured {named}, not {args.cases.name}")
+        cases = [c for c in cases if c.case_id not in measured]
     if args.sample:
-        import random
-
-        groups: dict = {}
-        for c in cases:
-            groups.setdefault(c.relation, []).append(c)
-        rng = random.Random(0)
-        for g in groups.values():
-            rng.shuffle(g)
-        picked: list = []
-        while len(picked) < min(args.sample, len(cases)):
-            for g in groups.values():
-                if g and len(picked) < args.sample:
-                    picked.append(g.pop())
-        cases = [c for c in cases if c in picked]
+        cases = sample_cases(cases, args.sample, seed=0)
     cases = cases[: args.limit]
     try:
         shard = parse_shard(args.shard)
@@ -174,7 +178,7 @@ def main() -> None:
     text = [f"# Tuning the default knowledge-neuron edit: {args.model}, {table['cases'].max()} tune cases",
             "", f"Command: `python benchmarks/tune_edit.py --model {args.model} --cases {args.cases.name} "
             f"--selectivities {args.selectivities} --ratios {args.ratios} --margins {args.margins}"
-            + (f" --sample {args.sample}" if args.sample else "") + "`  ", f"CPU: {cpu}; torch threads "
+            + _skips(args) + (f" --sample {args.sample}" if args.sample else "") + "`  ", f"CPU: {cpu}; torch threads "
             f"{torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.", "",
             _markdown(table), "",
             f"Choice (highest S with others kept >= 0.9): selectivity {pick['selectivity']}, ratio {pick['ratio']:g}, "
@@ -271,7 +275,8 @@ def _tune_subject(kn, cases, mine, measure: Measure, journal: FactLog, args) -> 
             f"--context-fits {args.context_fits} " + (f"--layers {args.layers} " if args.layers != "default" else "")
             + (f"--clamp-norms {args.clamp_norms} " if args.clamp_norms != "4" else "")
             + ("--fluency " if args.fluency else "")
-            + f"--model {args.model} --cases {args.cases.name}" + (f" --sample {args.sample}" if args.sample else "")
+            + f"--model {args.model} --cases {args.cases.name}" + _skips(args)
+            + (f" --sample {args.sample}" if args.sample else "")
             + "`  ",
             f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {time.perf_counter() - started:.0f} s this run.",
             "", _markdown(table), "",
@@ -307,6 +312,10 @@ def choose_subject(table: pd.DataFrame, default_layer: int) -> pd.Series:
     return ok.assign(S2=ok["S"].round(2), mu=ok["context_fit"].map(_mu), moved=(ok["layer"] - default_layer).abs(),
                      clamped=(ok["clamp_norm"] - 4.0).abs()).sort_values(
         ["S2", "count", "steps", "mu", "moved", "clamped"], ascending=[False, True, True, False, True, True]).iloc[0]
+
+
+def _skips(args) -> str:
+    return "".join(f" --skip-run {run.name}" for run in args.skip_run)
 
 
 def _every_shard_done(args, keys) -> FactLog | None:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,16 +11,18 @@ import torch
 
 import kneuron
 from kneuron.cli import main
-from kneuron.data.counterfact import Case, Probe, save_cases
+from kneuron.data.counterfact import Case, Probe, load_cases, sample_cases, save_cases
 from kneuron.edits.subject import DEFAULT_CLAMP_NORM, DEFAULT_CONTEXT_FIT
 from kneuron.errors import KneuronError
 from kneuron.experiments.edit_bench import (
     BenchConfig,
     Editors,
     harmonic,
+    measured_cases,
     model_fingerprint,
     ngram_entropy,
     run_bench,
+    select_cases,
     summarize,
 )
 
@@ -309,3 +312,60 @@ def test_shards_of_one_run_give_the_rows_of_one_process(llama_dir, tmp_path, cap
         assert main([*args, "--out", str(tmp_path / "bad"), "--shard", bad]) == 2
         assert f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got '{bad}'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def _many_cases():
+    def case(i, relation):
+        return Case(case_id=i, split="tune" if i % 3 else "test", relation=relation, subject=f"S{i}", target_true="a",
+                    target_new="b", prompts=["x [MASK]"], paraphrases=[], neighbours=[], others=[], generation=[])
+    return [case(i, rel) for i, rel in enumerate(["P1"] * 9 + ["P2"] * 3 + ["P3"] * 6)]
+
+
+def test_case_samples_are_seeded_round_robin_over_relations_in_file_order():
+    cases = _many_cases()
+    picked = sample_cases(cases, 7, seed=0)
+    assert len(picked) == 7 and picked == sorted(picked, key=lambda c: c.case_id)
+    counts = {r: sum(c.relation == r for c in picked) for r in ("P1", "P2", "P3")}
+    assert counts == {"P1": 3, "P2": 2, "P3": 2}  # in turn: P1, P2, P3, P1, P2, P3, P1
+    assert sample_cases(cases, 7, seed=0) == picked and sample_cases(cases, 7, seed=1) != picked
+    assert sample_cases(cases, 50, seed=0) == cases  # more than there are: every case
+    tuned = [dataclasses.replace(cases[1], case_id=99), dataclasses.replace(cases[4], split="test")]
+    chosen = select_cases(cases, split="tune", tuned=tuned)  # only a tune case's fact is left out
+    assert [c.case_id for c in chosen] == [i for i in range(18) if i % 3 and i != 1]
+    assert select_cases(cases, split="test", sample=4, seed=0, limit=3) == sample_cases(
+        [c for c in cases if c.split == "test"], 4, seed=0)[:3]
+    with pytest.raises(KneuronError, match="--split must be tune, test or all"):
+        select_cases(cases, split="dev")
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "edit"
+
+
+def test_measured_cases_rebuild_what_every_committed_bench_run_measured():
+    """The selection (split, --exclude-tuned, --sample, --limit) as one function: it picks, for every
+    committed run whose cases file is committed, exactly the cases that run measured."""
+    checked = 0
+    for cfg_path in sorted(RESULTS.glob("*/config.json")):
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if "methods" not in cfg or not isinstance(cfg["cases"], str) or not (RESULTS / cfg["cases"]).is_file():
+            continue
+        measured = set(pd.read_csv(cfg_path.parent / "cases.csv")["case_id"].astype(int))
+        assert {c.case_id for c in measured_cases(cfg_path.parent)} == measured, cfg_path.parent.name
+        checked += 1
+    assert checked >= 8
+
+
+def test_committed_tunes_sampled_what_sample_cases_picks():
+    cases = [c for c in load_cases(RESULTS / "cases-smollm2-135m.jsonl") if c.split == "tune"]
+    tuned = {json.loads(line)["case_id"] for line in (RESULTS / "tune-subject-smollm2-135m" / "tune.jsonl").open()}
+    assert {c.case_id for c in sample_cases(cases, 12, seed=0)} == tuned
+
+
+def test_measured_cases_errors_name_the_run(tmp_path):
+    with pytest.raises(KneuronError, match="no config.json"):
+        measured_cases(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(BenchConfig(model="m", cases="gone.jsonl"))))
+    with pytest.raises(KneuronError, match="gone.jsonl is not beside the run folder"):
+        measured_cases(run)

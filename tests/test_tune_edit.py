@@ -1,5 +1,6 @@
 """benchmarks/tune_edit.py --editor subject: the clamp grid reaches ROME's v* and --fluency measures entropy."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -65,6 +66,34 @@ def test_shards_share_one_journal_and_the_last_writes_the_table(llama_dir, bingr
     assert ", 2 tune cases" in (tmp_path / "out" / "tune.md").read_text()  # both cases in the table
     bad = tune("--shard", "3/2")
     assert bad.returncode != 0 and "--shard must be K/N with 1 <= K <= N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_skip_run_leaves_out_the_cases_a_bench_run_measures(llama_dir, bingrel_dir, tmp_path):
+    from kneuron.experiments.edit_bench import BenchConfig, measured_cases
+
+    cases = [_case()]
+    for i, new in ((4, "is"), (5, "of")):
+        cases.append(_case())
+        cases[-1].case_id, cases[-1].target_new = i, new
+    save_cases(cases, tmp_path / "cases.jsonl")
+    (tmp_path / "bench").mkdir()
+    config = BenchConfig(model="m", cases="cases.jsonl", split="tune", sample=1, seed=3)
+    (tmp_path / "bench" / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    skipped = {c.case_id for c in measured_cases(tmp_path / "bench")}
+    assert len(skipped) == 1
+    env = {**os.environ, "KNEURON_DATA": str(bingrel_dir.parent), "KNEURON_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, str(ROOT / "benchmarks" / "tune_edit.py"), "--editor", "subject", "--counts", "4",
+            "--model", str(llama_dir), "--cases", "cases.jsonl", "--out", "out", "--threads", "1", "--steps", "4"]
+    done = subprocess.run(args + ["--skip-run", "bench"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = {json.loads(line)["case_id"] for line in (tmp_path / "out" / "tune.jsonl").read_text().splitlines()}
+    assert tuned == {3, 4, 5} - skipped
+    assert "--skip-run bench" in (tmp_path / "out" / "tune.md").read_text()
+    (tmp_path / "other.jsonl").write_bytes((tmp_path / "cases.jsonl").read_bytes())
+    wrong = subprocess.run(args[:-8] + ["--cases", "other.jsonl", "--out", "o2", "--skip-run", "bench"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert wrong.returncode != 0 and "it measured cases.jsonl, not other.jsonl" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "o2" / "tune.jsonl").exists()
 
 
 def _tune_module():

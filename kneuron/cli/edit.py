@@ -639,41 +639,21 @@ def bench(
         check_methods,
         parse_shard,
         run_bench,
+        select_cases,
         summarize,
         write_outputs,
     )
 
     chosen = check_methods(split_list(methods) or [])
     shard_kn = parse_shard(shard)
-    if split not in ("tune", "test", "all"):
-        raise KneuronError(f"--split must be tune, test or all, got {split!r}")
-    cases = load_cases(cases_path)
-    if split != "all":
-        cases = [c for c in cases if c.split == split]
+    every = load_cases(cases_path)
+    tuned = load_cases(exclude_tuned) if exclude_tuned is not None else []
+    cases = select_cases(every, split=split, tuned=tuned, seed=seed)
     if exclude_tuned is not None:
-        tuned = {(c.relation, c.subject.casefold()) for c in load_cases(exclude_tuned) if c.split == "tune"}
-        before = len(cases)
-        cases = [c for c in cases if (c.relation, c.subject.casefold()) not in tuned]
+        before = len(select_cases(every, split=split))
         console.print(f"--exclude-tuned: left out {before - len(cases)} of {before} cases, facts tuned on in "
                       f"{escape(exclude_tuned.name)}", highlight=False)
-    if sample is not None and sample < len(cases):
-        import random
-
-        by_relation: dict[str, list] = {}
-        for c in cases:
-            by_relation.setdefault(c.relation, []).append(c)
-        rng = random.Random(seed)
-        for group in by_relation.values():
-            rng.shuffle(group)
-        picked: list = []
-        while len(picked) < sample:  # round robin over relations, so that every relation is represented
-            for group in by_relation.values():
-                if group and len(picked) < sample:
-                    picked.append(group.pop())
-        keep = {c.case_id for c in picked}
-        cases = [c for c in cases if c.case_id in keep]
-    if limit is not None:
-        cases = cases[:limit]
+    cases = select_cases(cases, sample=sample, seed=seed, limit=limit)
     if not cases:
         raise KneuronError(f"{cases_path}: no cases{'' if split == 'all' else ' in the ' + split + ' split'}")
     config = BenchConfig(model=model, cases=cases_path.name, methods=chosen, split=split, limit=limit, sample=sample,

@@ -458,6 +458,23 @@ def excluded_facts(paths: Iterable[str | Path]) -> set[tuple[str, str]]:
     return {(c.relation, c.subject) for path in paths for c in load_cases(path)}
 
 
+def sample_cases(cases: Sequence[Case], count: int, seed: int = 0) -> list[Case]:
+    """A seeded sample of `count` cases in file order, drawn round robin over the relations (each
+    relation's cases shuffled once) so that every relation is represented."""
+    by_relation: dict[str, list[Case]] = {}
+    for c in cases:
+        by_relation.setdefault(c.relation, []).append(c)
+    rng = random.Random(seed)
+    for group in by_relation.values():
+        rng.shuffle(group)
+    picked: set[int] = set()
+    while len(picked) < min(count, len(cases)):
+        for group in by_relation.values():
+            if group and len(picked) < count:
+                picked.add(group.pop().case_id)
+    return [c for c in cases if c.case_id in picked]
+
+
 def save_cases(cases: Sequence[Case], path: str | Path, header: Sequence[str] | None = None) -> Path:
     """Write the cases as JSONL after `header` as `#` lines; the file appears whole or not at all."""
     path = Path(path)

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneuron.data.counterfact import Case, load_cases, sample_cases
 from kneuron.edits.subject import DEFAULT_CLAMP_NORM as SUBJECT_CLAMP_NORM
 from kneuron.edits.subject import DEFAULT_CONTEXT_FIT as SUBJECT_CONTEXT_FIT
 from kneuron.edits.subject import DEFAULT_COUNT as SUBJECT_COUNT
@@ -457,6 +458,42 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def shard_indices(count: int, shard: tuple[int, int] | None) -> range:
     """The positions among `count` items that shard (K, N) takes: K-1, K-1+N, ...; every one without a shard."""
     return range(count) if shard is None else range(shard[0] - 1, count, shard[1])
+
+
+def select_cases(cases: Sequence[Case], *, split: str = "all", tuned: Sequence[Case] = (), sample: int | None = None,
+                 seed: int = 0, limit: int | None = None) -> list[Case]:
+    """The cases a benchmark measures, in file order: those of `split` (tune | test | all), less the facts
+    (relation, subject) of `tuned`'s tune cases (`--exclude-tuned`), then a seeded `sample` over the
+    relations, then the first `limit`."""
+    if split not in ("tune", "test", "all"):
+        raise KneuronError(f"--split must be tune, test or all, got {split!r}")
+    chosen = [c for c in cases if split == "all" or c.split == split]
+    left_out = {(c.relation, c.subject.casefold()) for c in tuned if c.split == "tune"}
+    chosen = [c for c in chosen if (c.relation, c.subject.casefold()) not in left_out]
+    if sample is not None and sample < len(chosen):
+        chosen = sample_cases(chosen, sample, seed)
+    return chosen[:limit]
+
+
+def measured_cases(run_dir: Path) -> list[Case]:
+    """The cases the benchmark in `run_dir` measures (all shards), rebuilt from its config.json: its
+    cases file (and any --exclude-tuned file) are read from beside the run folder, as the run read them."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise KneuronError(f"{run_dir}: no config.json, so not an edit bench run")
+    cfg = stored_settings(json.loads(cfg_path.read_text(encoding="utf-8")))
+    files = {}
+    for name in ("cases", "exclude_tuned"):
+        if isinstance(cfg.get(name), list):
+            raise KneuronError(f"{cfg_path}: a combined run of several cases files ({', '.join(cfg[name])})")
+        if cfg.get(name):
+            path = run_dir.parent / cfg[name]
+            if not path.is_file():
+                raise KneuronError(f"{cfg_path}: its {name} file {cfg[name]} is not beside the run folder")
+            files[name] = load_cases(path)
+    return select_cases(files["cases"], split=cfg["split"], tuned=files.get("exclude_tuned", ()),
+                        sample=cfg["sample"], seed=cfg["seed"], limit=cfg["limit"])
 
 
 def run_bench(kn: KnowledgeModel, cases: Sequence, config: BenchConfig, out_dir: Path, *,
