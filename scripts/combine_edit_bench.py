@@ -30,6 +30,10 @@ from kneuron.reports.report import markdown_table
 MEASUREMENT = ("generation_tokens", "ppl_sentences", "bootstrap", "seed")
 
 
+def _as_list(cases) -> list[str]:
+    return [] if cases is None else [cases] if isinstance(cases, str) else list(cases)
+
+
 def load_run(spec: str, first: bool, pool: bool = False) -> tuple[Path, pd.DataFrame, dict]:
     name, _, renames = spec.partition(":")
     run = Path(name)
@@ -38,7 +42,7 @@ def load_run(spec: str, first: bool, pool: bool = False) -> tuple[Path, pd.DataF
             raise SystemExit(f"{run}: no {needed} (a finished `kneuron edit bench` folder, or one this script wrote)")
     cases = pd.read_csv(run / "cases.csv")
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    if pool:
+    if pool and not config.get("pool"):  # a pooled folder's cases are named already
         cases["case_id"] = [f"{config.get('cases', run.name)}:{c}" for c in cases["case_id"]]
     elif not first:
         cases = cases[cases["method"] != "unedited"]
@@ -97,7 +101,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args.out, frame, table, header)
     # the measurement settings and where the rows came from, so that this folder can be combined again
-    combined = {"model": first.get("model"), "cases": first.get("cases"), **{k: first.get(k) for k in MEASUREMENT},
+    files = sorted({f for _, _, config in loaded for f in _as_list(config.get("cases"))})
+    combined = {"model": first.get("model"), "cases": files[0] if len(files) == 1 else files,
+                **{k: first.get(k) for k in MEASUREMENT},
                 "combined_from": [run.name for run, _, _ in loaded], "pool": bool(args.pool)}
     (args.out / "config.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
     entropy = entropy_table(frame)

@@ -99,6 +99,16 @@ def test_a_combined_folder_is_a_run_that_can_be_pooled(tmp_path):
     methods = pd.read_csv(tmp_path / "pooled" / "methods.csv").set_index(["split", "method"])
     assert methods.loc[("all", "ed2"), "cases"] == 5  # test cases 1, 2 and tune cases 1, 2, 3: five, none merged
     assert methods.loc[("all", "ed"), "ES"] == pytest.approx(2 / 5)
+    pooled = pd.read_csv(tmp_path / "pooled" / "cases.csv")
+    assert set(pooled["case_id"]) == {"test.jsonl:1", "test.jsonl:2", "tune.jsonl:1", "tune.jsonl:2", "tune.jsonl:3"}
+    assert json.loads((tmp_path / "pooled" / "config.json").read_text())["cases"] == ["test.jsonl", "tune.jsonl"]
+    # a pooled folder pooled again: its cases keep their names, once
+    write_run(tmp_path / "d", [row(c, m, 0.0, 4.0) for c in (7,) for m in ("unedited", "ed", "ed2")], cases="more.jsonl")
+    assert subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "twice"), "pooled", "d", "--pool"],
+                          capture_output=True, text=True, cwd=tmp_path).returncode == 0
+    assert set(pd.read_csv(tmp_path / "twice" / "cases.csv")["case_id"]) == set(pooled["case_id"]) | {"more.jsonl:7"}
+    assert json.loads((tmp_path / "twice" / "config.json").read_text())["cases"] == [
+        "more.jsonl", "test.jsonl", "tune.jsonl"]
     # a folder without config.json: one line naming it
     (tmp_path / "out" / "config.json").unlink()
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "again"), "out", "c", "--pool"],
