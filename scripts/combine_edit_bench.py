@@ -42,8 +42,9 @@ def load_run(spec: str, first: bool, pool: bool = False) -> tuple[Path, pd.DataF
             raise SystemExit(f"{run}: no {needed} (a finished `kneuron edit bench` folder, or one this script wrote)")
     cases = pd.read_csv(run / "cases.csv")
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    if pool and not config.get("pool"):  # a pooled folder's cases are named already
-        cases["case_id"] = [f"{config.get('cases', run.name)}:{c}" for c in cases["case_id"]]
+    if pool:
+        if not config.get("pool"):  # a pooled folder's cases are named already
+            cases["case_id"] = [f"{config.get('cases', run.name)}:{c}" for c in cases["case_id"]]
     elif not first:
         cases = cases[cases["method"] != "unedited"]
     for pair in filter(None, renames.split(",")):

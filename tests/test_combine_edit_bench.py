@@ -109,6 +109,11 @@ def test_a_combined_folder_is_a_run_that_can_be_pooled(tmp_path):
     assert set(pd.read_csv(tmp_path / "twice" / "cases.csv")["case_id"]) == set(pooled["case_id"]) | {"more.jsonl:7"}
     assert json.loads((tmp_path / "twice" / "config.json").read_text())["cases"] == [
         "more.jsonl", "test.jsonl", "tune.jsonl"]
+    # listed second, a pooled folder keeps its unedited rows too
+    assert subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "second"), "d", "pooled", "--pool"],
+                          capture_output=True, text=True, cwd=tmp_path).returncode == 0
+    second = pd.read_csv(tmp_path / "second" / "methods.csv").set_index(["split", "method"])
+    assert second.loc[("all", "unedited"), "cases"] == 6
     # a folder without config.json: one line naming it
     (tmp_path / "out" / "config.json").unlink()
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "again"), "out", "c", "--pool"],
