@@ -94,6 +94,11 @@ class Case:
     others: list[Probe]  # other relations; the model answers them correctly
     generation: list[str]  # plain-text beginnings for fluency
 
+    @property
+    def fact(self) -> tuple[str, str]:
+        """(relation, subject casefolded): what `--exclude` and `--exclude-tuned` compare across files."""
+        return self.relation, self.subject.casefold()
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -454,8 +459,8 @@ def shown_reasons(reports: Sequence[CaseReport]) -> list[str]:
 
 
 def excluded_facts(paths: Iterable[str | Path]) -> set[tuple[str, str]]:
-    """The (relation, subject) of every case in the cases files `paths`, any split: `build_cases(exclude=...)`."""
-    return {(c.relation, c.subject) for path in paths for c in load_cases(path)}
+    """The fact (`Case.fact`) of every case in the cases files `paths`, any split: `build_cases(exclude=...)`."""
+    return {c.fact for path in paths for c in load_cases(path)}
 
 
 def sample_cases(cases: Sequence[Case], count: int, seed: int = 0) -> list[Case]:

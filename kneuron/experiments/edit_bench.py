@@ -468,8 +468,8 @@ def select_cases(cases: Sequence[Case], *, split: str = "all", tuned: Sequence[C
     if split not in ("tune", "test", "all"):
         raise KneuronError(f"--split must be tune, test or all, got {split!r}")
     chosen = [c for c in cases if split == "all" or c.split == split]
-    left_out = {(c.relation, c.subject.casefold()) for c in tuned if c.split == "tune"}
-    chosen = [c for c in chosen if (c.relation, c.subject.casefold()) not in left_out]
+    left_out = {c.fact for c in tuned if c.split == "tune"}
+    chosen = [c for c in chosen if c.fact not in left_out]
     if sample is not None and sample < len(chosen):
         chosen = sample_cases(chosen, sample, seed)
     return chosen[:limit]
